@@ -1,0 +1,482 @@
+//! [`QuiverConfig`]: every setting of the engine, loadable from TOML and
+//! overridable by `QUIVER_*` environment variables.
+//!
+//! ```toml
+//! [exec]
+//! memory_limit = "4GiB"        # or "50%" of physical memory
+//! target_partitions = 8
+//! batch_size = 8192
+//! spill_dir = "/var/tmp/quiver"
+//!
+//! [data]
+//! roots = ["/data/media", "/tmp"]   # empty: local paths are unrestricted
+//!
+//! [object_store.s3]
+//! region = "us-east-1"
+//! endpoint = "http://127.0.0.1:9000"
+//! allow_http = true
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// What went wrong while loading or validating configuration. Every variant
+/// names the key and where its value came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// One value does not parse or is out of range.
+    #[error("invalid value {value:?} for {key} (from {origin}): {reason}")]
+    Value {
+        /// The dotted key, e.g. `exec.memory_limit`.
+        key: String,
+        /// The offending value.
+        value: String,
+        /// Where the value came from: a file path or an environment variable.
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// All of Quiver's settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuiverConfig {
+    /// Execution: memory, parallelism, batch size, spilling.
+    pub exec: ExecConfig,
+    /// Which local paths queries may read and write.
+    pub data: DataConfig,
+    /// Credentials and endpoints of object stores.
+    pub object_store: ObjectStoreConfig,
+}
+
+/// Execution settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecConfig {
+    /// Memory the query pool may use: bytes with a unit (`"4GiB"`, `"512MB"`)
+    /// or a share of physical memory (`"50%"`). Operators that can spill
+    /// (sorts, aggregates, joins) spill to `spill_dir` beyond it.
+    pub memory_limit: String,
+    /// Partitions each plan is split into; 0 means one per CPU core.
+    pub target_partitions: usize,
+    /// Rows per record batch.
+    pub batch_size: usize,
+    /// Directory for spill files; `None` uses the OS temp directory.
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit: "50%".to_string(),
+            target_partitions: 0,
+            batch_size: 8192,
+            spill_dir: None,
+        }
+    }
+}
+
+/// Local data access.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Directories local paths must lie under. Empty: no restriction.
+    pub roots: Vec<PathBuf>,
+}
+
+/// Object-store settings, one section per kind of store.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectStoreConfig {
+    /// `s3://` and S3-compatible servers. Unset fields fall back to the
+    /// standard `AWS_*` environment variables.
+    pub s3: S3Config,
+    /// `gs://`. Unset fields fall back to the `GOOGLE_*` variables.
+    pub gcs: GcsConfig,
+    /// `az://`, `abfs://`. Unset fields fall back to the `AZURE_*` variables.
+    pub azure: AzureConfig,
+    /// Seconds to wait for a connection to any remote store.
+    pub connect_timeout_secs: u64,
+    /// Seconds a whole request, retries included, may take before it fails.
+    pub request_timeout_secs: u64,
+    /// How many times a failed request is retried.
+    pub max_retries: usize,
+}
+
+/// Settings for S3 and S3-compatible stores.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// AWS region.
+    pub region: Option<String>,
+    /// Custom endpoint of an S3-compatible server (`http://127.0.0.1:9000`).
+    pub endpoint: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Session token for temporary credentials.
+    pub session_token: Option<String>,
+    /// Allow plain `http://` endpoints.
+    pub allow_http: Option<bool>,
+    /// Sign no requests (public buckets).
+    pub skip_signature: Option<bool>,
+    /// Address buckets as `bucket.endpoint` rather than `endpoint/bucket`.
+    pub virtual_hosted_style: Option<bool>,
+}
+
+/// Settings for Google Cloud Storage.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcsConfig {
+    /// Path to a service-account JSON key.
+    pub service_account_path: Option<String>,
+}
+
+/// Settings for Azure Blob Storage.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AzureConfig {
+    /// Storage account name.
+    pub account: Option<String>,
+    /// Storage account access key.
+    pub access_key: Option<String>,
+    /// Custom endpoint (an emulator such as Azurite).
+    pub endpoint: Option<String>,
+    /// Talk to the Azurite emulator with its well-known credentials.
+    pub use_emulator: Option<bool>,
+}
+
+/// Environment variables that override the config, with the key each sets.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("QUIVER_EXEC_MEMORY_LIMIT", "exec.memory_limit"),
+    ("QUIVER_EXEC_TARGET_PARTITIONS", "exec.target_partitions"),
+    ("QUIVER_EXEC_BATCH_SIZE", "exec.batch_size"),
+    ("QUIVER_EXEC_SPILL_DIR", "exec.spill_dir"),
+    ("QUIVER_DATA_ROOTS", "data.roots"),
+    ("QUIVER_S3_REGION", "object_store.s3.region"),
+    ("QUIVER_S3_ENDPOINT", "object_store.s3.endpoint"),
+    ("QUIVER_S3_ACCESS_KEY_ID", "object_store.s3.access_key_id"),
+    (
+        "QUIVER_S3_SECRET_ACCESS_KEY",
+        "object_store.s3.secret_access_key",
+    ),
+    ("QUIVER_S3_SESSION_TOKEN", "object_store.s3.session_token"),
+    ("QUIVER_S3_ALLOW_HTTP", "object_store.s3.allow_http"),
+    ("QUIVER_S3_SKIP_SIGNATURE", "object_store.s3.skip_signature"),
+    (
+        "QUIVER_S3_VIRTUAL_HOSTED_STYLE",
+        "object_store.s3.virtual_hosted_style",
+    ),
+    (
+        "QUIVER_GCS_SERVICE_ACCOUNT_PATH",
+        "object_store.gcs.service_account_path",
+    ),
+    ("QUIVER_AZURE_ACCOUNT", "object_store.azure.account"),
+    ("QUIVER_AZURE_ACCESS_KEY", "object_store.azure.access_key"),
+    ("QUIVER_AZURE_ENDPOINT", "object_store.azure.endpoint"),
+    (
+        "QUIVER_AZURE_USE_EMULATOR",
+        "object_store.azure.use_emulator",
+    ),
+    (
+        "QUIVER_OBJECT_STORE_CONNECT_TIMEOUT_SECS",
+        "object_store.connect_timeout_secs",
+    ),
+    (
+        "QUIVER_OBJECT_STORE_REQUEST_TIMEOUT_SECS",
+        "object_store.request_timeout_secs",
+    ),
+    (
+        "QUIVER_OBJECT_STORE_MAX_RETRIES",
+        "object_store.max_retries",
+    ),
+];
+
+impl QuiverConfig {
+    /// Reads a TOML file. Unknown keys are errors, so typos do not pass
+    /// silently.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        cfg.validate(&path.display().to_string())?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text (for embedding and tests).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::from("<string>"),
+            source: Box::new(source),
+        })?;
+        cfg.validate("<string>")?;
+        Ok(cfg)
+    }
+
+    /// Applies the `QUIVER_*` variables of the process environment.
+    pub fn with_env_overrides(self) -> Result<Self, ConfigError> {
+        self.with_overrides(std::env::vars())
+    }
+
+    /// Applies `QUIVER_*` overrides from the given variables (see
+    /// [`ENV_OVERRIDES`]); other variables are ignored.
+    pub fn with_overrides(
+        mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        for (name, value) in vars {
+            let Some((_, key)) = ENV_OVERRIDES.iter().find(|(var, _)| *var == name) else {
+                continue;
+            };
+            self.set(key, &value, &name)?;
+        }
+        self.validate("the environment")?;
+        Ok(self)
+    }
+
+    /// Sets one dotted key from its text form.
+    pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+        let err = |reason: &str| ConfigError::Value {
+            key: key.to_string(),
+            value: value.to_string(),
+            origin: origin.to_string(),
+            reason: reason.to_string(),
+        };
+        let text = || Some(value.to_string());
+        let flag = || {
+            parse_bool(value)
+                .map(Some)
+                .ok_or_else(|| err("expected true or false"))
+        };
+        let number = || {
+            value
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| err("expected a non-negative integer"))
+        };
+        let os = &mut self.object_store;
+        match key {
+            "exec.memory_limit" => self.exec.memory_limit = value.to_string(),
+            "exec.target_partitions" => self.exec.target_partitions = number()?,
+            "exec.batch_size" => self.exec.batch_size = number()?,
+            "exec.spill_dir" => self.exec.spill_dir = Some(PathBuf::from(value)),
+            "data.roots" => {
+                self.data.roots = std::env::split_paths(value)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            }
+            "object_store.s3.region" => os.s3.region = text(),
+            "object_store.s3.endpoint" => os.s3.endpoint = text(),
+            "object_store.s3.access_key_id" => os.s3.access_key_id = text(),
+            "object_store.s3.secret_access_key" => os.s3.secret_access_key = text(),
+            "object_store.s3.session_token" => os.s3.session_token = text(),
+            "object_store.s3.allow_http" => os.s3.allow_http = flag()?,
+            "object_store.s3.skip_signature" => os.s3.skip_signature = flag()?,
+            "object_store.s3.virtual_hosted_style" => os.s3.virtual_hosted_style = flag()?,
+            "object_store.gcs.service_account_path" => os.gcs.service_account_path = text(),
+            "object_store.azure.account" => os.azure.account = text(),
+            "object_store.azure.access_key" => os.azure.access_key = text(),
+            "object_store.azure.endpoint" => os.azure.endpoint = text(),
+            "object_store.azure.use_emulator" => os.azure.use_emulator = flag()?,
+            "object_store.connect_timeout_secs" => os.connect_timeout_secs = number()? as u64,
+            "object_store.request_timeout_secs" => os.request_timeout_secs = number()? as u64,
+            "object_store.max_retries" => os.max_retries = number()?,
+            _ => return Err(err("unknown setting")),
+        }
+        Ok(())
+    }
+
+    /// Checks values that the types alone cannot.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, value: String, reason: &str| ConfigError::Value {
+            key: key.to_string(),
+            value,
+            origin: origin.to_string(),
+            reason: reason.to_string(),
+        };
+        parse_memory_limit(&self.exec.memory_limit, total_memory_bytes())
+            .map_err(|reason| err("exec.memory_limit", self.exec.memory_limit.clone(), &reason))?;
+        if self.exec.batch_size == 0 {
+            return Err(err("exec.batch_size", "0".into(), "must be at least 1"));
+        }
+        if let Some(endpoint) = &self.object_store.s3.endpoint {
+            url::Url::parse(endpoint).map_err(|e| {
+                err(
+                    "object_store.s3.endpoint",
+                    endpoint.clone(),
+                    &format!("not a URL: {e}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The memory pool size in bytes.
+    pub fn memory_limit_bytes(&self) -> Result<usize, ConfigError> {
+        parse_memory_limit(&self.exec.memory_limit, total_memory_bytes()).map_err(|reason| {
+            ConfigError::Value {
+                key: "exec.memory_limit".into(),
+                value: self.exec.memory_limit.clone(),
+                origin: "config".into(),
+                reason,
+            }
+        })
+    }
+
+    /// Target partitions, with 0 resolved to the number of CPU cores.
+    pub fn target_partitions(&self) -> usize {
+        match self.exec.target_partitions {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        }
+    }
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses `"4GiB"`, `"512 MB"`, `"1048576"` or `"50%"` (of `total`) into bytes.
+pub fn parse_memory_limit(value: &str, total: u64) -> Result<usize, String> {
+    let v = value.trim();
+    if let Some(pct) = v.strip_suffix('%') {
+        let pct: f64 = pct
+            .trim()
+            .parse()
+            .map_err(|_| "expected a percentage such as 50%".to_string())?;
+        if !(pct > 0.0 && pct <= 100.0) {
+            return Err("a percentage must be above 0 and at most 100".into());
+        }
+        return Ok((total as f64 * pct / 100.0) as usize);
+    }
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| "expected a size such as 4GiB, 512MB or 50%".to_string())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (use B, KB, KiB, MB, MiB, GB, GiB)"
+            ));
+        }
+    };
+    let bytes = num * mult as f64;
+    if bytes < 1.0 {
+        return Err("must be above zero".into());
+    }
+    Ok(bytes as usize)
+}
+
+/// Physical memory of this machine, from `/proc/meminfo` (8 GiB if unknown).
+pub fn total_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(8 << 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limits_parse() {
+        assert_eq!(parse_memory_limit("4GiB", 0).unwrap(), 4 << 30);
+        assert_eq!(parse_memory_limit("512 MB", 0).unwrap(), 512_000_000);
+        assert_eq!(parse_memory_limit("1024", 0).unwrap(), 1024);
+        assert_eq!(parse_memory_limit("50%", 1000).unwrap(), 500);
+        assert!(parse_memory_limit("lots", 0).is_err());
+        assert!(parse_memory_limit("0%", 1000).is_err());
+        assert!(
+            parse_memory_limit("3 parsecs", 0)
+                .unwrap_err()
+                .contains("parsecs")
+        );
+    }
+
+    #[test]
+    fn toml_and_env_override() {
+        let cfg = QuiverConfig::from_toml(
+            "[exec]\nbatch_size = 100\n[object_store.s3]\nregion = \"eu-west-1\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.exec.batch_size, 100);
+        let cfg = cfg
+            .with_overrides([
+                ("QUIVER_EXEC_BATCH_SIZE".to_string(), "7".to_string()),
+                ("QUIVER_S3_ALLOW_HTTP".to_string(), "true".to_string()),
+                ("UNRELATED".to_string(), "x".to_string()),
+            ])
+            .unwrap();
+        assert_eq!(cfg.exec.batch_size, 7);
+        assert_eq!(cfg.object_store.s3.allow_http, Some(true));
+        assert_eq!(cfg.object_store.s3.region.as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn bad_values_name_key_and_origin() {
+        let err = QuiverConfig::default()
+            .with_overrides([("QUIVER_EXEC_BATCH_SIZE".to_string(), "many".to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exec.batch_size"), "{err}");
+        assert!(err.contains("QUIVER_EXEC_BATCH_SIZE"), "{err}");
+        let err = QuiverConfig::from_toml("[exec]\nmemory_limt = \"1GB\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory_limt"), "{err}");
+        let err = QuiverConfig::from_toml("[exec]\nmemory_limit = \"1 GX\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exec.memory_limit"), "{err}");
+    }
+}

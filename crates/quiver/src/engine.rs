@@ -1,0 +1,301 @@
+//! [`Quiver`]: a DataFusion [`SessionContext`] with Quiver's memory pool,
+//! spilling, object stores, file-table functions and table factories.
+
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::dataframe::DataFrame;
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use object_store::path::Path;
+
+use crate::config::QuiverConfig;
+use crate::listing::{FileKind, GlobbingTableFactory, ReadFileFunction, file_table};
+use crate::object_stores::QuiverObjectStoreRegistry;
+
+/// Builds a [`Quiver`] from a [`QuiverConfig`].
+#[derive(Debug, Default)]
+pub struct QuiverBuilder {
+    config: QuiverConfig,
+}
+
+impl QuiverBuilder {
+    /// Uses this configuration (default: [`QuiverConfig::default`]).
+    pub fn config(mut self, config: QuiverConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Creates the engine: memory pool, disk manager, object stores,
+    /// functions and factories.
+    pub fn build(self) -> Result<Quiver> {
+        let config = self.config;
+        let limit = config
+            .memory_limit_bytes()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let pool = TrackConsumersPool::new(
+            FairSpillPool::new(limit),
+            NonZeroUsize::new(5).expect("invariant: 5 is not zero"),
+        );
+        let disk_mode = match &config.exec.spill_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    DataFusionError::IoError(e).context(format!(
+                        "creating spill directory {} (exec.spill_dir)",
+                        dir.display()
+                    ))
+                })?;
+                DiskManagerMode::Directories(vec![dir.clone()])
+            }
+            None => DiskManagerMode::OsTmpDirectory,
+        };
+        let registry = QuiverObjectStoreRegistry::new(config.object_store.clone(), &config.data)?;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(disk_mode))
+            .with_object_store_registry(Arc::new(registry))
+            .build_arc()?;
+        let session_config = SessionConfig::new()
+            .with_target_partitions(config.target_partitions())
+            .with_batch_size(config.exec.batch_size)
+            .with_information_schema(true);
+        let mut state = SessionStateBuilder::new()
+            .with_config(session_config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        for format in ["PARQUET", "CSV", "JSON", "NDJSON"] {
+            state.table_factories_mut().insert(
+                format.to_string(),
+                Arc::new(GlobbingTableFactory::default()),
+            );
+        }
+        let ctx = SessionContext::new_with_state(state);
+        for kind in [FileKind::Parquet, FileKind::Csv, FileKind::Json] {
+            ctx.register_udtf(kind.function_name(), Arc::new(ReadFileFunction::new(kind)));
+        }
+        Ok(Quiver { ctx, config })
+    }
+}
+
+/// The Quiver engine: plan and run SQL over tables, files and object stores.
+///
+/// ```no_run
+/// # async fn demo() -> datafusion::common::Result<()> {
+/// let quiver = quiver::Quiver::builder().build()?;
+/// let batches = quiver
+///     .collect("SELECT count(*) FROM read_parquet('data/orders/')")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Quiver {
+    ctx: SessionContext,
+    config: QuiverConfig,
+}
+
+impl std::fmt::Debug for Quiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quiver")
+            .field("session_id", &self.ctx.session_id())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Quiver {
+    /// A builder with the default configuration.
+    pub fn builder() -> QuiverBuilder {
+        QuiverBuilder::default()
+    }
+
+    /// The underlying DataFusion context, for anything this API lacks.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The configuration this engine was built with.
+    pub fn config(&self) -> &QuiverConfig {
+        &self.config
+    }
+
+    /// Plans one SQL statement. DDL (`CREATE`, `DROP`, `SET`) takes effect
+    /// here; queries run when the frame is executed.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        self.ctx.sql(sql).await
+    }
+
+    /// Plans and runs one statement, streaming its result. A `COPY … TO`
+    /// that fails removes whatever it had written.
+    pub async fn execute_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        let df = self.sql(sql).await?;
+        self.execute_frame(df).await
+    }
+
+    /// Runs a planned frame as [`Self::execute_stream`] does.
+    pub async fn execute_frame(&self, df: DataFrame) -> Result<SendableRecordBatchStream> {
+        let LogicalPlan::Copy(copy) = df.logical_plan() else {
+            return df.execute_stream().await;
+        };
+        let guard = CopyGuard::new(&self.ctx, &copy.output_url).await?;
+        let stream = match df.execute_stream().await {
+            Ok(s) => s,
+            Err(e) => {
+                guard.cleanup().await;
+                return Err(e);
+            }
+        };
+        let schema = stream.schema();
+        let guarded = futures::stream::unfold(
+            (stream, Some(guard)),
+            |(mut stream, mut guard)| async move {
+                let item = stream.next().await?;
+                if item.is_err()
+                    && let Some(g) = guard.take()
+                {
+                    g.cleanup().await;
+                }
+                Some((item, (stream, guard)))
+            },
+        );
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, guarded)))
+    }
+
+    /// Plans and runs one statement and collects its result.
+    pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        self.execute_stream(sql).await?.try_collect().await
+    }
+
+    /// Registers a table over Parquet files at `location` (a path, prefix or
+    /// glob on any supported object store).
+    pub async fn register_parquet(&self, name: &str, location: &str) -> Result<()> {
+        self.register_files(name, "parquet", location).await
+    }
+
+    /// Registers a table over CSV files (with a header row) at `location`.
+    pub async fn register_csv(&self, name: &str, location: &str) -> Result<()> {
+        self.register_files(name, "csv", location).await
+    }
+
+    /// Registers a table over newline-delimited JSON files at `location`.
+    pub async fn register_json(&self, name: &str, location: &str) -> Result<()> {
+        self.register_files(name, "json", location).await
+    }
+
+    async fn register_files(&self, name: &str, format: &str, location: &str) -> Result<()> {
+        let state = self.ctx.state();
+        let mut options = std::collections::HashMap::new();
+        if format == "csv" {
+            options.insert("format.has_header".to_string(), "true".to_string());
+        }
+        let table = file_table(&state, format, &[location.to_string()], &options, None).await?;
+        self.register_table(name, table)
+    }
+
+    /// Registers any DataFusion table provider under `name`.
+    pub fn register_table(&self, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
+        self.ctx.register_table(name, table).map(|_| ())
+    }
+
+    /// Registers an in-memory batch as a table.
+    pub fn register_batch(&self, name: &str, batch: RecordBatch) -> Result<()> {
+        self.ctx.register_batch(name, batch).map(|_| ())
+    }
+
+    /// Names of the tables in the default schema, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .ctx
+            .catalog("datafusion")
+            .and_then(|c| c.schema("public"))
+            .map(|s| s.table_names())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+/// Remembers what existed at a `COPY` target so that a failed copy can
+/// delete exactly what it wrote.
+struct CopyGuard {
+    store: Arc<dyn ObjectStore>,
+    target: Path,
+    before: HashSet<Path>,
+    local: Option<std::path::PathBuf>,
+    local_existed: bool,
+}
+
+impl CopyGuard {
+    async fn new(ctx: &SessionContext, output_url: &str) -> Result<Self> {
+        let url = ListingTableUrl::parse(output_url)?;
+        let store = ctx.runtime_env().object_store(&url)?;
+        let target = url.prefix().clone();
+        let before = Self::existing(store.as_ref(), &target).await;
+        let local = (url.scheme() == "file")
+            .then(|| url.get_url().to_file_path().ok())
+            .flatten();
+        let local_existed = local.as_ref().is_some_and(|p| p.exists());
+        Ok(Self {
+            store,
+            target,
+            before,
+            local,
+            local_existed,
+        })
+    }
+
+    /// The target object itself and everything below it.
+    async fn existing(store: &dyn ObjectStore, target: &Path) -> HashSet<Path> {
+        use object_store::ObjectStoreExt;
+        let mut found: HashSet<Path> = store
+            .list(Some(target))
+            .filter_map(|m| async move { m.ok().map(|m| m.location) })
+            .collect()
+            .await;
+        if store.head(target).await.is_ok() {
+            found.insert(target.clone());
+        }
+        found
+    }
+
+    /// Deletes every object the copy created; best effort, never fails.
+    async fn cleanup(self) {
+        use object_store::ObjectStoreExt;
+        let now = Self::existing(self.store.as_ref(), &self.target).await;
+        for path in now.difference(&self.before) {
+            let _ = self.store.delete(path).await;
+        }
+        if let Some(local) = &self.local
+            && !self.local_existed
+        {
+            // Staging files of an unfinished upload and empty directories
+            // the copy created.
+            if local.is_dir() {
+                let _ = std::fs::remove_dir_all(local);
+            } else if let (Some(dir), Some(name)) = (local.parent(), local.file_name()) {
+                let _ = std::fs::remove_file(local);
+                let stem = format!("{}#", name.to_string_lossy());
+                if let Ok(entries) = std::fs::read_dir(dir) {
+                    for e in entries.flatten() {
+                        if e.file_name().to_string_lossy().starts_with(&stem) {
+                            let _ = std::fs::remove_file(e.path());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

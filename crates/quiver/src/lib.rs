@@ -1,0 +1,33 @@
+//! Quiver: a SQL-fronted multimodal query engine on Apache DataFusion.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | [`QuiverConfig`]: TOML file + `QUIVER_*` environment overrides |
+//! | [`engine`] | [`Quiver`] and [`QuiverBuilder`]: the embeddable engine |
+//! | [`listing`] | `read_parquet` / `read_csv` / `read_json` and globbing `CREATE EXTERNAL TABLE` on every object store |
+//! | [`object_stores`] | lazily built `s3://`, `gs://`, `az://`, `http(s)://` stores; local data roots |
+//! | [`statements`] | splitting SQL scripts into statements with their line and column |
+//! | [`sample`] | the built-in sample dataset and benchmark data generators |
+//!
+//! ```no_run
+//! # async fn demo() -> datafusion::common::Result<()> {
+//! use quiver::{Quiver, QuiverConfig};
+//! let cfg = QuiverConfig::default().with_env_overrides().map_err(|e| {
+//!     datafusion::error::DataFusionError::External(Box::new(e))
+//! })?;
+//! let quiver = Quiver::builder().config(cfg).build()?;
+//! let df = quiver.sql("SELECT 1 AS one").await?;
+//! df.show().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod engine;
+pub mod listing;
+pub mod object_stores;
+pub mod sample;
+pub mod statements;
+
+pub use config::{ConfigError, QuiverConfig};
+pub use datafusion;
+pub use engine::{Quiver, QuiverBuilder};

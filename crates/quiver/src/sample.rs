@@ -1,0 +1,269 @@
+//! The built-in sample dataset and the generators the benchmarks share.
+//!
+//! [`generate`] writes, deterministically (fixed seed):
+//!
+//! | path | format | rows | columns |
+//! |---|---|---|---|
+//! | `customers.csv` | CSV with header | 1,000 | id, name, country, signup_date |
+//! | `products.parquet` | Parquet | 200 | id, name, category, price |
+//! | `orders/part-{0..3}.parquet` | Parquet | 100,000 | order_id, customer_id, product_id, quantity, amount, ordered_at |
+//! | `events.json` | newline-delimited JSON | 5,000 | ts, customer_id, kind |
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::{DataFusionError, Result};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// Rows of each sample table.
+pub const CUSTOMERS: usize = 1_000;
+/// Rows of `products.parquet`.
+pub const PRODUCTS: usize = 200;
+/// Rows of `orders/`, over [`ORDER_FILES`] files.
+pub const ORDERS: usize = 100_000;
+/// Files `orders/` is split into.
+pub const ORDER_FILES: usize = 4;
+/// Rows of `events.json`.
+pub const EVENTS: usize = 5_000;
+
+const COUNTRIES: [&str; 8] = ["DE", "FR", "GB", "JP", "US", "BR", "IN", "NG"];
+const CATEGORIES: [&str; 6] = ["audio", "books", "camera", "garden", "kitchen", "toys"];
+const EVENT_KINDS: [&str; 4] = ["view", "click", "cart", "purchase"];
+/// 2024-01-01 in days since the epoch.
+const DAY0: i32 = 19_723;
+/// 2024-01-01T00:00:00Z in milliseconds since the epoch.
+const MS0: i64 = DAY0 as i64 * 86_400_000;
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DataFusionError + '_ {
+    move |e| DataFusionError::IoError(e).context(format!("writing {}", path.display()))
+}
+
+/// Writes the sample dataset under `dir` (created if missing) and returns
+/// the files written.
+pub fn generate(dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir.join("orders")).map_err(io_err(dir))?;
+    let mut rng = SmallRng::seed_from_u64(42);
+    let mut written = vec![];
+
+    let path = dir.join("customers.csv");
+    let ids: Vec<i32> = (1..=CUSTOMERS as i32).collect();
+    let names: Vec<String> = ids.iter().map(|i| format!("customer {i:04}")).collect();
+    let countries: Vec<&str> = ids
+        .iter()
+        .map(|_| COUNTRIES[rng.random_range(0..COUNTRIES.len())])
+        .collect();
+    let signup: Vec<i32> = ids
+        .iter()
+        .map(|_| DAY0 - rng.random_range(0..730))
+        .collect();
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int32Array::from(ids)) as ArrayRef),
+        ("name", Arc::new(StringArray::from(names))),
+        ("country", Arc::new(StringArray::from(countries))),
+        ("signup_date", Arc::new(Date32Array::from(signup))),
+    ])?;
+    let file = File::create(&path).map_err(io_err(&path))?;
+    let mut w = arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(file);
+    w.write(&batch)?;
+    written.push(path);
+
+    let path = dir.join("products.parquet");
+    let batch = product_batch(&mut rng, PRODUCTS);
+    write_parquet(&path, batch.schema(), std::iter::once(Ok(batch)))?;
+    written.push(path);
+
+    let per_file = ORDERS / ORDER_FILES;
+    for f in 0..ORDER_FILES {
+        let path = dir.join(format!("orders/part-{f}.parquet"));
+        let start = (f * per_file) as i64;
+        let batch = order_batch(&mut rng, start, per_file);
+        write_parquet(&path, batch.schema(), std::iter::once(Ok(batch)))?;
+        written.push(path);
+    }
+
+    let path = dir.join("events.json");
+    let ts: Vec<i64> = (0..EVENTS as i64).map(|i| MS0 + i * 60_000).collect();
+    let cust: Vec<i32> = ts
+        .iter()
+        .map(|_| rng.random_range(1..=CUSTOMERS as i32))
+        .collect();
+    let kinds: Vec<&str> = ts
+        .iter()
+        .map(|_| EVENT_KINDS[rng.random_range(0..EVENT_KINDS.len())])
+        .collect();
+    let batch = RecordBatch::try_from_iter([
+        (
+            "ts",
+            Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")) as ArrayRef,
+        ),
+        ("customer_id", Arc::new(Int32Array::from(cust))),
+        ("kind", Arc::new(StringArray::from(kinds))),
+    ])?;
+    let file = File::create(&path).map_err(io_err(&path))?;
+    let mut w = arrow::json::LineDelimitedWriter::new(file);
+    w.write(&batch)?;
+    w.finish()?;
+    written.push(path);
+    Ok(written)
+}
+
+fn product_batch(rng: &mut SmallRng, rows: usize) -> RecordBatch {
+    let ids: Vec<i32> = (1..=rows as i32).collect();
+    let names: Vec<String> = ids.iter().map(|i| format!("product {i:03}")).collect();
+    let cats: Vec<&str> = ids
+        .iter()
+        .map(|i| CATEGORIES[*i as usize % CATEGORIES.len()])
+        .collect();
+    let price: Vec<f64> = ids
+        .iter()
+        .map(|_| (rng.random_range(100..50_000) as f64) / 100.0)
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("category", DataType::Utf8, false),
+            Field::new("price", DataType::Float64, false),
+        ])),
+        vec![
+            Arc::new(Int32Array::from(ids)),
+            Arc::new(StringArray::from(names)),
+            Arc::new(StringArray::from(cats)),
+            Arc::new(Float64Array::from(price)),
+        ],
+    )
+    .expect("invariant: columns match the schema")
+}
+
+fn order_batch(rng: &mut SmallRng, start: i64, rows: usize) -> RecordBatch {
+    let order_id: Vec<i64> = (start + 1..=start + rows as i64).collect();
+    let customer: Vec<i32> = order_id
+        .iter()
+        .map(|_| rng.random_range(1..=CUSTOMERS as i32))
+        .collect();
+    let product: Vec<i32> = order_id
+        .iter()
+        .map(|_| rng.random_range(1..=PRODUCTS as i32))
+        .collect();
+    let quantity: Vec<i32> = order_id.iter().map(|_| rng.random_range(1..=5)).collect();
+    let amount: Vec<f64> = quantity
+        .iter()
+        .map(|q| (*q as f64) * (rng.random_range(100..20_000) as f64) / 100.0)
+        .collect();
+    let ts: Vec<i64> = order_id
+        .iter()
+        .map(|_| MS0 + rng.random_range(0..365 * 86_400_000i64))
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("order_id", DataType::Int64, false),
+            Field::new("customer_id", DataType::Int32, false),
+            Field::new("product_id", DataType::Int32, false),
+            Field::new("quantity", DataType::Int32, false),
+            Field::new("amount", DataType::Float64, false),
+            Field::new(
+                "ordered_at",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(order_id)),
+            Arc::new(Int32Array::from(customer)),
+            Arc::new(Int32Array::from(product)),
+            Arc::new(Int32Array::from(quantity)),
+            Arc::new(Float64Array::from(amount)),
+            Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
+        ],
+    )
+    .expect("invariant: columns match the schema")
+}
+
+/// Writes batches to one zstd-compressed Parquet file.
+pub fn write_parquet(
+    path: &Path,
+    schema: SchemaRef,
+    batches: impl IntoIterator<Item = Result<RecordBatch>>,
+) -> Result<()> {
+    let file = File::create(path).map_err(io_err(path))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut w = ArrowWriter::try_new(file, schema, Some(props))?;
+    for b in batches {
+        w.write(&b?)?;
+    }
+    w.close()?;
+    Ok(())
+}
+
+/// The benchmark's star schema: `fact.parquet` with `rows` rows of
+/// `(key int, amount double)` with keys in `1..=dim_rows`, and `dim.parquet`
+/// with `(id int, category text)`, 10 categories. Written a batch at a time.
+pub fn write_star_schema(dir: &Path, rows: usize, dim_rows: usize) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut rng = SmallRng::seed_from_u64(7);
+    let fact = dir.join("fact.parquet");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Int32, false),
+        Field::new("amount", DataType::Float64, false),
+    ]));
+    const BATCH: usize = 65_536;
+    let batches = (0..rows).step_by(BATCH).map(|start| {
+        let n = BATCH.min(rows - start);
+        let keys: Vec<i32> = (0..n)
+            .map(|_| rng.random_range(1..=dim_rows as i32))
+            .collect();
+        let amounts: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..1000.0)).collect();
+        Ok(RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int32Array::from(keys)) as ArrayRef,
+                Arc::new(Float64Array::from(amounts)),
+            ],
+        )?)
+    });
+    write_parquet(&fact, Arc::clone(&schema), batches)?;
+    let dim = dir.join("dim.parquet");
+    let ids: Vec<i32> = (1..=dim_rows as i32).collect();
+    let cats: Vec<String> = ids.iter().map(|i| format!("category {}", i % 10)).collect();
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int32Array::from(ids)) as ArrayRef),
+        ("category", Arc::new(StringArray::from(cats))),
+    ])?;
+    write_parquet(&dim, batch.schema(), std::iter::once(Ok(batch)))?;
+    Ok((fact, dim))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_the_same_files_twice() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let files = generate(a.path()).unwrap();
+        generate(b.path()).unwrap();
+        assert_eq!(files.len(), 3 + ORDER_FILES);
+        for f in &files {
+            let rel = f.strip_prefix(a.path()).unwrap();
+            let x = std::fs::read(f).unwrap();
+            let y = std::fs::read(b.path().join(rel)).unwrap();
+            assert!(!x.is_empty());
+            assert_eq!(x, y, "{} differs between runs", rel.display());
+        }
+    }
+}
