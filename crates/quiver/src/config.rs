@@ -141,6 +141,10 @@ pub struct S3Config {
     pub skip_signature: Option<bool>,
     /// Address buckets as `bucket.endpoint` rather than `endpoint/bucket`.
     pub virtual_hosted_style: Option<bool>,
+    /// Fetch credentials from the EC2/ECS instance-metadata service when no
+    /// others are given. Off by default, so a machine without credentials
+    /// gets a clear error instead of a request to a link-local address.
+    pub instance_metadata: Option<bool>,
 }
 
 /// Settings for Google Cloud Storage.
@@ -185,6 +189,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "QUIVER_S3_VIRTUAL_HOSTED_STYLE",
         "object_store.s3.virtual_hosted_style",
+    ),
+    (
+        "QUIVER_S3_INSTANCE_METADATA",
+        "object_store.s3.instance_metadata",
     ),
     (
         "QUIVER_GCS_SERVICE_ACCOUNT_PATH",
@@ -298,6 +306,7 @@ impl QuiverConfig {
             "object_store.s3.allow_http" => os.s3.allow_http = flag()?,
             "object_store.s3.skip_signature" => os.s3.skip_signature = flag()?,
             "object_store.s3.virtual_hosted_style" => os.s3.virtual_hosted_style = flag()?,
+            "object_store.s3.instance_metadata" => os.s3.instance_metadata = flag()?,
             "object_store.gcs.service_account_path" => os.gcs.service_account_path = text(),
             "object_store.azure.account" => os.azure.account = text(),
             "object_store.azure.access_key" => os.azure.access_key = text(),

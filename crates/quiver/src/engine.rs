@@ -236,6 +236,8 @@ struct CopyGuard {
     before: HashSet<Path>,
     local: Option<std::path::PathBuf>,
     local_existed: bool,
+    /// Directories above a local target that the copy will create.
+    created_dirs: Vec<std::path::PathBuf>,
 }
 
 impl CopyGuard {
@@ -248,12 +250,23 @@ impl CopyGuard {
             .then(|| url.get_url().to_file_path().ok())
             .flatten();
         let local_existed = local.as_ref().is_some_and(|p| p.exists());
+        let created_dirs = local
+            .as_ref()
+            .map(|p| {
+                p.ancestors()
+                    .skip(1)
+                    .take_while(|a| !a.exists())
+                    .map(|a| a.to_path_buf())
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Self {
             store,
             target,
             before,
             local,
             local_existed,
+            created_dirs,
         })
     }
 
@@ -296,6 +309,10 @@ impl CopyGuard {
                     }
                 }
             }
+        }
+        // Deepest first; remove_dir only succeeds on empty directories.
+        for dir in &self.created_dirs {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }

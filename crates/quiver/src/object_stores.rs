@@ -143,6 +143,15 @@ impl QuiverObjectStoreRegistry {
                 if let Some(v) = s3.virtual_hosted_style {
                     b = b.with_virtual_hosted_style_request(v);
                 }
+                if !s3_has_credentials(s3) {
+                    return Err(plan_datafusion_err!(
+                        "no credentials for {}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                         (or object_store.s3.access_key_id / secret_access_key), \
+                         skip_signature = true for a public bucket, or \
+                         instance_metadata = true on EC2/ECS",
+                        store_key(url)
+                    ));
+                }
                 Arc::new(b.build().map_err(wrap)?)
             }
             "gs" => {
@@ -236,6 +245,20 @@ impl ObjectStoreRegistry for QuiverObjectStoreRegistry {
         let mut stores = self.stores.write().unwrap_or_else(|e| e.into_inner());
         Ok(Arc::clone(stores.entry(key).or_insert(store)))
     }
+}
+
+/// Whether S3 credentials come from somewhere other than the instance
+/// metadata service (which is only asked when the config opts in).
+fn s3_has_credentials(s3: &crate::config::S3Config) -> bool {
+    let env = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    s3.access_key_id.is_some()
+        || s3.skip_signature == Some(true)
+        || s3.instance_metadata == Some(true)
+        || env("AWS_ACCESS_KEY_ID")
+        || env("AWS_WEB_IDENTITY_TOKEN_FILE")
+        || env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || env("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        || std::env::var("AWS_SKIP_SIGNATURE").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// A local store that refuses any path outside its roots, so a server can

@@ -1,0 +1,68 @@
+//! `quiver demo`: writes the sample dataset and runs the example queries of
+//! `queries/` (compiled into the binary) over it.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use quiver::Quiver;
+
+use crate::args::{Format, OutputArgs};
+use crate::run::run_script;
+
+/// The example queries, in the order the demo runs them.
+pub const QUERIES: &[(&str, &str)] = &[
+    (
+        "queries/01_revenue_by_country.sql",
+        include_str!("../../../queries/01_revenue_by_country.sql"),
+    ),
+    (
+        "queries/02_category_trends.sql",
+        include_str!("../../../queries/02_category_trends.sql"),
+    ),
+    (
+        "queries/03_export_monthly.sql",
+        include_str!("../../../queries/03_export_monthly.sql"),
+    ),
+    (
+        "queries/04_event_funnel.sql",
+        include_str!("../../../queries/04_event_funnel.sql"),
+    ),
+];
+
+/// Generates `workdir/sample-data` and runs every example query there.
+pub async fn run_demo(
+    workdir: &Path,
+    engine: impl FnOnce() -> anyhow::Result<Quiver>,
+) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(workdir)
+        .with_context(|| format!("cannot create {}", workdir.display()))?;
+    std::env::set_current_dir(workdir)
+        .with_context(|| format!("cannot enter {}", workdir.display()))?;
+    let files = quiver::sample::generate(Path::new("sample-data"))?;
+    println!(
+        "Sample data: {} files in {}",
+        files.len(),
+        std::env::current_dir()?.join("sample-data").display()
+    );
+    let quiver = engine()?;
+    let output = OutputArgs {
+        format: Format::Table,
+        output: None,
+        max_rows: 40,
+        timing: false,
+    };
+    let mut sink = output.open()?;
+    for (name, sql) in QUERIES {
+        println!("\n== {name} ==");
+        if !run_script(&quiver, name, sql, &mut sink, false).await {
+            sink.discard();
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    sink.commit()?;
+    println!(
+        "\nDone. Try: quiver shell   (then: SELECT * FROM read_parquet('sample-data/orders/') LIMIT 5;)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
