@@ -20,7 +20,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::listing_table_factory::ListingTableFactory;
 use datafusion::execution::context::SessionState;
-use datafusion::logical_expr::{BinaryExpr, CreateExternalTable, Expr, Operator};
+use datafusion::logical_expr::{CreateExternalTable, Expr};
 use url::Url;
 
 const GLOB_CHARS: [char; 3] = ['*', '?', '['];
@@ -158,9 +158,23 @@ pub fn block_on_planning<F: Future<Output = Result<T>> + Send, T: Send>(fut: F) 
     }
 }
 
-/// `read_parquet(location [, …])`, `read_csv(location [, option = value …])`
-/// and `read_json(location)`: a table over the files at a location of any
-/// supported object store.
+/// Splits `'name=value'` when `name` is an identifier and the text holds no
+/// `/`.
+fn option_pair(text: &str) -> Option<(&str, &str)> {
+    if text.contains('/') {
+        return None;
+    }
+    let (key, value) = text.split_once('=')?;
+    let key = key.trim();
+    let mut chars = key.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    (first_ok && rest_ok).then_some((key, value.trim()))
+}
+
+/// `read_parquet(location […])`, `read_csv(location [, 'option=value' …])`
+/// and `read_json(location […])`: a table over the files at one or more
+/// locations of any supported object store.
 #[derive(Debug)]
 pub struct ReadFileFunction {
     kind: FileKind,
@@ -172,42 +186,31 @@ impl ReadFileFunction {
         Self { kind }
     }
 
-    /// Splits arguments into locations (string literals) and options
-    /// (`name = value`).
+    /// Splits arguments into locations and `'name=value'` options. A
+    /// string is an option when it starts with an identifier and `=` and
+    /// holds no `/` (so `'header=false'` is an option and
+    /// `'data/year=2024/'` a location).
     fn parse_args(&self, exprs: &[Expr]) -> Result<(Vec<String>, HashMap<String, String>)> {
         let name = self.kind.function_name();
         let mut locations = vec![];
         let mut options = HashMap::new();
         for (i, e) in exprs.iter().enumerate() {
-            match e {
+            let text = match e {
                 Expr::Literal(ScalarValue::Utf8(Some(s)), _)
                 | Expr::Literal(ScalarValue::Utf8View(Some(s)), _)
-                | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _) => locations.push(s.clone()),
-                Expr::BinaryExpr(BinaryExpr {
-                    left,
-                    op: Operator::Eq,
-                    right,
-                }) => {
-                    let (Expr::Column(col), Expr::Literal(v, _)) = (left.as_ref(), right.as_ref())
-                    else {
-                        return plan_err!(
-                            "{name}: argument {} must be a location string or option = literal, got {e}",
-                            i + 1
-                        );
-                    };
-                    let key = self.option_key(&col.name)?;
-                    let value = match v {
-                        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    options.insert(key, value);
-                }
+                | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _) => s,
                 other => {
                     return plan_err!(
-                        "{name}: argument {} must be a location string or option = literal, got {other}",
+                        "{name}: argument {} must be a location string or a 'name=value' option, got {other}",
                         i + 1
                     );
                 }
+            };
+            match option_pair(text) {
+                Some((key, value)) => {
+                    options.insert(self.option_key(key)?, value.to_string());
+                }
+                None => locations.push(text.clone()),
             }
         }
         if locations.is_empty() {
@@ -307,5 +310,14 @@ mod tests {
         assert!(!has_scheme("/tmp/x.parquet"));
         assert!(!has_scheme("data/x.parquet"));
         assert!(has_scheme("gs://b/x.parquet"));
+    }
+
+    #[test]
+    fn options_are_told_from_locations() {
+        assert_eq!(option_pair("header=false"), Some(("header", "false")));
+        assert_eq!(option_pair(" delim = ; "), Some(("delim", ";")));
+        assert_eq!(option_pair("data/year=2024/"), None);
+        assert_eq!(option_pair("x.csv"), None);
+        assert_eq!(option_pair("1x=2"), None);
     }
 }
