@@ -160,13 +160,34 @@ impl MotoServer {
     /// Creates a bucket with a plain HTTP `PUT /bucket` (moto does not check
     /// signatures by default); returns the HTTP status line.
     pub fn create_bucket(&self, bucket: &str) -> std::io::Result<String> {
+        self.raw_put(&format!("/{bucket}"), &[], &[])
+    }
+
+    /// Uploads an object readable by anyone (`x-amz-acl: public-read`), so
+    /// that it can be fetched through a plain `http://` URL; returns the
+    /// HTTP status line.
+    pub fn put_public(&self, bucket: &str, key: &str, body: &[u8]) -> std::io::Result<String> {
+        self.raw_put(
+            &format!("/{bucket}/{key}"),
+            &[("x-amz-acl", "public-read")],
+            body,
+        )
+    }
+
+    fn raw_put(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        )?;
+        let mut head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.port,
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes())?;
+        s.write_all(body)?;
         let mut resp = String::new();
         s.read_to_string(&mut resp)?;
         Ok(resp.lines().next().unwrap_or_default().to_string())
