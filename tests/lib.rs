@@ -130,7 +130,14 @@ impl MotoServer {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         let child = Command::new(python)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
@@ -174,7 +181,12 @@ impl MotoServer {
         )
     }
 
-    fn raw_put(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<String> {
+    fn raw_put(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut head = format!(

@@ -10,7 +10,10 @@ use quiver::Quiver;
 use quiver_tests::{MotoServer, batches_to_rows};
 
 async fn count(q: &Quiver, sql: &str) -> i64 {
-    let batches = q.collect(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = q
+        .collect(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let col = datafusion::arrow::compute::cast(
         batches[0].column(0),
         &datafusion::arrow::datatypes::DataType::Int64,
@@ -44,7 +47,10 @@ async fn setup() -> (MotoServer, Quiver, tempfile::TempDir) {
             ),
         )
         .await;
-        assert_eq!(n as usize, quiver::sample::ORDERS / quiver::sample::ORDER_FILES);
+        assert_eq!(
+            n as usize,
+            quiver::sample::ORDERS / quiver::sample::ORDER_FILES
+        );
     }
     count(
         &q,
@@ -69,7 +75,11 @@ async fn setup() -> (MotoServer, Quiver, tempfile::TempDir) {
 async fn read_functions_and_globs_on_s3() {
     let (_server, q, _dir) = setup().await;
     assert_eq!(
-        count(&q, "SELECT count(*) FROM read_parquet('s3://quiver/orders/')").await,
+        count(
+            &q,
+            "SELECT count(*) FROM read_parquet('s3://quiver/orders/')"
+        )
+        .await,
         100_000
     );
     assert_eq!(
@@ -89,7 +99,11 @@ async fn read_functions_and_globs_on_s3() {
         50_000
     );
     assert_eq!(
-        count(&q, "SELECT count(*) FROM read_csv('s3://quiver/customers.csv')").await,
+        count(
+            &q,
+            "SELECT count(*) FROM read_csv('s3://quiver/customers.csv')"
+        )
+        .await,
         1_000
     );
     assert_eq!(

@@ -62,9 +62,13 @@ async fn main() -> ExitCode {
         .filter(|f| {
             let n = name_of(f);
             filters.is_empty()
-                || filters
-                    .iter()
-                    .any(|flt| if exact { n == **flt } else { n.contains(flt.as_str()) })
+                || filters.iter().any(|flt| {
+                    if exact {
+                        n == **flt
+                    } else {
+                        n.contains(flt.as_str())
+                    }
+                })
         })
         .collect();
 

@@ -54,7 +54,7 @@ pub async fn run_demo(
     };
     let mut sink = output.open()?;
     for (name, sql) in QUERIES {
-        println!("\n== {name} ==");
+        println!("== {name} ==");
         if !run_script(&quiver, name, sql, &mut sink, false).await {
             sink.discard();
             return Ok(ExitCode::FAILURE);

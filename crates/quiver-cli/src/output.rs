@@ -118,9 +118,9 @@ impl Sink {
                 writeln!(out, "{table}").map_err(io)?;
                 let plural = if rows == 1 { "" } else { "s" };
                 if (shown_rows as u64) < rows {
-                    writeln!(out, "({rows} row{plural}, {shown_rows} shown)").map_err(io)?;
+                    writeln!(out, "({rows} row{plural}, {shown_rows} shown)\n").map_err(io)?;
                 } else {
-                    writeln!(out, "({rows} row{plural})").map_err(io)?;
+                    writeln!(out, "({rows} row{plural})\n").map_err(io)?;
                 }
                 out.flush().map_err(io)?;
             }

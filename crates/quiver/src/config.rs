@@ -289,7 +289,10 @@ impl QuiverConfig {
         };
         let os = &mut self.object_store;
         match key {
-            "exec.memory_limit" => self.exec.memory_limit = value.to_string(),
+            "exec.memory_limit" => {
+                parse_memory_limit(value, total_memory_bytes()).map_err(|r| err(&r))?;
+                self.exec.memory_limit = value.to_string()
+            }
             "exec.target_partitions" => self.exec.target_partitions = number()?,
             "exec.batch_size" => self.exec.batch_size = number()?,
             "exec.spill_dir" => self.exec.spill_dir = Some(PathBuf::from(value)),

@@ -167,7 +167,9 @@ fn option_pair(text: &str) -> Option<(&str, &str)> {
     let (key, value) = text.split_once('=')?;
     let key = key.trim();
     let mut chars = key.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
     (first_ok && rest_ok).then_some((key, value.trim()))
 }
