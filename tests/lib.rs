@@ -127,6 +127,16 @@ pub struct MotoServer {
 impl MotoServer {
     /// Starts the server and waits until it accepts connections.
     pub fn start() -> std::io::Result<Self> {
+        Self::start_with_env(&[])
+    }
+
+    /// Starts a server that checks signatures and credentials on every
+    /// request: only keys created through its IAM API are accepted.
+    pub fn start_with_auth() -> std::io::Result<Self> {
+        Self::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")])
+    }
+
+    fn start_with_env(env: &[(&str, &str)]) -> std::io::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         let child = Command::new(python)

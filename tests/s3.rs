@@ -227,3 +227,25 @@ async fn missing_bucket_and_dead_endpoint_fail_fast_with_the_url() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_credentials_are_refused_with_the_url() {
+    let server = MotoServer::start_with_auth().expect("start moto with auth");
+    let q = Quiver::builder()
+        .config(server.config())
+        .build()
+        .expect("engine");
+    let started = Instant::now();
+    let err = q
+        .collect("SELECT * FROM read_parquet('s3://quiver/orders/')")
+        .await
+        .expect_err("the key is unknown to the server");
+    let msg = err.to_string();
+    assert!(msg.contains("s3://quiver/orders/"), "{msg}");
+    assert!(msg.contains("403"), "{msg}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -65,6 +65,29 @@ fn round_rows(batches: &[RecordBatch]) -> String {
         .join("\n")
 }
 
+/// Runs a command that prints `Time: X ms` for its query on stderr; returns
+/// (wall time of the process, the query's own time).
+fn timed_process(mut cmd: Command) -> Result<(Duration, Duration), Box<dyn std::error::Error>> {
+    let t = Instant::now();
+    let out = cmd.output()?;
+    let wall = t.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {stderr}").into());
+    }
+    let ms = stderr
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("Time: ")?
+                .strip_suffix(" ms")?
+                .parse::<f64>()
+                .ok()
+        })
+        .last()
+        .ok_or_else(|| format!("{cmd:?} printed no timing"))?;
+    Ok((wall, Duration::from_secs_f64(ms / 1000.0)))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing
     // useful either way, so only --list is answered specially.
@@ -72,7 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let rows = env_usize("QUIVER_BENCH_ROWS", 5_000_000);
-    let rounds = env_usize("QUIVER_BENCH_ROUNDS", 7).max(1);
+    let rounds = env_usize("QUIVER_BENCH_ROUNDS", 15).max(1);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/bench-data")
         .join(format!("star-{rows}"));
@@ -123,10 +146,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let b = quiver.collect(QUERY).await?;
         Ok::<_, datafusion::error::DataFusionError>((a, b))
     })?;
-    assert_eq!(round_rows(&a), round_rows(&b), "Quiver and DataFusion disagree");
+    assert_eq!(
+        round_rows(&a),
+        round_rows(&b),
+        "Quiver and DataFusion disagree"
+    );
     println!("{}", pretty_format_batches(&b)?);
 
-    let (mut t_bare, mut t_quiver, mut t_cli) = (vec![], vec![], vec![]);
+    let (mut t_bare, mut t_quiver) = (vec![], vec![]);
+    // (whole process, the query's own time) for `quiver run` and for the
+    // same script through bare DataFusion in a fresh process.
+    let (mut p_cli, mut p_df): (Vec<(Duration, Duration)>, Vec<(Duration, Duration)>) =
+        (vec![], vec![]);
     for _ in 0..rounds {
         let t = Instant::now();
         rt.block_on(async { bare.sql(QUERY).await?.collect().await })?;
@@ -137,19 +168,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t_quiver.push(t.elapsed());
 
         if let Some(bin) = &cli {
-            let t = Instant::now();
-            let out = Command::new(bin)
-                .args(["run", "--format", "csv"])
-                .arg(&script)
-                .output()?;
-            t_cli.push(t.elapsed());
-            if !out.status.success() {
-                return Err(format!(
-                    "quiver run failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-                .into());
-            }
+            let mut cmd = Command::new(bin);
+            cmd.args(["run", "--format", "csv", "--timing"])
+                .arg(&script);
+            p_cli.push(timed_process(cmd)?);
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_df_star"));
+            cmd.args([&fact_s, &dim_s, QUERY]);
+            p_df.push(timed_process(cmd)?);
         }
     }
 
@@ -157,17 +182,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let rate = rows as f64 / d.as_secs_f64();
         let overhead = (d.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0;
         println!(
-            "{name:<28} median {:>9.1} ms  {:>7.2} M rows/s  overhead vs DataFusion {overhead:+.1}%",
+            "  {name:<28} median {:>9.1} ms  {:>7.2} M rows/s  overhead {overhead:+.1}%",
             d.as_secs_f64() * 1000.0,
             rate / 1e6
         );
     };
     let base = median(t_bare.clone());
-    println!("star join + group by, {rows} fact rows, {rounds} rounds (median):");
+    println!("star join + group by, {rows} fact rows, {rounds} rounds (medians)");
+    println!("in this process (warm):");
     report("bare DataFusion", base, base);
     report("quiver library", median(t_quiver), base);
-    if !t_cli.is_empty() {
-        report("quiver run (whole process)", median(t_cli), base);
+    if !p_cli.is_empty() {
+        let whole = |v: &[(Duration, Duration)]| median(v.iter().map(|p| p.0).collect());
+        let query = |v: &[(Duration, Duration)]| median(v.iter().map(|p| p.1).collect());
+        println!("fresh processes (start-up, two CREATE EXTERNAL TABLEs, the query, CSV output):");
+        let df_query = query(&p_df);
+        report("bare DataFusion, the query", df_query, df_query);
+        report("quiver run, the query", query(&p_cli), df_query);
+        let df_whole = whole(&p_df);
+        report("bare DataFusion, process", df_whole, df_whole);
+        report("quiver run, process", whole(&p_cli), df_whole);
     }
     Ok(())
 }

@@ -91,24 +91,29 @@ impl Sink {
         progress: &Progress,
     ) -> Result<u64> {
         let schema = stream.schema();
-        let mut rows = 0u64;
+        let rows;
+        if schema.fields().is_empty() && self.format != Format::Table {
+            return pump(&mut stream, progress, |_| Ok(())).await;
+        }
         match self.format {
             Format::Table => {
                 let mut shown: Vec<RecordBatch> = vec![];
                 let mut shown_rows = 0usize;
-                while let Some(batch) = stream.next().await {
-                    let batch = batch?;
-                    rows += batch.num_rows() as u64;
-                    progress.add_rows(batch.num_rows());
-                    if self.max_rows == 0 || shown_rows < self.max_rows {
-                        let take = match self.max_rows {
-                            0 => batch.num_rows(),
-                            m => batch.num_rows().min(m - shown_rows),
-                        };
+                let max = self.max_rows;
+                rows = pump(&mut stream, progress, |batch| {
+                    let room = if max == 0 {
+                        usize::MAX
+                    } else {
+                        max - shown_rows
+                    };
+                    let take = batch.num_rows().min(room);
+                    if take > 0 {
                         shown_rows += take;
                         shown.push(batch.slice(0, take));
                     }
-                }
+                    Ok(())
+                })
+                .await?;
                 progress.clear();
                 if schema.fields().is_empty() {
                     return Ok(rows);
@@ -122,67 +127,29 @@ impl Sink {
                 } else {
                     writeln!(out, "({rows} row{plural})\n").map_err(io)?;
                 }
-                out.flush().map_err(io)?;
             }
             Format::Csv => {
-                if schema.fields().is_empty() {
-                    return drain(stream).await;
-                }
-                let out = self.out()?;
                 let mut w = datafusion::arrow::csv::WriterBuilder::new()
                     .with_header(true)
-                    .build(out);
-                let mut wrote = false;
-                while let Some(batch) = stream.next().await {
-                    let batch = batch?;
-                    rows += batch.num_rows() as u64;
-                    progress.add_rows(batch.num_rows());
-                    w.write(&batch)?;
-                    wrote = true;
-                }
-                if !wrote {
+                    .build(self.out()?);
+                rows = pump(&mut stream, progress, |b| Ok(w.write(b)?)).await?;
+                if rows == 0 {
                     // The header alone, for an empty result.
                     w.write(&RecordBatch::new_empty(schema.clone()))?;
                 }
-                drop(w);
-                self.out()?.flush().map_err(io)?;
             }
             Format::Ndjson => {
-                if schema.fields().is_empty() {
-                    return drain(stream).await;
-                }
-                let out = self.out()?;
-                let mut w = datafusion::arrow::json::LineDelimitedWriter::new(out);
-                while let Some(batch) = stream.next().await {
-                    let batch = batch?;
-                    rows += batch.num_rows() as u64;
-                    progress.add_rows(batch.num_rows());
-                    w.write(&batch)?;
-                }
+                let mut w = datafusion::arrow::json::LineDelimitedWriter::new(self.out()?);
+                rows = pump(&mut stream, progress, |b| Ok(w.write(b)?)).await?;
                 w.finish()?;
-                self.out()?.flush().map_err(io)?;
             }
             Format::Json => {
-                if schema.fields().is_empty() {
-                    return drain(stream).await;
-                }
-                let out = self.out()?;
-                let mut w = datafusion::arrow::json::ArrayWriter::new(out);
-                while let Some(batch) = stream.next().await {
-                    let batch = batch?;
-                    rows += batch.num_rows() as u64;
-                    progress.add_rows(batch.num_rows());
-                    w.write(&batch)?;
-                }
+                let mut w = datafusion::arrow::json::ArrayWriter::new(self.out()?);
+                rows = pump(&mut stream, progress, |b| Ok(w.write(b)?)).await?;
                 w.finish()?;
-                let out = self.out()?;
-                writeln!(out).map_err(io)?;
-                out.flush().map_err(io)?;
+                writeln!(self.out()?).map_err(io)?;
             }
             Format::Parquet => {
-                if schema.fields().is_empty() {
-                    return drain(stream).await;
-                }
                 if self.parquet.is_some() {
                     return Err(DataFusionError::Plan(
                         "--format parquet holds the result of one statement, and an earlier statement already returned rows".into(),
@@ -193,15 +160,12 @@ impl Sink {
                     .take()
                     .ok_or_else(|| DataFusionError::Internal("output already closed".into()))?;
                 let mut w = ArrowWriter::try_new(out, schema, None)?;
-                while let Some(batch) = stream.next().await {
-                    let batch = batch?;
-                    rows += batch.num_rows() as u64;
-                    progress.add_rows(batch.num_rows());
-                    w.write(&batch)?;
-                }
+                rows = pump(&mut stream, progress, |b| Ok(w.write(b)?)).await?;
                 self.parquet = Some(w);
+                return Ok(rows);
             }
         }
+        self.out()?.flush().map_err(io)?;
         Ok(rows)
     }
 
@@ -239,10 +203,19 @@ impl Drop for Sink {
     }
 }
 
-async fn drain(mut stream: SendableRecordBatchStream) -> Result<u64> {
-    let mut rows = 0;
-    while let Some(b) = stream.next().await {
-        rows += b?.num_rows() as u64;
+/// Feeds every batch of `stream` to `write`, counting rows for the
+/// progress line; returns the row count.
+async fn pump(
+    stream: &mut SendableRecordBatchStream,
+    progress: &Progress,
+    mut write: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<u64> {
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        progress.add_rows(batch.num_rows());
+        write(&batch)?;
     }
     Ok(rows)
 }

@@ -103,7 +103,7 @@ pub struct DataConfig {
 }
 
 /// Object-store settings, one section per kind of store.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ObjectStoreConfig {
     /// `s3://` and S3-compatible servers. Unset fields fall back to the
@@ -113,12 +113,25 @@ pub struct ObjectStoreConfig {
     pub gcs: GcsConfig,
     /// `az://`, `abfs://`. Unset fields fall back to the `AZURE_*` variables.
     pub azure: AzureConfig,
-    /// Seconds to wait for a connection to any remote store.
+    /// Seconds to wait for a connection to any remote store (0: 5).
     pub connect_timeout_secs: u64,
-    /// Seconds a whole request, retries included, may take before it fails.
+    /// Seconds one request may take, and the budget for its retries (0: 30).
     pub request_timeout_secs: u64,
     /// How many times a failed request is retried.
     pub max_retries: usize,
+}
+
+impl Default for ObjectStoreConfig {
+    fn default() -> Self {
+        Self {
+            s3: S3Config::default(),
+            gcs: GcsConfig::default(),
+            azure: AzureConfig::default(),
+            connect_timeout_secs: 5,
+            request_timeout_secs: 30,
+            max_retries: 3,
+        }
+    }
 }
 
 /// Settings for S3 and S3-compatible stores.

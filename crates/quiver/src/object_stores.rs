@@ -409,7 +409,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap();
         std::fs::write(root.join("ok.txt"), b"hi").unwrap();
-        let store = RootedStore::new(Arc::new(LocalFileSystem::new()), std::slice::from_ref(&root)).unwrap();
+        let store = RootedStore::new(
+            Arc::new(LocalFileSystem::new()),
+            std::slice::from_ref(&root),
+        )
+        .unwrap();
         let inside = Path::from_filesystem_path(root.join("ok.txt")).unwrap();
         assert_eq!(
             store.get(&inside).await.unwrap().bytes().await.unwrap(),
