@@ -83,7 +83,7 @@ fn timed_process(mut cmd: Command) -> Result<(Duration, Duration), Box<dyn std::
                 .parse::<f64>()
                 .ok()
         })
-        .last()
+        .next_back()
         .ok_or_else(|| format!("{cmd:?} printed no timing"))?;
     Ok((wall, Duration::from_secs_f64(ms / 1000.0)))
 }
@@ -156,8 +156,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut t_bare, mut t_quiver) = (vec![], vec![]);
     // (whole process, the query's own time) for `quiver run` and for the
     // same script through bare DataFusion in a fresh process.
-    let (mut p_cli, mut p_df): (Vec<(Duration, Duration)>, Vec<(Duration, Duration)>) =
-        (vec![], vec![]);
+    let mut p_cli: Vec<(Duration, Duration)> = vec![];
+    let mut p_df: Vec<(Duration, Duration)> = vec![];
     for _ in 0..rounds {
         let t = Instant::now();
         rt.block_on(async { bare.sql(QUERY).await?.collect().await })?;
