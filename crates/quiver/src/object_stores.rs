@@ -290,6 +290,26 @@ fn normalize(path: &std::path::Path) -> PathBuf {
     out
 }
 
+/// Canonicalises the longest existing prefix of `path` (resolving symbolic
+/// links) and appends the rest, so a link inside a root cannot lead out.
+fn resolve_links(path: &std::path::Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = vec![];
+    loop {
+        if let Ok(mut real) = std::fs::canonicalize(existing) {
+            real.extend(rest.iter().rev());
+            return real;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 impl RootedStore {
     /// Confines `inner` to `roots` (relative roots are taken from the current
     /// directory; existing ones are canonicalised so links resolve).
@@ -314,7 +334,7 @@ impl RootedStore {
 /// `Ok` when `location` lies under one of `roots`, else `PermissionDenied`
 /// naming the path and the roots.
 fn check_in_roots(roots: &[PathBuf], location: &Path) -> object_store::Result<()> {
-    let p = normalize(&PathBuf::from(format!("/{location}")));
+    let p = resolve_links(&normalize(&PathBuf::from(format!("/{location}"))));
     if roots.iter().any(|root| p.starts_with(root)) {
         return Ok(());
     }
@@ -423,6 +443,27 @@ mod tests {
         let err = store.get(&outside).await.unwrap_err().to_string();
         assert!(err.contains("/etc/passwd"), "{err}");
         assert!(err.contains("outside the allowed data roots"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn links_out_of_a_root_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.txt"), b"x").unwrap();
+        let root_path = std::fs::canonicalize(root.path()).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root_path.join("link")).unwrap();
+        let store = RootedStore::new(
+            Arc::new(LocalFileSystem::new()),
+            std::slice::from_ref(&root_path),
+        )
+        .unwrap();
+        let as_path = |p: PathBuf| Path::from(p.to_str().unwrap().trim_start_matches('/'));
+        let via_link = as_path(root_path.join("link/secret.txt"));
+        let err = store.get(&via_link).await.unwrap_err().to_string();
+        assert!(err.contains("outside the allowed data roots"), "{err}");
+        // A file that does not exist yet (a COPY target) inside the root is fine.
+        let new = as_path(root_path.join("new/out.parquet"));
+        store.check(&new).unwrap();
     }
 
     #[test]
