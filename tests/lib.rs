@@ -65,7 +65,8 @@ pub fn batches_to_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>> {
                 .iter()
                 .zip(batch.columns())
                 .map(|(f, col)| {
-                    let s = f.value(r).to_string();
+                    // Plans end with a newline, which .slt records cannot hold.
+                    let s = f.value(r).to_string().trim_end().to_string();
                     if s.is_empty() && !col.is_null(r) {
                         "(empty)".to_string()
                     } else {
@@ -94,13 +95,25 @@ impl sqllogictest::AsyncDB for QuiverDb {
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
         }
+        // A multi-line value (an EXPLAIN plan) becomes one row per line, as
+        // .slt files write it.
+        let rows = batches_to_rows(&batches)?
+            .into_iter()
+            .flat_map(|row| {
+                if row.iter().any(|c| c.contains('\n')) {
+                    row.join(" ").lines().map(|l| vec![l.to_string()]).collect()
+                } else {
+                    vec![row]
+                }
+            })
+            .collect();
         Ok(DBOutput::Rows {
             types: schema
                 .fields()
                 .iter()
                 .map(|f| column_type(f.data_type()))
                 .collect(),
-            rows: batches_to_rows(&batches)?,
+            rows,
         })
     }
 

@@ -249,3 +249,37 @@ async fn unknown_credentials_are_refused_with_the_url() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_in_a_bucket() {
+    let (server, q, dir) = setup().await;
+    let images = dir.path().join("images");
+    for (name, _, _, _) in quiver::sample::IMAGES {
+        let body = std::fs::read(images.join(name)).expect("sample image");
+        let status = server
+            .put_public("quiver", &format!("images/{name}"), &body)
+            .expect("upload");
+        assert!(status.contains("200"), "upload {name}: {status}");
+    }
+    let rows = batches_to_rows(
+        &q.collect(
+            "SELECT format, width, height FROM read_images('s3://quiver/images/*.png') \
+             ORDER BY width",
+        )
+        .await
+        .expect("read_images over s3"),
+    )
+    .expect("rows");
+    assert_eq!(
+        rows,
+        vec![vec!["jpeg", "48", "32"], vec!["png", "200", "150"]]
+    );
+    assert_eq!(
+        count(
+            &q,
+            "SELECT count(*) FROM read_images('s3://quiver/images/') WHERE image IS NOT NULL"
+        )
+        .await,
+        quiver::sample::IMAGES.len() as i64
+    );
+}

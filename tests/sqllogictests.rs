@@ -79,7 +79,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = quiver::sample::generate(sample.path()) {
+    if let Err(e) = quiver::sample::generate(sample.path())
+        .and_then(|_| quiver::sample::write_bad_images(&sample.path().join("images-bad")))
+    {
         eprintln!("cannot generate sample data: {e}");
         return ExitCode::FAILURE;
     }

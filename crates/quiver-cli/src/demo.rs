@@ -28,6 +28,10 @@ pub const QUERIES: &[(&str, &str)] = &[
         "queries/04_event_funnel.sql",
         include_str!("../../../queries/04_event_funnel.sql"),
     ),
+    (
+        "queries/05_images.sql",
+        include_str!("../../../queries/05_images.sql"),
+    ),
 ];
 
 /// Generates `workdir/sample-data` and runs every example query there.

@@ -23,8 +23,9 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 
 use crate::config::QuiverConfig;
-use crate::listing::{FileKind, GlobbingTableFactory, ReadFileFunction, file_table};
 use crate::object_stores::QuiverObjectStoreRegistry;
+use quiver_sources::images::{ImagesTableFactory, ReadImagesFunction};
+use quiver_sources::listing::{FileKind, GlobbingTableFactory, ReadFileFunction, file_table};
 
 /// Builds a [`Quiver`] from a [`QuiverConfig`].
 #[derive(Debug, Default)]
@@ -83,10 +84,14 @@ impl QuiverBuilder {
                 Arc::new(GlobbingTableFactory::default()),
             );
         }
+        state
+            .table_factories_mut()
+            .insert("IMAGES".to_string(), Arc::new(ImagesTableFactory));
         let ctx = SessionContext::new_with_state(state);
         for kind in [FileKind::Parquet, FileKind::Csv, FileKind::Json] {
             ctx.register_udtf(kind.function_name(), Arc::new(ReadFileFunction::new(kind)));
         }
+        ctx.register_udtf("read_images", Arc::new(ReadImagesFunction));
         Ok(Quiver { ctx, config })
     }
 }

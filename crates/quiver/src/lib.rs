@@ -4,7 +4,8 @@
 //! |---|---|
 //! | [`config`] | [`QuiverConfig`]: TOML file + `QUIVER_*` environment overrides |
 //! | [`engine`] | [`Quiver`] and [`QuiverBuilder`]: the embeddable engine |
-//! | [`listing`] | `read_parquet` / `read_csv` / `read_json` and globbing `CREATE EXTERNAL TABLE` on every object store |
+//! | [`listing`] | (from `quiver-sources`) `read_parquet` / `read_csv` / `read_json` and globbing `CREATE EXTERNAL TABLE` on every object store |
+//! | [`images`] | (from `quiver-sources`) `read_images` and `STORED AS IMAGES` tables |
 //! | [`object_stores`] | lazily built `s3://`, `gs://`, `az://`, `http(s)://` stores; local data roots |
 //! | [`statements`] | splitting SQL scripts into statements with their line and column |
 //! | [`sample`] | the built-in sample dataset and benchmark data generators |
@@ -23,7 +24,6 @@
 
 pub mod config;
 pub mod engine;
-pub mod listing;
 pub mod object_stores;
 pub mod sample;
 pub mod statements;
@@ -31,3 +31,5 @@ pub mod statements;
 pub use config::{ConfigError, QuiverConfig};
 pub use datafusion;
 pub use engine::{Quiver, QuiverBuilder};
+pub use quiver_sources::images;
+pub use quiver_sources::listing;

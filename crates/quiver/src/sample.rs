@@ -8,6 +8,9 @@
 //! | `products.parquet` | Parquet | 200 | id, name, category, price |
 //! | `orders/part-{0..3}.parquet` | Parquet | 100,000 | order_id, customer_id, product_id, quantity, amount, ordered_at |
 //! | `events.json` | newline-delimited JSON | 5,000 | ts, customer_id, kind |
+//! | `images/` | JPEG, PNG, WebP, GIF, BMP, TIFF | 7 files | one of each format, and a JPEG named `.png` |
+//!
+//! [`write_bad_images`] writes damaged files for the bad-input tests.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -116,7 +119,83 @@ pub fn generate(dir: &Path) -> Result<Vec<PathBuf>> {
     w.write(&batch)?;
     w.finish()?;
     written.push(path);
+    written.extend(write_images(&dir.join("images"))?);
     Ok(written)
+}
+
+/// The sample images: (file name, format, width, height).
+pub const IMAGES: &[(&str, image::ImageFormat, u32, u32)] = &[
+    ("beach.jpg", image::ImageFormat::Jpeg, 320, 240),
+    ("forest.png", image::ImageFormat::Png, 200, 150),
+    ("city.webp", image::ImageFormat::WebP, 160, 120),
+    ("logo.gif", image::ImageFormat::Gif, 64, 64),
+    ("scan.bmp", image::ImageFormat::Bmp, 100, 80),
+    ("map.tiff", image::ImageFormat::Tiff, 120, 90),
+    // A JPEG with the wrong extension: the format comes from the bytes.
+    ("mislabelled.png", image::ImageFormat::Jpeg, 48, 32),
+];
+
+/// A photo-like picture: gradients, a disc and deterministic noise.
+fn picture(w: u32, h: u32, seed: u64) -> image::RgbImage {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+        let (dx, dy) = (fx - 0.5, fy - 0.5);
+        let disc = if dx * dx + dy * dy < 0.05 { 90.0 } else { 0.0 };
+        let noise = rng.random_range(0.0..24.0);
+        image::Rgb([
+            (fx * 200.0 + noise) as u8,
+            (fy * 180.0 + disc) as u8,
+            ((1.0 - fx) * 150.0 + noise + disc) as u8,
+        ])
+    })
+}
+
+fn encode(img: &image::RgbImage, format: image::ImageFormat) -> Result<Vec<u8>> {
+    let mut out = std::io::Cursor::new(vec![]);
+    image::DynamicImage::ImageRgb8(img.clone())
+        .write_to(&mut out, format)
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    Ok(out.into_inner())
+}
+
+/// Writes [`IMAGES`] under `dir`.
+pub fn write_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut written = vec![];
+    for (i, (name, format, w, h)) in IMAGES.iter().enumerate() {
+        let path = dir.join(name);
+        let bytes = encode(&picture(*w, *h, i as u64), *format)?;
+        std::fs::write(&path, bytes).map_err(io_err(&path))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Damaged files for the bad-input tests, under `dir`: `empty.png` (no
+/// bytes), `truncated.jpg` (the first 100 bytes of a JPEG), `notes.txt`
+/// (text), `flipped.png` (a PNG whose signature bytes are flipped) and one
+/// good `ok.png`.
+pub fn write_bad_images(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let img = picture(40, 30, 99);
+    let jpeg = encode(&img, image::ImageFormat::Jpeg)?;
+    let mut png = encode(&img, image::ImageFormat::Png)?;
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("ok.png", png.clone()),
+        ("empty.png", vec![]),
+        ("truncated.jpg", jpeg[..100].to_vec()),
+        ("notes.txt", b"hello, these are not pixels\n".to_vec()),
+        ("flipped.png", {
+            png[1..4].iter_mut().for_each(|b| *b = !*b);
+            png
+        }),
+    ];
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(io_err(&path))?;
+    }
+    Ok(())
 }
 
 fn product_batch(rng: &mut SmallRng, rows: usize) -> RecordBatch {
@@ -257,7 +336,7 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let files = generate(a.path()).unwrap();
         generate(b.path()).unwrap();
-        assert_eq!(files.len(), 3 + ORDER_FILES);
+        assert_eq!(files.len(), 3 + ORDER_FILES + IMAGES.len());
         for f in &files {
             let rel = f.strip_prefix(a.path()).unwrap();
             let x = std::fs::read(f).unwrap();

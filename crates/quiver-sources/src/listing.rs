@@ -57,7 +57,7 @@ impl FileKind {
 }
 
 /// True when `location` names a URL with a scheme (not a local path).
-fn has_scheme(location: &str) -> bool {
+pub fn has_scheme(location: &str) -> bool {
     !std::path::Path::new(location).is_absolute()
         && Url::parse(location).is_ok_and(|u| u.scheme().len() > 1)
 }
@@ -160,7 +160,7 @@ pub fn block_on_planning<F: Future<Output = Result<T>> + Send, T: Send>(fut: F) 
 
 /// Splits `'name=value'` when `name` is an identifier and the text holds no
 /// `/`.
-fn option_pair(text: &str) -> Option<(&str, &str)> {
+pub fn option_pair(text: &str) -> Option<(&str, &str)> {
     if text.contains('/') {
         return None;
     }

@@ -1,0 +1,626 @@
+//! Images as tables: `read_images('dir/' | 'glob' | 'file' [, 'on_error=…'])`
+//! and `CREATE EXTERNAL TABLE t STORED AS IMAGES LOCATION '…'`, over every
+//! object store.
+//!
+//! Columns: `path`, `size`, `modified` come from the listing; `format`,
+//! `width`, `height` from the file's header (only its first 64 KiB are read
+//! unless the header lies further in); `image` is the encoded bytes (read
+//! only when selected); `error` says why a file could not be read (with
+//! `on_error = 'null'`). A query that selects none of the header columns
+//! reads no bytes at all, and `count(*)` reads only the listing (except with
+//! `on_error = 'skip'`, where bad files must be found to be left out).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, BinaryBuilder, RecordBatch, RecordBatchOptions, StringBuilder,
+    TimestampMicrosecondBuilder, UInt32Builder, UInt64Builder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{
+    Session, TableFunctionArgs, TableFunctionImpl, TableProvider, TableProviderFactory,
+};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err, project_schema};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{CreateExternalTable, Expr};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use quiver_media::{MediaError, probe_image};
+
+use crate::listing::{block_on_planning, option_pair, parse_location};
+
+/// Bytes read to find an image's header.
+const HEADER_BYTES: u64 = 64 * 1024;
+/// Files read at once per partition.
+const CONCURRENT_READS: usize = 8;
+
+/// What to do with a file that is not a readable image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Stop the query with an error naming the file (the default).
+    #[default]
+    Fail,
+    /// Keep the row: NULL format, width, height and image; `error` says why.
+    Null,
+    /// Drop the row; the `skipped_files` metric counts it.
+    Skip,
+}
+
+impl OnError {
+    /// Parses `fail`, `null` or `skip`.
+    pub fn parse(value: &str) -> Result<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "fail" => Ok(Self::Fail),
+            "null" => Ok(Self::Null),
+            "skip" => Ok(Self::Skip),
+            other => plan_err!("on_error must be 'fail', 'null' or 'skip', not '{other}'"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Null => "null",
+            Self::Skip => "skip",
+        }
+    }
+}
+
+/// The schema of every image table.
+pub fn images_schema() -> SchemaRef {
+    let image_meta: HashMap<String, String> =
+        [("quiver.media".to_string(), "image".to_string())].into();
+    Arc::new(Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("size", DataType::UInt64, false),
+        Field::new(
+            "modified",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("format", DataType::Utf8, true),
+        Field::new("width", DataType::UInt32, true),
+        Field::new("height", DataType::UInt32, true),
+        Field::new("image", DataType::Binary, true).with_metadata(image_meta),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+}
+
+const COL_FORMAT: usize = 3;
+const COL_WIDTH: usize = 4;
+const COL_HEIGHT: usize = 5;
+const COL_IMAGE: usize = 6;
+const COL_ERROR: usize = 7;
+
+/// A table over the image files at one location.
+#[derive(Debug)]
+pub struct ImagesTable {
+    url: ListingTableUrl,
+    on_error: OnError,
+    schema: SchemaRef,
+}
+
+impl ImagesTable {
+    /// A table over `location` (path, prefix ending in `/`, or glob) with
+    /// options `on_error`.
+    pub fn try_new(location: &str, options: &HashMap<String, String>) -> Result<Self> {
+        let mut on_error = OnError::Fail;
+        for (key, value) in options {
+            match key.trim_start_matches("format.") {
+                "on_error" => on_error = OnError::parse(value)?,
+                other => {
+                    return plan_err!("unknown image table option '{other}' (known: on_error)");
+                }
+            }
+        }
+        Ok(Self {
+            url: parse_location(location)?,
+            on_error,
+            schema: images_schema(),
+        })
+    }
+}
+
+#[async_trait]
+impl TableProvider for ImagesTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let store_url = self.url.object_store();
+        let store = state.runtime_env().object_store(&store_url)?;
+        let mut listing = self
+            .url
+            .list_all_files(state, store.as_ref(), "")
+            .await
+            .map_err(|e| e.context(format!("listing {}", self.url)))?;
+        // Without filters above it, a LIMIT can stop the listing early.
+        let stop_at = if filters.is_empty() { limit } else { None };
+        let mut files = vec![];
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| e.context(format!("listing {}", self.url)))?;
+            files.push(meta);
+            if stop_at.is_some_and(|n| files.len() >= n) {
+                break;
+            }
+        }
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        let partitions = state
+            .config()
+            .target_partitions()
+            .clamp(1, files.len().max(1));
+        let mut groups: Vec<Vec<ObjectMeta>> = vec![vec![]; partitions];
+        for (i, f) in files.into_iter().enumerate() {
+            groups[i % partitions].push(f);
+        }
+        let projection = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        Ok(Arc::new(ImagesExec::new(
+            store_url,
+            groups,
+            Arc::clone(&self.schema),
+            projection,
+            self.on_error,
+            stop_at,
+        )?))
+    }
+}
+
+/// What a scan must read from each file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reads {
+    /// The listing is enough.
+    Nothing,
+    /// The header: format and dimensions.
+    Header,
+    /// The whole file.
+    Everything,
+}
+
+/// Scans image files: one partition per group of files, batches of
+/// `batch_size` rows, a few files read concurrently.
+#[derive(Debug)]
+pub struct ImagesExec {
+    store_url: ObjectStoreUrl,
+    groups: Arc<Vec<Vec<ObjectMeta>>>,
+    projection: Vec<usize>,
+    projected: SchemaRef,
+    on_error: OnError,
+    limit: Option<usize>,
+    reads: Reads,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl ImagesExec {
+    fn new(
+        store_url: ObjectStoreUrl,
+        groups: Vec<Vec<ObjectMeta>>,
+        schema: SchemaRef,
+        projection: Vec<usize>,
+        on_error: OnError,
+        limit: Option<usize>,
+    ) -> Result<Self> {
+        let projected = project_schema(&schema, Some(&projection))?;
+        let wants = |c: usize| projection.contains(&c);
+        let reads = if wants(COL_IMAGE) {
+            Reads::Everything
+        } else if [COL_FORMAT, COL_WIDTH, COL_HEIGHT, COL_ERROR]
+            .iter()
+            .any(|c| wants(*c))
+            // Skipping bad files needs their headers even for count(*).
+            || on_error == OnError::Skip
+        {
+            Reads::Header
+        } else {
+            Reads::Nothing
+        };
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&projected)),
+            Partitioning::UnknownPartitioning(groups.len()),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Self {
+            store_url,
+            groups: Arc::new(groups),
+            projection,
+            projected,
+            on_error,
+            limit,
+            reads,
+            props,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+impl DisplayAs for ImagesExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let files: usize = self.groups.iter().map(Vec::len).sum();
+        let cols: Vec<&str> = self
+            .projected
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(
+            f,
+            "ImagesExec: files={files}, projection=[{}], reads={}, on_error={}",
+            cols.join(", "),
+            match self.reads {
+                Reads::Nothing => "listing",
+                Reads::Header => "header",
+                Reads::Everything => "file",
+            },
+            self.on_error.name()
+        )?;
+        if let Some(l) = self.limit {
+            write!(f, ", limit={l}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for ImagesExec {
+    fn name(&self) -> &str {
+        "ImagesExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            plan_err!("ImagesExec has no children")
+        }
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let files = self
+            .groups
+            .get(partition)
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal(format!("no partition {partition}")))?;
+        let store = context.runtime_env().object_store(&self.store_url)?;
+        let batch_size = context.session_config().batch_size();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let skipped = MetricBuilder::new(&self.metrics).counter("skipped_files", partition);
+        let scan = Arc::new(PartitionScan {
+            store,
+            store_url: self.store_url.clone(),
+            projection: self.projection.clone(),
+            projected: Arc::clone(&self.projected),
+            on_error: self.on_error,
+            reads: self.reads,
+            skipped,
+        });
+        let limit = self.limit.unwrap_or(usize::MAX);
+        let chunks: Vec<Vec<ObjectMeta>> = files.chunks(batch_size).map(<[_]>::to_vec).collect();
+        let stream = futures::stream::iter(chunks)
+            .then(move |chunk| {
+                let scan = Arc::clone(&scan);
+                async move { scan.batch(chunk).await }
+            })
+            .scan(0usize, move |emitted, batch| {
+                let out = match batch {
+                    Ok(_) if *emitted >= limit => None,
+                    Ok(b) => {
+                        let take = b.num_rows().min(limit - *emitted);
+                        *emitted += take;
+                        Some(Ok(b.slice(0, take)))
+                    }
+                    Err(e) => Some(Err(e)),
+                };
+                futures::future::ready(out)
+            })
+            .inspect_ok(move |b| baseline.record_output(b.num_rows()));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.projected),
+            stream,
+        )))
+    }
+}
+
+/// One file's row before projection.
+struct Row {
+    meta: ObjectMeta,
+    format: Option<&'static str>,
+    width: Option<u32>,
+    height: Option<u32>,
+    bytes: Option<bytes::Bytes>,
+    error: Option<String>,
+}
+
+/// What one partition needs to read and build its batches.
+struct PartitionScan {
+    store: Arc<dyn ObjectStore>,
+    store_url: ObjectStoreUrl,
+    projection: Vec<usize>,
+    projected: SchemaRef,
+    on_error: OnError,
+    reads: Reads,
+    skipped: Count,
+}
+
+impl PartitionScan {
+    /// The file's address for messages: a local path or a URL.
+    fn display_path(&self, meta: &ObjectMeta) -> String {
+        let base = self.store_url.as_str();
+        if base.starts_with("file://") {
+            format!("/{}", meta.location)
+        } else {
+            format!("{base}{}", meta.location)
+        }
+    }
+
+    async fn read(&self, meta: ObjectMeta) -> Result<Row> {
+        let mut row = Row {
+            meta,
+            format: None,
+            width: None,
+            height: None,
+            bytes: None,
+            error: None,
+        };
+        if self.reads == Reads::Nothing {
+            return Ok(row);
+        }
+        let path = self.display_path(&row.meta);
+        let io = |e: object_store::Error| {
+            DataFusionError::ObjectStore(Box::new(e)).context(format!("reading {path}"))
+        };
+        let whole = self.reads == Reads::Everything || row.meta.size <= HEADER_BYTES;
+        let mut data = if whole {
+            self.store
+                .get(&row.meta.location)
+                .await
+                .map_err(io)?
+                .bytes()
+                .await
+                .map_err(io)?
+        } else {
+            self.store
+                .get_range(&row.meta.location, 0..HEADER_BYTES)
+                .await
+                .map_err(io)?
+        };
+        let mut probed = probe_image(&data);
+        if !whole && matches!(probed, Err(MediaError::Corrupt { .. })) {
+            // The header may lie past the first bytes (large EXIF blocks).
+            data = self
+                .store
+                .get(&row.meta.location)
+                .await
+                .map_err(io)?
+                .bytes()
+                .await
+                .map_err(io)?;
+            probed = probe_image(&data);
+        }
+        match probed {
+            Ok(info) => {
+                row.format = Some(info.format.name());
+                row.width = Some(info.width);
+                row.height = Some(info.height);
+                if self.reads == Reads::Everything {
+                    row.bytes = Some(data);
+                }
+            }
+            Err(e) => match self.on_error {
+                OnError::Fail => {
+                    return Err(DataFusionError::External(Box::new(e))
+                        .context(format!("reading image {path} (on_error=fail; use 'on_error=null' or 'on_error=skip' to go on)")));
+                }
+                OnError::Null | OnError::Skip => row.error = Some(e.to_string()),
+            },
+        }
+        Ok(row)
+    }
+
+    /// Reads a chunk of files and builds one batch.
+    async fn batch(&self, chunk: Vec<ObjectMeta>) -> Result<RecordBatch> {
+        let rows: Vec<Row> = futures::stream::iter(chunk)
+            .map(|meta| self.read(meta))
+            .buffered(CONCURRENT_READS)
+            .try_collect()
+            .await?;
+        let rows: Vec<Row> = rows
+            .into_iter()
+            .filter(|r| {
+                let drop = self.on_error == OnError::Skip && r.error.is_some();
+                if drop {
+                    self.skipped.add(1);
+                }
+                !drop
+            })
+            .collect();
+        let columns: Vec<ArrayRef> = self
+            .projection
+            .iter()
+            .map(|c| build_column(*c, &rows))
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.projected),
+            columns,
+            &options,
+        )?)
+    }
+}
+
+fn build_column(col: usize, rows: &[Row]) -> ArrayRef {
+    match col {
+        0 => {
+            let mut b = StringBuilder::new();
+            for r in rows {
+                b.append_value(r.meta.location.as_ref());
+            }
+            Arc::new(b.finish())
+        }
+        1 => {
+            let mut b = UInt64Builder::new();
+            for r in rows {
+                b.append_value(r.meta.size);
+            }
+            Arc::new(b.finish())
+        }
+        2 => {
+            let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+            for r in rows {
+                b.append_value(r.meta.last_modified.timestamp_micros());
+            }
+            Arc::new(b.finish())
+        }
+        COL_FORMAT => {
+            let mut b = StringBuilder::new();
+            for r in rows {
+                b.append_option(r.format);
+            }
+            Arc::new(b.finish())
+        }
+        COL_WIDTH | COL_HEIGHT => {
+            let mut b = UInt32Builder::new();
+            for r in rows {
+                b.append_option(if col == COL_WIDTH { r.width } else { r.height });
+            }
+            Arc::new(b.finish())
+        }
+        COL_IMAGE => {
+            let mut b = BinaryBuilder::new();
+            for r in rows {
+                match &r.bytes {
+                    Some(data) => b.append_value(data),
+                    None => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        _ => {
+            let mut b = StringBuilder::new();
+            for r in rows {
+                b.append_option(r.error.as_deref());
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// `read_images(location [, 'on_error=fail|null|skip'])`.
+#[derive(Debug)]
+pub struct ReadImagesFunction;
+
+impl TableFunctionImpl for ReadImagesFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let mut location = None;
+        let mut options = HashMap::new();
+        for (i, e) in args.exprs().iter().enumerate() {
+            let text = match e {
+                Expr::Literal(ScalarValue::Utf8(Some(s)), _)
+                | Expr::Literal(ScalarValue::Utf8View(Some(s)), _)
+                | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _) => s,
+                other => {
+                    return plan_err!(
+                        "read_images: argument {} must be a location or a 'name=value' option, got {other}",
+                        i + 1
+                    );
+                }
+            };
+            match option_pair(text) {
+                Some((k, v)) => {
+                    options.insert(k.to_ascii_lowercase(), v.to_string());
+                }
+                None if location.is_none() => location = Some(text.clone()),
+                None => return plan_err!("read_images takes one location, got a second: '{text}'"),
+            }
+        }
+        let Some(location) = location else {
+            return plan_err!("read_images needs a location, e.g. read_images('photos/*.jpg')");
+        };
+        let table = ImagesTable::try_new(&location, &options)?;
+        // Fail at planning, not mid-query, when the location cannot be listed.
+        let state = args.session();
+        block_on_planning(async {
+            let store = state.runtime_env().object_store(table.url.object_store())?;
+            let mut files = table.url.list_all_files(state, store.as_ref(), "").await?;
+            match files.next().await {
+                Some(Err(e)) => Err(e),
+                None => plan_err!("No files found at {}", table.url),
+                Some(Ok(_)) => Ok(()),
+            }
+        })
+        .map_err(|e| e.context(format!("reading {location}")))?;
+        Ok(Arc::new(table))
+    }
+}
+
+/// `CREATE EXTERNAL TABLE t STORED AS IMAGES LOCATION '…' [OPTIONS ('on_error' 'skip')]`.
+#[derive(Debug, Default)]
+pub struct ImagesTableFactory;
+
+#[async_trait]
+impl TableProviderFactory for ImagesTableFactory {
+    async fn create(
+        &self,
+        _state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let [location] = cmd.locations.as_slice() else {
+            return plan_err!("an IMAGES table takes one LOCATION");
+        };
+        Ok(Arc::new(ImagesTable::try_new(location, &cmd.options)?))
+    }
+}

@@ -1,0 +1,9 @@
+//! Quiver's table providers and table functions, over `object_store`.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`listing`] | `read_parquet` / `read_csv` / `read_json`, globbing `CREATE EXTERNAL TABLE` on every scheme |
+//! | [`images`] | `read_images` and `STORED AS IMAGES`: image files as rows of metadata and bytes |
+
+pub mod images;
+pub mod listing;
