@@ -24,7 +24,7 @@ use datafusion::catalog::{
     Session, TableFunctionArgs, TableFunctionImpl, TableProvider, TableProviderFactory,
 };
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err, project_schema};
+use datafusion::common::{DataFusionError, Result, plan_err, project_schema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -43,7 +43,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use quiver_media::{MediaError, probe_image};
 
-use crate::listing::{block_on_planning, option_pair, parse_location};
+use crate::listing::{SplitArgs, block_on_planning, parse_location, split_args};
 
 /// Bytes read to find an image's header.
 const HEADER_BYTES: u64 = 64 * 1024;
@@ -565,31 +565,17 @@ pub struct ReadImagesFunction;
 
 impl TableFunctionImpl for ReadImagesFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let mut location = None;
-        let mut options = HashMap::new();
-        for (i, e) in args.exprs().iter().enumerate() {
-            let text = match e {
-                Expr::Literal(ScalarValue::Utf8(Some(s)), _)
-                | Expr::Literal(ScalarValue::Utf8View(Some(s)), _)
-                | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _) => s,
-                other => {
-                    return plan_err!(
-                        "read_images: argument {} must be a location or a 'name=value' option, got {other}",
-                        i + 1
-                    );
-                }
-            };
-            match option_pair(text) {
-                Some((k, v)) => {
-                    options.insert(k.to_ascii_lowercase(), v.to_string());
-                }
-                None if location.is_none() => location = Some(text.clone()),
-                None => return plan_err!("read_images takes one location, got a second: '{text}'"),
+        let SplitArgs { locations, options } = split_args("read_images", args.exprs())?;
+        let location = match locations.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return plan_err!("read_images needs a location, e.g. read_images('photos/*.jpg')");
             }
-        }
-        let Some(location) = location else {
-            return plan_err!("read_images needs a location, e.g. read_images('photos/*.jpg')");
+            [_, second, ..] => {
+                return plan_err!("read_images takes one location, got a second: '{second}'");
+            }
         };
+        let options: HashMap<String, String> = options.into_iter().collect();
         let table = ImagesTable::try_new(&location, &options)?;
         // Fail at planning, not mid-query, when the location cannot be listed.
         let state = args.session();

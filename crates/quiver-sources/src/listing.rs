@@ -158,6 +158,43 @@ pub fn block_on_planning<F: Future<Output = Result<T>> + Send, T: Send>(fut: F) 
     }
 }
 
+/// Splits a table function's string arguments into locations and
+/// `'name=value'` options (names lower-cased). A string is an option when it
+/// starts with an identifier and `=` and holds no `/` (so `'header=false'`
+/// is an option and `'data/year=2024/'` a location). `function` names the
+/// function in errors.
+pub fn split_args(function: &str, exprs: &[Expr]) -> Result<SplitArgs> {
+    let mut locations = vec![];
+    let mut options = vec![];
+    for (i, e) in exprs.iter().enumerate() {
+        let text = match e {
+            Expr::Literal(ScalarValue::Utf8(Some(s)), _)
+            | Expr::Literal(ScalarValue::Utf8View(Some(s)), _)
+            | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _) => s,
+            other => {
+                return plan_err!(
+                    "{function}: argument {} must be a location string or a 'name=value' option, got {other}",
+                    i + 1
+                );
+            }
+        };
+        match option_pair(text) {
+            Some((key, value)) => options.push((key.to_ascii_lowercase(), value.to_string())),
+            None => locations.push(text.clone()),
+        }
+    }
+    Ok(SplitArgs { locations, options })
+}
+
+/// A table function's arguments, as [`split_args`] splits them.
+#[derive(Debug, Default)]
+pub struct SplitArgs {
+    /// The location strings, in order.
+    pub locations: Vec<String>,
+    /// `(name, value)` options, names lower-cased, in order.
+    pub options: Vec<(String, String)>,
+}
+
 /// Splits `'name=value'` when `name` is an identifier and the text holds no
 /// `/`.
 pub fn option_pair(text: &str) -> Option<(&str, &str)> {
@@ -188,33 +225,13 @@ impl ReadFileFunction {
         Self { kind }
     }
 
-    /// Splits arguments into locations and `'name=value'` options. A
-    /// string is an option when it starts with an identifier and `=` and
-    /// holds no `/` (so `'header=false'` is an option and
-    /// `'data/year=2024/'` a location).
     fn parse_args(&self, exprs: &[Expr]) -> Result<(Vec<String>, HashMap<String, String>)> {
         let name = self.kind.function_name();
-        let mut locations = vec![];
-        let mut options = HashMap::new();
-        for (i, e) in exprs.iter().enumerate() {
-            let text = match e {
-                Expr::Literal(ScalarValue::Utf8(Some(s)), _)
-                | Expr::Literal(ScalarValue::Utf8View(Some(s)), _)
-                | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _) => s,
-                other => {
-                    return plan_err!(
-                        "{name}: argument {} must be a location string or a 'name=value' option, got {other}",
-                        i + 1
-                    );
-                }
-            };
-            match option_pair(text) {
-                Some((key, value)) => {
-                    options.insert(self.option_key(key)?, value.to_string());
-                }
-                None => locations.push(text.clone()),
-            }
-        }
+        let SplitArgs { locations, options } = split_args(name, exprs)?;
+        let options = options
+            .into_iter()
+            .map(|(k, v)| Ok((self.option_key(&k)?, v)))
+            .collect::<Result<HashMap<_, _>>>()?;
         if locations.is_empty() {
             return plan_err!(
                 "{name} needs a location, e.g. {name}('data/*.{}')",
