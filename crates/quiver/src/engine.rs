@@ -92,6 +92,7 @@ impl QuiverBuilder {
             ctx.register_udtf(kind.function_name(), Arc::new(ReadFileFunction::new(kind)));
         }
         ctx.register_udtf("read_images", Arc::new(ReadImagesFunction));
+        quiver_udf_image::register_all(&ctx);
         Ok(Quiver { ctx, config })
     }
 }
