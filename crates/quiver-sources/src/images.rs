@@ -9,6 +9,8 @@
 //! `on_error = 'null'`). A query that selects none of the header columns
 //! reads no bytes at all, and `count(*)` reads only the listing (except with
 //! `on_error = 'skip'`, where bad files must be found to be left out).
+//! Filters on `path`, `size` and `modified` are evaluated on the listing
+//! (pushed down as exact), so excluded files are never opened.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, BinaryBuilder, RecordBatch, RecordBatchOptions, StringBuilder,
+    Array, ArrayRef, BinaryBuilder, BooleanArray, RecordBatch, RecordBatchOptions, StringBuilder,
     TimestampMicrosecondBuilder, UInt32Builder, UInt64Builder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -24,12 +26,13 @@ use datafusion::catalog::{
     Session, TableFunctionArgs, TableFunctionImpl, TableProvider, TableProviderFactory,
 };
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, plan_err, project_schema};
+use datafusion::common::{DFSchema, DataFusionError, Result, plan_err, project_schema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{CreateExternalTable, Expr};
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::{CreateExternalTable, Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
@@ -147,6 +150,22 @@ impl TableProvider for ImagesTable {
         TableType::Base
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if answerable_from_listing(f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
@@ -161,13 +180,42 @@ impl TableProvider for ImagesTable {
             .list_all_files(state, store.as_ref(), "")
             .await
             .map_err(|e| e.context(format!("listing {}", self.url)))?;
-        // Without filters above it, a LIMIT can stop the listing early.
-        let stop_at = if filters.is_empty() { limit } else { None };
+        // Filters on path, size and modified prune the listing before any
+        // file is read; when they are all such filters, a LIMIT can also
+        // stop the listing early.
+        let predicate = filters
+            .iter()
+            .filter(|f| answerable_from_listing(f))
+            .map(|f| unnormalize_col(f.clone()))
+            .reduce(Expr::and)
+            .map(|e| {
+                let listing_schema = DFSchema::try_from(listing_schema())?;
+                state.create_physical_expr(e, &listing_schema)
+            })
+            .transpose()?;
+        let stop_at = if filters.iter().all(answerable_from_listing) {
+            limit
+        } else {
+            None
+        };
         let mut files = vec![];
-        while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| e.context(format!("listing {}", self.url)))?;
-            files.push(meta);
-            if stop_at.is_some_and(|n| files.len() >= n) {
+        let mut chunk = vec![];
+        loop {
+            let next = listing.next().await;
+            let done = next.is_none();
+            if let Some(meta) = next {
+                chunk.push(meta.map_err(|e| e.context(format!("listing {}", self.url)))?);
+            }
+            if chunk.len() >= 1024 || (done && !chunk.is_empty()) {
+                files.extend(prune(predicate.as_ref(), std::mem::take(&mut chunk))?);
+            }
+            if let Some(n) = stop_at
+                && files.len() >= n
+            {
+                files.truncate(n);
+                break;
+            }
+            if done {
                 break;
             }
         }
@@ -192,6 +240,50 @@ impl TableProvider for ImagesTable {
             stop_at,
         )?))
     }
+}
+
+/// Columns a filter may use to be answered from the listing alone.
+const LISTING_COLUMNS: [&str; 3] = ["path", "size", "modified"];
+
+/// The listing's part of [`images_schema`].
+fn listing_schema() -> Schema {
+    let all = images_schema();
+    Schema::new(all.fields()[..LISTING_COLUMNS.len()].to_vec())
+}
+
+/// True when `expr` uses only `path`, `size` and `modified`.
+fn answerable_from_listing(expr: &Expr) -> bool {
+    let cols = expr.column_refs();
+    !cols.is_empty()
+        && cols
+            .iter()
+            .all(|c| LISTING_COLUMNS.contains(&c.name.as_str()))
+}
+
+/// Keeps the files for which `predicate` (over the listing columns) is true.
+fn prune(
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+    files: Vec<ObjectMeta>,
+) -> Result<Vec<ObjectMeta>> {
+    let Some(predicate) = predicate else {
+        return Ok(files);
+    };
+    let rows: Vec<Row> = files.into_iter().map(Row::listed).collect();
+    let columns = (0..LISTING_COLUMNS.len())
+        .map(|c| build_column(c, &rows))
+        .collect();
+    let batch = RecordBatch::try_new(Arc::new(listing_schema()), columns)?;
+    let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+    let mask = mask
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| DataFusionError::Internal("a filter did not return booleans".into()))?;
+    Ok(rows
+        .into_iter()
+        .zip(mask.iter())
+        .filter(|(_, keep)| *keep == Some(true))
+        .map(|(r, _)| r.meta)
+        .collect())
 }
 
 /// What a scan must read from each file.
@@ -385,6 +477,20 @@ struct Row {
     error: Option<String>,
 }
 
+impl Row {
+    /// A row with only the listing's columns filled.
+    fn listed(meta: ObjectMeta) -> Self {
+        Self {
+            meta,
+            format: None,
+            width: None,
+            height: None,
+            bytes: None,
+            error: None,
+        }
+    }
+}
+
 /// What one partition needs to read and build its batches.
 struct PartitionScan {
     store: Arc<dyn ObjectStore>,
@@ -408,14 +514,7 @@ impl PartitionScan {
     }
 
     async fn read(&self, meta: ObjectMeta) -> Result<Row> {
-        let mut row = Row {
-            meta,
-            format: None,
-            width: None,
-            height: None,
-            bytes: None,
-            error: None,
-        };
+        let mut row = Row::listed(meta);
         if self.reads == Reads::Nothing {
             return Ok(row);
         }
