@@ -287,7 +287,7 @@ fn prune(
 }
 
 /// What a scan must read from each file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reads {
     /// The listing is enough.
     Nothing,
