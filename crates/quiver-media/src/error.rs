@@ -21,6 +21,9 @@ pub enum MediaError {
         #[source]
         source: image::ImageError,
     },
+    /// The JPEG decoder used for DCT-scaled decoding failed.
+    #[error("corrupt jpeg: {0}")]
+    CorruptJpeg(#[from] jpeg_decoder::Error),
     /// The decoder panicked; the panic was caught.
     #[error("{format} decoder failed: {message}")]
     DecoderPanic {
@@ -29,4 +32,50 @@ pub enum MediaError {
         /// The panic message.
         message: String,
     },
+    /// The image is larger than the decode limits allow.
+    #[error(
+        "{format} image of {width}x{height} exceeds the decode limit of {limit} ({setting}); refused without decoding"
+    )]
+    TooLarge {
+        /// The detected format.
+        format: &'static str,
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The limit, in words.
+        limit: String,
+        /// The setting that raises it.
+        setting: &'static str,
+    },
+    /// An argument is out of range for this image (a crop outside it, a
+    /// zero size, an unknown format name).
+    #[error("{0}")]
+    Invalid(String),
+    /// Encoding failed.
+    #[error("encoding {format} failed: {source}")]
+    Encode {
+        /// The target format.
+        format: &'static str,
+        /// The encoder's error.
+        #[source]
+        source: image::ImageError,
+    },
+}
+
+/// Runs a codec call, turning a panic into [`MediaError::DecoderPanic`].
+pub(crate) fn catch_panic<T>(
+    format: &'static str,
+    f: impl FnOnce() -> Result<T, MediaError>,
+) -> Result<T, MediaError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        Err(MediaError::DecoderPanic {
+            format,
+            message: panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_string()),
+        })
+    })
 }

@@ -2,11 +2,11 @@
 //! header alone (no pixel decoding).
 
 use std::io::Cursor;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use image::ImageReader;
 
 use crate::MediaError;
+use crate::error::catch_panic;
 
 /// The image formats Quiver reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl ImageFormat {
         }
     }
 
-    fn to_image(self) -> image::ImageFormat {
+    pub(crate) fn to_image(self) -> image::ImageFormat {
         match self {
             ImageFormat::Jpeg => image::ImageFormat::Jpeg,
             ImageFormat::Png => image::ImageFormat::Png,
@@ -91,20 +91,13 @@ pub fn probe_image(bytes: &[u8]) -> Result<ImageInfo, MediaError> {
             .join(" "),
     })?;
     let name = format.name();
-    let dims = catch_unwind(AssertUnwindSafe(|| {
-        ImageReader::with_format(Cursor::new(bytes), format.to_image()).into_dimensions()
-    }))
-    .map_err(|panic| MediaError::DecoderPanic {
-        format: name,
-        message: panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic".to_string()),
-    })?;
-    let (width, height) = dims.map_err(|source| MediaError::Corrupt {
-        format: name,
-        source,
+    let (width, height) = catch_panic(name, || {
+        ImageReader::with_format(Cursor::new(bytes), format.to_image())
+            .into_dimensions()
+            .map_err(|source| MediaError::Corrupt {
+                format: name,
+                source,
+            })
     })?;
     Ok(ImageInfo {
         format,

@@ -4,9 +4,16 @@
 //! |---|---|
 //! | [`error`] | [`MediaError`], the typed failures of every codec |
 //! | [`image_probe`] | format detection from the bytes and header-only dimensions |
+//! | [`pixels`] | decoding under limits (DCT-scaled for JPEG), encoding, resize, crop, rotate, flip, convert, tensors |
+//! | [`hash`] | perceptual hashes and Hamming distance |
+//! | [`exif`] | EXIF metadata (camera, time taken, orientation, GPS) |
 
 pub mod error;
+pub mod exif;
+pub mod hash;
 pub mod image_probe;
+pub mod pixels;
 
 pub use error::MediaError;
 pub use image_probe::{ImageFormat, ImageInfo, detect_image_format, probe_image};
+pub use pixels::{DecodeLimits, Pixels};
