@@ -6,7 +6,7 @@ SELECT regexp_replace(path, '.*/', '') AS file,
        height,
        size
 FROM read_images('sample-data/images/')
-ORDER BY width * height DESC;
+ORDER BY width * height DESC, file;
 
 -- A table over the folder; bad files would stop the query ('on_error' 'null'
 -- or 'skip' goes on).

@@ -55,6 +55,7 @@ pub fn batches_to_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>> {
     let options = FormatOptions::default().with_null("NULL");
     let mut rows = vec![];
     for batch in batches {
+        let batch = &quiver::display::media_for_display(batch)?;
         let formatters = batch
             .columns()
             .iter()

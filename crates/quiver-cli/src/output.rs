@@ -220,13 +220,19 @@ async fn pump(
     Ok(rows)
 }
 
-/// Renders batches as an aligned table, NULL shown as `NULL`.
+/// Renders batches as an aligned table, NULL shown as `NULL`, media as
+/// `<jpeg 640x480 52.1 KB>`.
 pub fn format_table(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String> {
     let options = FormatOptions::default().with_null("NULL");
     let batches = if batches.is_empty() {
-        vec![RecordBatch::new_empty(schema.clone())]
+        vec![RecordBatch::new_empty(quiver::display::display_schema(
+            schema,
+        ))]
     } else {
-        batches.to_vec()
+        batches
+            .iter()
+            .map(quiver::display::media_for_display)
+            .collect::<Result<Vec<_>>>()?
     };
     Ok(pretty_format_batches_with_options(&batches, &options)?.to_string())
 }

@@ -2,12 +2,14 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`arrow_types`] | the Arrow types of media, their builders, readers and display |
 //! | [`error`] | [`MediaError`], the typed failures of every codec |
 //! | [`image_probe`] | format detection from the bytes and header-only dimensions |
 //! | [`pixels`] | decoding under limits (DCT-scaled for JPEG), encoding, resize, crop, rotate, flip, convert, tensors |
 //! | [`hash`] | perceptual hashes and Hamming distance |
 //! | [`exif`] | EXIF metadata (camera, time taken, orientation, GPS) |
 
+pub mod arrow_types;
 pub mod error;
 pub mod exif;
 pub mod hash;

@@ -8,7 +8,7 @@ use fast_image_resize as fir;
 use image::{ExtendedColorType, ImageEncoder, ImageReader};
 
 use crate::error::catch_panic;
-use crate::{ImageFormat, MediaError, probe_image};
+use crate::{ImageFormat, ImageInfo, MediaError, probe_image};
 
 /// An 8-bit decoded image, row-major, channels interleaved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,9 +184,20 @@ pub fn decode(
     limits: &DecodeLimits,
     at_least: Option<(u32, u32)>,
 ) -> Result<Pixels, MediaError> {
+    decode_with(bytes, limits, |_| at_least)
+}
+
+/// [`decode`], with the size needed computed from the header (a thumbnail
+/// needs the source's aspect ratio).
+pub fn decode_with(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    at_least: impl FnOnce(&ImageInfo) -> Option<(u32, u32)>,
+) -> Result<Pixels, MediaError> {
     let info = probe_image(bytes)?;
     let name = info.format.name();
     check_limits(name, info.width, info.height, limits)?;
+    let at_least = at_least(&info);
     catch_panic(name, || {
         if info.format == ImageFormat::Jpeg
             && let Some((w, h)) = at_least

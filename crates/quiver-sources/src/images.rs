@@ -10,7 +10,13 @@
 //! reads no bytes at all, and `count(*)` reads only the listing (except with
 //! `on_error = 'skip'`, where bad files must be found to be left out).
 //! Filters on `path`, `size` and `modified` are evaluated on the listing
-//! (pushed down as exact), so excluded files are never opened.
+//! (pushed down as exact), so excluded files are never opened; filters that
+//! also use `format` are evaluated on the header, so excluded files are
+//! never read further. `exif` comes from the header bytes too (an EXIF
+//! block beyond the first 64 KiB reads as NULL unless `image` is selected).
+//! Batches hold at most `batch_size` files and, when the bytes are read,
+//! about [`BATCH_BYTES`] of them, so memory stays bounded whatever the
+//! listing's size.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -44,12 +50,17 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use quiver_media::arrow_types::{exif_array, exif_data_type, image_field};
+use quiver_media::exif::{ExifInfo, read_exif};
 use quiver_media::{MediaError, probe_image};
 
 use crate::listing::{SplitArgs, block_on_planning, parse_location, split_args};
 
 /// Bytes read to find an image's header.
 const HEADER_BYTES: u64 = 64 * 1024;
+/// Bytes of images one batch holds at most (a single larger file still
+/// makes a batch of its own).
+pub const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 /// Files read at once per partition.
 const CONCURRENT_READS: usize = 8;
 
@@ -87,8 +98,6 @@ impl OnError {
 
 /// The schema of every image table.
 pub fn images_schema() -> SchemaRef {
-    let image_meta: HashMap<String, String> =
-        [("quiver.media".to_string(), "image".to_string())].into();
     Arc::new(Schema::new(vec![
         Field::new("path", DataType::Utf8, false),
         Field::new("size", DataType::UInt64, false),
@@ -100,7 +109,8 @@ pub fn images_schema() -> SchemaRef {
         Field::new("format", DataType::Utf8, true),
         Field::new("width", DataType::UInt32, true),
         Field::new("height", DataType::UInt32, true),
-        Field::new("image", DataType::Binary, true).with_metadata(image_meta),
+        image_field("image"),
+        Field::new("exif", exif_data_type(), true),
         Field::new("error", DataType::Utf8, true),
     ]))
 }
@@ -109,7 +119,8 @@ const COL_FORMAT: usize = 3;
 const COL_WIDTH: usize = 4;
 const COL_HEIGHT: usize = 5;
 const COL_IMAGE: usize = 6;
-const COL_ERROR: usize = 7;
+const COL_EXIF: usize = 7;
+const COL_ERROR: usize = 8;
 
 /// A table over the image files at one location.
 #[derive(Debug)]
@@ -157,7 +168,7 @@ impl TableProvider for ImagesTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if answerable_from_listing(f) {
+                if answerable_from_listing(f) || answerable_from_header(f) {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -191,6 +202,17 @@ impl TableProvider for ImagesTable {
             .map(|e| {
                 let listing_schema = DFSchema::try_from(listing_schema())?;
                 state.create_physical_expr(e, &listing_schema)
+            })
+            .transpose()?;
+        // Filters that need the format are checked on each file's header.
+        let header_filter = filters
+            .iter()
+            .filter(|f| answerable_from_header(f))
+            .map(|f| unnormalize_col(f.clone()))
+            .reduce(Expr::and)
+            .map(|e| {
+                let header_schema = DFSchema::try_from(header_schema())?;
+                state.create_physical_expr(e, &header_schema)
             })
             .transpose()?;
         let stop_at = if filters.iter().all(answerable_from_listing) {
@@ -238,6 +260,7 @@ impl TableProvider for ImagesTable {
             projection,
             self.on_error,
             stop_at,
+            header_filter,
         )?))
     }
 }
@@ -249,6 +272,21 @@ const LISTING_COLUMNS: [&str; 3] = ["path", "size", "modified"];
 fn listing_schema() -> Schema {
     let all = images_schema();
     Schema::new(all.fields()[..LISTING_COLUMNS.len()].to_vec())
+}
+
+/// The header's part of [`images_schema`]: the listing and `format`.
+fn header_schema() -> Schema {
+    let all = images_schema();
+    Schema::new(all.fields()[..=COL_FORMAT].to_vec())
+}
+
+/// True when `expr` uses `format` and otherwise only listing columns.
+fn answerable_from_header(expr: &Expr) -> bool {
+    let cols = expr.column_refs();
+    cols.iter().any(|c| c.name == "format")
+        && cols
+            .iter()
+            .all(|c| c.name == "format" || LISTING_COLUMNS.contains(&c.name.as_str()))
 }
 
 /// True when `expr` uses only `path`, `size` and `modified`.
@@ -307,6 +345,8 @@ pub struct ImagesExec {
     projected: SchemaRef,
     on_error: OnError,
     limit: Option<usize>,
+    /// Filters on `format` (and listing columns), checked on each header.
+    header_filter: Option<Arc<dyn PhysicalExpr>>,
     reads: Reads,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -320,14 +360,16 @@ impl ImagesExec {
         projection: Vec<usize>,
         on_error: OnError,
         limit: Option<usize>,
+        header_filter: Option<Arc<dyn PhysicalExpr>>,
     ) -> Result<Self> {
         let projected = project_schema(&schema, Some(&projection))?;
         let wants = |c: usize| projection.contains(&c);
         let reads = if wants(COL_IMAGE) {
             Reads::Everything
-        } else if [COL_FORMAT, COL_WIDTH, COL_HEIGHT, COL_ERROR]
+        } else if [COL_FORMAT, COL_WIDTH, COL_HEIGHT, COL_EXIF, COL_ERROR]
             .iter()
             .any(|c| wants(*c))
+            || header_filter.is_some()
             // Skipping bad files needs their headers even for count(*).
             || on_error == OnError::Skip
         {
@@ -348,6 +390,7 @@ impl ImagesExec {
             projected,
             on_error,
             limit,
+            header_filter,
             reads,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -375,6 +418,9 @@ impl DisplayAs for ImagesExec {
             },
             self.on_error.name()
         )?;
+        if let Some(e) = &self.header_filter {
+            write!(f, ", header_filter={e}")?;
+        }
         if let Some(l) = self.limit {
             write!(f, ", limit={l}")?;
         }
@@ -397,9 +443,12 @@ impl ExecutionPlan for ImagesExec {
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
+        match &self.header_filter {
+            Some(e) => f(e),
+            None => Ok(TreeNodeRecursion::Continue),
+        }
     }
 
     fn with_new_children(
@@ -438,10 +487,12 @@ impl ExecutionPlan for ImagesExec {
             projected: Arc::clone(&self.projected),
             on_error: self.on_error,
             reads: self.reads,
+            header_filter: self.header_filter.clone(),
+            wants_exif: self.projection.contains(&COL_EXIF),
             skipped,
         });
         let limit = self.limit.unwrap_or(usize::MAX);
-        let chunks: Vec<Vec<ObjectMeta>> = files.chunks(batch_size).map(<[_]>::to_vec).collect();
+        let chunks = chunk_files(files, batch_size, self.reads == Reads::Everything);
         let stream = futures::stream::iter(chunks)
             .then(move |chunk| {
                 let scan = Arc::clone(&scan);
@@ -467,6 +518,28 @@ impl ExecutionPlan for ImagesExec {
     }
 }
 
+/// Splits a partition's files into batches of at most `batch_size` files
+/// and, when `bytes` are read, about [`BATCH_BYTES`].
+fn chunk_files(files: Vec<ObjectMeta>, batch_size: usize, bytes: bool) -> Vec<Vec<ObjectMeta>> {
+    let mut chunks = vec![];
+    let mut chunk = vec![];
+    let mut held = 0u64;
+    for f in files {
+        if !chunk.is_empty()
+            && (chunk.len() >= batch_size || (bytes && held + f.size > BATCH_BYTES))
+        {
+            chunks.push(std::mem::take(&mut chunk));
+            held = 0;
+        }
+        held += f.size;
+        chunk.push(f);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
 /// One file's row before projection.
 struct Row {
     meta: ObjectMeta,
@@ -474,6 +547,7 @@ struct Row {
     width: Option<u32>,
     height: Option<u32>,
     bytes: Option<bytes::Bytes>,
+    exif: Option<ExifInfo>,
     error: Option<String>,
 }
 
@@ -486,6 +560,7 @@ impl Row {
             width: None,
             height: None,
             bytes: None,
+            exif: None,
             error: None,
         }
     }
@@ -499,6 +574,8 @@ struct PartitionScan {
     projected: SchemaRef,
     on_error: OnError,
     reads: Reads,
+    header_filter: Option<Arc<dyn PhysicalExpr>>,
+    wants_exif: bool,
     skipped: Count,
 }
 
@@ -513,24 +590,32 @@ impl PartitionScan {
         }
     }
 
-    async fn read(&self, meta: ObjectMeta) -> Result<Row> {
+    /// Reads one file as far as the query needs; `None` when a header
+    /// filter leaves it out.
+    async fn read(&self, meta: ObjectMeta) -> Result<Option<Row>> {
         let mut row = Row::listed(meta);
         if self.reads == Reads::Nothing {
-            return Ok(row);
+            return Ok(Some(row));
         }
         let path = self.display_path(&row.meta);
         let io = |e: object_store::Error| {
             DataFusionError::ObjectStore(Box::new(e)).context(format!("reading {path}"))
         };
-        let whole = self.reads == Reads::Everything || row.meta.size <= HEADER_BYTES;
-        let mut data = if whole {
+        let get_all = || async {
             self.store
                 .get(&row.meta.location)
                 .await
                 .map_err(io)?
                 .bytes()
                 .await
-                .map_err(io)?
+                .map_err(io)
+        };
+        // Read the whole file at once when it is needed and no header
+        // filter may spare it, or when it is small anyway.
+        let mut whole = (self.reads == Reads::Everything && self.header_filter.is_none())
+            || row.meta.size <= HEADER_BYTES;
+        let mut data = if whole {
+            get_all().await?
         } else {
             self.store
                 .get_range(&row.meta.location, 0..HEADER_BYTES)
@@ -540,14 +625,8 @@ impl PartitionScan {
         let mut probed = probe_image(&data);
         if !whole && matches!(probed, Err(MediaError::Corrupt { .. })) {
             // The header may lie past the first bytes (large EXIF blocks).
-            data = self
-                .store
-                .get(&row.meta.location)
-                .await
-                .map_err(io)?
-                .bytes()
-                .await
-                .map_err(io)?;
+            data = get_all().await?;
+            whole = true;
             probed = probe_image(&data);
         }
         match probed {
@@ -555,9 +634,6 @@ impl PartitionScan {
                 row.format = Some(info.format.name());
                 row.width = Some(info.width);
                 row.height = Some(info.height);
-                if self.reads == Reads::Everything {
-                    row.bytes = Some(data);
-                }
             }
             Err(e) => match self.on_error {
                 OnError::Fail => {
@@ -567,18 +643,48 @@ impl PartitionScan {
                 OnError::Null | OnError::Skip => row.error = Some(e.to_string()),
             },
         }
-        Ok(row)
+        if let Some(filter) = &self.header_filter
+            && !self.passes(filter, &row)?
+        {
+            return Ok(None);
+        }
+        if row.error.is_none() {
+            if self.reads == Reads::Everything && !whole {
+                data = get_all().await?;
+            }
+            if self.wants_exif {
+                row.exif = read_exif(&data);
+            }
+            if self.reads == Reads::Everything {
+                row.bytes = Some(data);
+            }
+        }
+        Ok(Some(row))
+    }
+
+    /// Evaluates a header filter on one file's row.
+    fn passes(&self, filter: &Arc<dyn PhysicalExpr>, row: &Row) -> Result<bool> {
+        let rows = std::slice::from_ref(row);
+        let columns = (0..=COL_FORMAT).map(|c| build_column(c, rows)).collect();
+        let batch = RecordBatch::try_new(Arc::new(header_schema()), columns)?;
+        let mask = filter.evaluate(&batch)?.into_array(1)?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| DataFusionError::Internal("a filter did not return booleans".into()))?;
+        Ok(mask.is_valid(0) && mask.value(0))
     }
 
     /// Reads a chunk of files and builds one batch.
     async fn batch(&self, chunk: Vec<ObjectMeta>) -> Result<RecordBatch> {
-        let rows: Vec<Row> = futures::stream::iter(chunk)
+        let rows: Vec<Option<Row>> = futures::stream::iter(chunk)
             .map(|meta| self.read(meta))
             .buffered(CONCURRENT_READS)
             .try_collect()
             .await?;
         let rows: Vec<Row> = rows
             .into_iter()
+            .flatten()
             .filter(|r| {
                 let drop = self.on_error == OnError::Skip && r.error.is_some();
                 if drop {
@@ -647,6 +753,10 @@ fn build_column(col: usize, rows: &[Row]) -> ArrayRef {
                 }
             }
             Arc::new(b.finish())
+        }
+        COL_EXIF => {
+            let values: Vec<Option<ExifInfo>> = rows.iter().map(|r| r.exif.clone()).collect();
+            Arc::new(exif_array(&values))
         }
         _ => {
             let mut b = StringBuilder::new();

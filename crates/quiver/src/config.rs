@@ -11,6 +11,10 @@
 //! [data]
 //! roots = ["/data/media", "/tmp"]   # empty: local paths are unrestricted
 //!
+//! [media]
+//! max_image_pixels = 100000000   # session default of quiver.media.max_image_pixels
+//! max_image_alloc = 1073741824   # bytes per decode
+//!
 //! [object_store.s3]
 //! region = "us-east-1"
 //! endpoint = "http://127.0.0.1:9000"
@@ -65,6 +69,29 @@ pub struct QuiverConfig {
     pub data: DataConfig,
     /// Credentials and endpoints of object stores.
     pub object_store: ObjectStoreConfig,
+    /// Limits on decoding media.
+    pub media: MediaConfig,
+}
+
+/// Limits on decoding media; the session defaults of
+/// `quiver.media.*` (each session may `SET` its own).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Images whose header declares more pixels are refused before decoding.
+    pub max_image_pixels: u64,
+    /// Bytes a decoder may allocate for one image.
+    pub max_image_alloc: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        let d = quiver_media::DecodeLimits::default();
+        Self {
+            max_image_pixels: d.max_pixels,
+            max_image_alloc: d.max_alloc,
+        }
+    }
 }
 
 /// Execution settings.
@@ -189,6 +216,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("QUIVER_EXEC_BATCH_SIZE", "exec.batch_size"),
     ("QUIVER_EXEC_SPILL_DIR", "exec.spill_dir"),
     ("QUIVER_DATA_ROOTS", "data.roots"),
+    ("QUIVER_MEDIA_MAX_IMAGE_PIXELS", "media.max_image_pixels"),
+    ("QUIVER_MEDIA_MAX_IMAGE_ALLOC", "media.max_image_alloc"),
     ("QUIVER_S3_REGION", "object_store.s3.region"),
     ("QUIVER_S3_ENDPOINT", "object_store.s3.endpoint"),
     ("QUIVER_S3_ACCESS_KEY_ID", "object_store.s3.access_key_id"),
@@ -300,6 +329,14 @@ impl QuiverConfig {
                 .parse::<usize>()
                 .map_err(|_| err("expected a non-negative integer"))
         };
+        let positive = || {
+            value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| err("expected a positive integer"))
+        };
         let os = &mut self.object_store;
         match key {
             "exec.memory_limit" => {
@@ -314,6 +351,8 @@ impl QuiverConfig {
                     .filter(|p| !p.as_os_str().is_empty())
                     .collect()
             }
+            "media.max_image_pixels" => self.media.max_image_pixels = positive()?,
+            "media.max_image_alloc" => self.media.max_image_alloc = positive()?,
             "object_store.s3.region" => os.s3.region = text(),
             "object_store.s3.endpoint" => os.s3.endpoint = text(),
             "object_store.s3.access_key_id" => os.s3.access_key_id = text(),

@@ -21,6 +21,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
+use quiver_settings::QuiverSettings;
 
 use crate::config::QuiverConfig;
 use crate::object_stores::QuiverObjectStoreRegistry;
@@ -72,7 +73,13 @@ impl QuiverBuilder {
         let session_config = SessionConfig::new()
             .with_target_partitions(config.target_partitions())
             .with_batch_size(config.exec.batch_size)
-            .with_information_schema(true);
+            .with_information_schema(true)
+            .with_option_extension(QuiverSettings {
+                decode_limits: quiver_media::DecodeLimits {
+                    max_pixels: config.media.max_image_pixels,
+                    max_alloc: config.media.max_image_alloc,
+                },
+            });
         let mut state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_runtime_env(runtime)

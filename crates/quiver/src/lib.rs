@@ -23,6 +23,7 @@
 //! ```
 
 pub mod config;
+pub mod display;
 pub mod engine;
 pub mod object_stores;
 pub mod sample;

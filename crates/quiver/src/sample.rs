@@ -8,7 +8,7 @@
 //! | `products.parquet` | Parquet | 200 | id, name, category, price |
 //! | `orders/part-{0..3}.parquet` | Parquet | 100,000 | order_id, customer_id, product_id, quantity, amount, ordered_at |
 //! | `events.json` | newline-delimited JSON | 5,000 | ts, customer_id, kind |
-//! | `images/` | JPEG, PNG, WebP, GIF, BMP, TIFF | 7 files | one of each format, and a JPEG named `.png` |
+//! | `images/` | JPEG, PNG, WebP, GIF, BMP, TIFF | 8 files | one of each format, a JPEG named `.png`, a smaller copy of `beach.jpg` (a near-duplicate); `beach.jpg` carries EXIF (camera, time, orientation 6, GPS) |
 //!
 //! [`write_bad_images`] writes damaged files for the bad-input tests.
 
@@ -133,20 +133,41 @@ pub const IMAGES: &[(&str, image::ImageFormat, u32, u32)] = &[
     ("map.tiff", image::ImageFormat::Tiff, 120, 90),
     // A JPEG with the wrong extension: the format comes from the bytes.
     ("mislabelled.png", image::ImageFormat::Jpeg, 48, 32),
+    // The beach again, smaller: a near-duplicate for the perceptual hashes.
+    ("beach-small.jpg", image::ImageFormat::Jpeg, 160, 120),
 ];
 
-/// A photo-like picture: gradients, a disc and deterministic noise.
-fn picture(w: u32, h: u32, seed: u64) -> image::RgbImage {
+/// The scene each of [`IMAGES`] shows (the near-duplicate shares its
+/// original's).
+fn scene_of(name: &str, index: usize) -> u64 {
+    if name == "beach-small.jpg" {
+        0
+    } else {
+        index as u64
+    }
+}
+
+/// A photo-like picture: gradients in a direction, a disc and a bar whose
+/// places depend on `seed`, and deterministic noise.
+pub fn picture(w: u32, h: u32, seed: u64) -> image::RgbImage {
     let mut rng = SmallRng::seed_from_u64(seed);
+    let mut layout = SmallRng::seed_from_u64(seed.wrapping_mul(7919).wrapping_add(13));
+    let (cx, cy): (f32, f32) = (layout.random_range(0.2..0.8), layout.random_range(0.2..0.8));
+    let r2: f32 = layout.random_range(0.01..0.08);
+    let angle: f32 = layout.random_range(0.0..std::f32::consts::TAU);
+    let bar: f32 = layout.random_range(0.1..0.9);
+    let (ca, sa) = (angle.cos(), angle.sin());
     image::RgbImage::from_fn(w, h, |x, y| {
         let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
-        let (dx, dy) = (fx - 0.5, fy - 0.5);
-        let disc = if dx * dx + dy * dy < 0.05 { 90.0 } else { 0.0 };
+        let g = ((fx - 0.5) * ca + (fy - 0.5) * sa + 0.75).clamp(0.0, 1.0);
+        let (dx, dy) = (fx - cx, fy - cy);
+        let disc = if dx * dx + dy * dy < r2 { 90.0 } else { 0.0 };
+        let stripe = if (fx - bar).abs() < 0.06 { 70.0 } else { 0.0 };
         let noise = rng.random_range(0.0..24.0);
         image::Rgb([
-            (fx * 200.0 + noise) as u8,
-            (fy * 180.0 + disc) as u8,
-            ((1.0 - fx) * 150.0 + noise + disc) as u8,
+            (g * 200.0 + noise + stripe).min(255.0) as u8,
+            ((1.0 - g) * 180.0 + disc).min(255.0) as u8,
+            ((1.0 - fy) * 150.0 + noise + disc).min(255.0) as u8,
         ])
     })
 }
@@ -159,23 +180,100 @@ fn encode(img: &image::RgbImage, format: image::ImageFormat) -> Result<Vec<u8>> 
     Ok(out.into_inner())
 }
 
+/// A JPEG carrying an EXIF block: camera "Quiver Sample Cam", taken
+/// 2024-05-17 13:45:10, orientation 6 (rotate 90° clockwise to view), GPS
+/// 48.8584 N, 2.2945 E.
+fn encode_jpeg_with_exif(img: &image::RgbImage) -> Result<Vec<u8>> {
+    use image::ImageEncoder;
+    let ext = |e: &dyn std::fmt::Display| DataFusionError::Execution(format!("sample EXIF: {e}"));
+    let block = quiver_media::exif::build_exif(
+        "Quiver",
+        "Sample Cam",
+        "2024:05:17 13:45:10",
+        6,
+        Some((48.8584, 2.2945)),
+    )
+    .map_err(|e| ext(&e))?;
+    let mut out = vec![];
+    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
+    enc.set_exif_metadata(block).map_err(|e| ext(&e))?;
+    enc.write_image(
+        img.as_raw(),
+        img.width(),
+        img.height(),
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| ext(&e))?;
+    Ok(out)
+}
+
 /// Writes [`IMAGES`] under `dir`.
 pub fn write_images(dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let mut written = vec![];
     for (i, (name, format, w, h)) in IMAGES.iter().enumerate() {
         let path = dir.join(name);
-        let bytes = encode(&picture(*w, *h, i as u64), *format)?;
+        let img = picture(*w, *h, scene_of(name, i));
+        let bytes = if *name == "beach.jpg" {
+            encode_jpeg_with_exif(&img)?
+        } else {
+            encode(&img, *format)?
+        };
         std::fs::write(&path, bytes).map_err(io_err(&path))?;
         written.push(path);
     }
     Ok(written)
 }
 
+/// A PNG whose header declares `width` × `height` pixels of RGB but whose
+/// data is a few bytes: a decompression bomb as far as a decoder that
+/// trusts the header is concerned.
+pub fn png_bomb(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = vec![];
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    // A zlib stream holding a little of the zeros a real bomb would hold.
+    chunk(
+        &mut out,
+        b"IDAT",
+        &[
+            0x78, 0x9c, 0x63, 0x60, 0x18, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+        ],
+    );
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
 /// Damaged files for the bad-input tests, under `dir`: `empty.png` (no
 /// bytes), `truncated.jpg` (the first 100 bytes of a JPEG), `notes.txt`
-/// (text), `flipped.png` (a PNG whose signature bytes are flipped) and one
-/// good `ok.png`.
+/// (text), `flipped.png` (a PNG whose signature bytes are flipped),
+/// `bomb.png` (a tiny PNG declaring 100,000 × 100,000 pixels) and one good
+/// `ok.png`.
 pub fn write_bad_images(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let img = picture(40, 30, 99);
@@ -186,6 +284,7 @@ pub fn write_bad_images(dir: &Path) -> Result<()> {
         ("empty.png", vec![]),
         ("truncated.jpg", jpeg[..100].to_vec()),
         ("notes.txt", b"hello, these are not pixels\n".to_vec()),
+        ("bomb.png", png_bomb(100_000, 100_000)),
         ("flipped.png", {
             png[1..4].iter_mut().for_each(|b| *b = !*b);
             png

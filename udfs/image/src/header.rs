@@ -7,12 +7,14 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, StringBuilder, UInt32Builder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, Result, exec_datafusion_err, plan_err};
+use datafusion::common::{Result, exec_datafusion_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, DocSection, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature,
     TypeSignature, Volatility,
 };
 use quiver_media::{ImageInfo, probe_image};
+
+use crate::row_error;
 
 /// Which header field a function returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,12 +116,7 @@ impl ImageHeaderUdf {
                 match probe_image(bytes.value(row)) {
                     Ok(info) => Ok(Some(info)),
                     Err(_) if self.lenient => Ok(None),
-                    Err(e) => Err(DataFusionError::External(Box::new(e)).context(format!(
-                        "{}: row {} of its batch (use try_{} to get NULL instead)",
-                        self.name,
-                        row + 1,
-                        self.name
-                    ))),
+                    Err(e) => Err(row_error(&self.name, row, e)),
                 }
             })
             .collect()

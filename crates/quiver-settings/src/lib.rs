@@ -1,0 +1,133 @@
+//! Quiver's session settings: a DataFusion config extension under the
+//! prefix `quiver`, so that `SET quiver.media.max_image_pixels = 50000000`
+//! and `SHOW quiver.media.max_image_pixels` work per session, and every
+//! function, scan and operator reads them from the options it is handed at
+//! execution time. The library seeds the defaults from the config file.
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `quiver.media.max_image_pixels` | 100000000 | images declaring more pixels are refused before decoding |
+//! | `quiver.media.max_image_alloc` | 1073741824 | bytes a decoder may allocate for one image |
+
+use std::any::Any;
+
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ConfigOptions, ExtensionOptions};
+use datafusion::common::{DataFusionError, Result};
+use quiver_media::DecodeLimits;
+
+/// The `quiver.*` settings of a session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuiverSettings {
+    /// Limits on every image decode.
+    pub decode_limits: DecodeLimits,
+}
+
+impl QuiverSettings {
+    /// The settings in `options`, or the defaults when the extension was
+    /// not registered (a bare `SessionContext`).
+    pub fn from_options(options: &ConfigOptions) -> Self {
+        options
+            .extensions
+            .get::<QuiverSettings>()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn parse_count(key: &str, value: &str) -> Result<u64> {
+    let v: u64 = value.trim().parse().map_err(|_| {
+        DataFusionError::Configuration(format!(
+            "quiver.{key} must be a positive whole number, got '{value}'"
+        ))
+    })?;
+    if v == 0 {
+        return Err(DataFusionError::Configuration(format!(
+            "quiver.{key} must be greater than 0"
+        )));
+    }
+    Ok(v)
+}
+
+impl ExtensionOptions for QuiverSettings {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        match key {
+            "media.max_image_pixels" => {
+                self.decode_limits.max_pixels = parse_count(key, value)?;
+            }
+            "media.max_image_alloc" => {
+                self.decode_limits.max_alloc = parse_count(key, value)?;
+            }
+            _ => {
+                return Err(DataFusionError::Configuration(format!(
+                    "unknown setting quiver.{key}; known: {}",
+                    self.entries()
+                        .iter()
+                        .map(|e| e.key.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Full keys (with the `quiver.` prefix): `SHOW` and
+    /// `information_schema.df_settings` list them as they are.
+    fn entries(&self) -> Vec<ConfigEntry> {
+        vec![
+            ConfigEntry {
+                key: "quiver.media.max_image_pixels".to_string(),
+                value: Some(self.decode_limits.max_pixels.to_string()),
+                description: "Images whose header declares more pixels (width × height) are refused before decoding.",
+            },
+            ConfigEntry {
+                key: "quiver.media.max_image_alloc".to_string(),
+                value: Some(self.decode_limits.max_alloc.to_string()),
+                description: "Bytes an image decoder may allocate for one image.",
+            },
+        ]
+    }
+}
+
+impl ConfigExtension for QuiverSettings {
+    const PREFIX: &'static str = "quiver";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_read_back() {
+        let mut options = ConfigOptions::new();
+        options.extensions.insert(QuiverSettings::default());
+        options
+            .set("quiver.media.max_image_pixels", "1000")
+            .unwrap();
+        assert_eq!(
+            QuiverSettings::from_options(&options)
+                .decode_limits
+                .max_pixels,
+            1000
+        );
+        let err = options
+            .set("quiver.media.max_image_pixels", "lots")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("positive whole number"), "{err}");
+        let err = options.set("quiver.nope", "1").unwrap_err().to_string();
+        assert!(err.contains("quiver.media.max_image_alloc"), "{err}");
+    }
+}
