@@ -21,6 +21,14 @@ pub enum MediaError {
         #[source]
         source: image::ImageError,
     },
+    /// A decoder that reports errors as text found damage.
+    #[error("corrupt {format}: {reason}")]
+    Damaged {
+        /// The detected format.
+        format: &'static str,
+        /// What the decoder said.
+        reason: String,
+    },
     /// The JPEG decoder used for DCT-scaled decoding failed.
     #[error("corrupt jpeg: {0}")]
     CorruptJpeg(#[from] jpeg_decoder::Error),

@@ -198,6 +198,12 @@ pub fn decode_with(
     let name = info.format.name();
     check_limits(name, info.width, info.height, limits)?;
     let at_least = at_least(&info);
+    if info.format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(MediaError::Damaged {
+            format: name,
+            reason: "truncated: the data stops before the end-of-image marker".to_string(),
+        });
+    }
     catch_panic(name, || {
         if info.format == ImageFormat::Jpeg
             && let Some((w, h)) = at_least
@@ -207,8 +213,82 @@ pub fn decode_with(
         {
             return Ok(pixels);
         }
+        if info.format == ImageFormat::Jpeg {
+            return decode_jpeg(bytes);
+        }
         decode_full(bytes, info.format, limits)
     })
+}
+
+/// Full-size JPEG decoding with `zune-jpeg`, straight from the slice
+/// (the `image` crate's wrapper copies the file first). A file whose data
+/// stops before the end-of-image marker is an error, as Pillow's "image
+/// file is truncated", rather than grey rows.
+fn decode_jpeg(bytes: &[u8]) -> Result<Pixels, MediaError> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let damaged = |reason: String| MediaError::Damaged {
+        format: "jpeg",
+        reason,
+    };
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    d.decode_headers().map_err(|e| damaged(e.to_string()))?;
+    let (out, channels) = match d.input_colorspace() {
+        Some(ColorSpace::Luma | ColorSpace::LumaA) => (ColorSpace::Luma, 1u8),
+        _ => (ColorSpace::RGB, 3u8),
+    };
+    d.set_options(options.jpeg_set_out_colorspace(out));
+    let data = d.decode().map_err(|e| damaged(e.to_string()))?;
+    let (w, h) = d
+        .dimensions()
+        .ok_or_else(|| damaged("no dimensions after decoding".to_string()))?;
+    if data.len() != w * h * usize::from(channels) {
+        return Err(damaged(format!(
+            "decoded {} bytes for {w}x{h}x{channels}",
+            data.len()
+        )));
+    }
+    Ok(Pixels {
+        width: w as u32,
+        height: h as u32,
+        channels,
+        data,
+    })
+}
+
+/// Whether an end-of-image marker follows the first scan of the main
+/// image. Segments before the scan are walked by their lengths, so an EXIF
+/// thumbnail's own markers (inside APP1) are not mistaken for the image's;
+/// inside entropy-coded data a 0xFF byte is always stuffed, so 0xFFD9 can
+/// only be the marker.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            i += 1;
+            continue;
+        }
+        let marker = bytes[i + 1];
+        match marker {
+            // Fill bytes, and markers without a length.
+            0xFF => i += 1,
+            0x01 | 0xD0..=0xD7 => i += 2,
+            0xD9 => return true,
+            0xDA => {
+                return bytes[i + 2..].windows(2).any(|w| w == [0xFF, 0xD9]);
+            }
+            _ => {
+                let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+                i += 2 + len;
+            }
+        }
+    }
+    false
 }
 
 fn decode_full(
@@ -681,6 +761,24 @@ mod tests {
         assert_eq!((small.width, small.height), (160, 120));
         let full = decode(&jpeg, &DecodeLimits::default(), Some((400, 300))).unwrap();
         assert_eq!((full.width, full.height), (640, 480));
+    }
+
+    #[test]
+    fn truncated_jpeg_is_an_error_at_every_scale() {
+        let jpeg = encode(&gradient(320, 240), EncodeFormat::Jpeg, None).unwrap();
+        let half = &jpeg[..jpeg.len() / 2];
+        let err = decode(half, &DecodeLimits::default(), None)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("corrupt jpeg: truncated"),
+            "{err}"
+        );
+        assert!(decode(half, &DecodeLimits::default(), Some((40, 30))).is_err());
+        // Bytes after the end-of-image marker are fine.
+        let mut padded = jpeg.clone();
+        padded.extend_from_slice(b"trailing bytes");
+        assert!(decode(&padded, &DecodeLimits::default(), None).is_ok());
     }
 
     #[test]

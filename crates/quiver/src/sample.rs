@@ -272,7 +272,9 @@ pub fn png_bomb(width: u32, height: u32) -> Vec<u8> {
 /// Damaged files for the bad-input tests, under `dir`: `empty.png` (no
 /// bytes), `truncated.jpg` (the first 100 bytes of a JPEG), `notes.txt`
 /// (text), `flipped.png` (a PNG whose signature bytes are flipped),
-/// `bomb.png` (a tiny PNG declaring 100,000 × 100,000 pixels) and one good
+/// `bomb.png` (a tiny PNG declaring 100,000 × 100,000 pixels), `half.jpg`
+/// (the first half of a JPEG: a sound header, then the data stops) and one
+/// good
 /// `ok.png`.
 pub fn write_bad_images(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -283,6 +285,10 @@ pub fn write_bad_images(dir: &Path) -> Result<()> {
         ("ok.png", png.clone()),
         ("empty.png", vec![]),
         ("truncated.jpg", jpeg[..100].to_vec()),
+        ("half.jpg", {
+            let big = encode(&picture(320, 240, 98), image::ImageFormat::Jpeg)?;
+            big[..big.len() / 2].to_vec()
+        }),
         ("notes.txt", b"hello, these are not pixels\n".to_vec()),
         ("bomb.png", png_bomb(100_000, 100_000)),
         ("flipped.png", {
