@@ -54,7 +54,7 @@ use quiver_media::arrow_types::{exif_array, exif_data_type, image_field};
 use quiver_media::exif::{ExifInfo, read_exif};
 use quiver_media::{MediaError, probe_image};
 
-use crate::listing::{SplitArgs, block_on_planning, parse_location, split_args};
+use crate::listing::{SplitArgs, block_on_planning, list_media_files, parse_location, split_args};
 
 /// Bytes read to find an image's header.
 const HEADER_BYTES: u64 = 64 * 1024;
@@ -186,11 +186,7 @@ impl TableProvider for ImagesTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let store_url = self.url.object_store();
         let store = state.runtime_env().object_store(&store_url)?;
-        let mut listing = self
-            .url
-            .list_all_files(state, store.as_ref(), "")
-            .await
-            .map_err(|e| e.context(format!("listing {}", self.url)))?;
+        let mut listing = list_media_files(&self.url, store.as_ref());
         // Filters on path, size and modified prune the listing before any
         // file is read; when they are all such filters, a LIMIT can also
         // stop the listing early.
@@ -790,10 +786,13 @@ impl TableFunctionImpl for ReadImagesFunction {
         let state = args.session();
         block_on_planning(async {
             let store = state.runtime_env().object_store(table.url.object_store())?;
-            let mut files = table.url.list_all_files(state, store.as_ref(), "").await?;
+            let mut files = list_media_files(&table.url, store.as_ref());
             match files.next().await {
                 Some(Err(e)) => Err(e),
-                None => plan_err!("No files found at {}", table.url),
+                None => match table.url.get_glob() {
+                    Some(glob) => plan_err!("No files found at {} matching {glob}", table.url),
+                    None => plan_err!("No files found at {}", table.url),
+                },
                 Some(Ok(_)) => Ok(()),
             }
         })

@@ -21,6 +21,9 @@ use datafusion::datasource::listing::{
 use datafusion::datasource::listing_table_factory::ListingTableFactory;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{CreateExternalTable, Expr};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use url::Url;
 
 const GLOB_CHARS: [char; 3] = ['*', '?', '['];
@@ -307,6 +310,54 @@ impl TableProviderFactory for GlobbingTableFactory {
         )
         .await
     }
+}
+
+/// Lists the media files at `url`, as users of `ls -R` and DuckDB expect:
+/// a folder (a location ending in `/`) is listed recursively, so class
+/// sub-folders such as `train/cat/001.jpg` are included; in a glob, `*`
+/// and `?` stay within one folder and `**` crosses folders
+/// (`photos/**/*.jpg`); a single file is itself.
+pub fn list_media_files<'a>(
+    url: &'a ListingTableUrl,
+    store: &'a dyn ObjectStore,
+) -> BoxStream<'a, Result<ObjectMeta>> {
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    let under = move |meta: &ObjectMeta| {
+        let Some(segments) = url.strip_prefix(&meta.location) else {
+            return false;
+        };
+        match url.get_glob() {
+            Some(glob) => glob.matches_with(&segments.collect::<Vec<_>>().join("/"), options),
+            None => true,
+        }
+    };
+    let list_prefix = move || {
+        store
+            .list(Some(url.prefix()))
+            .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))
+            .try_filter(move |meta| futures::future::ready(under(meta)))
+            .boxed()
+    };
+    if url.is_collection() {
+        return list_prefix();
+    }
+    futures::stream::once(async move {
+        match store.head(url.prefix()).await {
+            Ok(meta) => futures::stream::once(futures::future::ready(Ok(meta))).boxed(),
+            // Not a file: perhaps a folder given without its trailing '/'.
+            Err(object_store::Error::NotFound { .. }) => list_prefix(),
+            Err(e) => futures::stream::once(futures::future::ready(Err(
+                DataFusionError::ObjectStore(Box::new(e)),
+            )))
+            .boxed(),
+        }
+    })
+    .flatten()
+    .boxed()
 }
 
 #[cfg(test)]

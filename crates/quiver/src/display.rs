@@ -1,5 +1,8 @@
 //! How printers show media: an encoded image as `<jpeg 640x480 52.1 KB>`,
-//! decoded pixels as `<pixels 224x224 rgb>`, never raw bytes. Used by the
+//! decoded pixels as `<pixels 224x224 rgb>`, never raw bytes. Binary
+//! columns without the media tag (read from a file that lost it, or built
+//! by hand) show each value that is an image the same way and others in
+//! hex, as DataFusion does. Used by the
 //! CLI's tables, the shell and the test runner; CSV, JSON and Parquet
 //! output keep the bytes.
 
@@ -14,11 +17,23 @@ use quiver_media::arrow_types::{
 };
 
 fn is_image(field: &Field) -> bool {
+    matches!(
+        field.data_type(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    )
+}
+
+fn tagged_image(field: &Field) -> bool {
     field.metadata().get(MEDIA_KEY).map(String::as_str) == Some(MEDIA_IMAGE)
-        && matches!(
-            field.data_type(),
-            DataType::Binary | DataType::LargeBinary | DataType::BinaryView
-        )
+}
+
+/// One binary value as a printer shows it.
+fn describe_binary(bytes: &[u8], tagged: bool) -> String {
+    if tagged || quiver_media::detect_image_format(bytes).is_some() {
+        describe_image(bytes)
+    } else {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// Whether any column of `schema` is shown differently by
@@ -62,8 +77,9 @@ pub fn media_for_display(batch: &RecordBatch) -> Result<RecordBatch> {
             let bytes = cast(column, &DataType::Binary)?;
             let mut out = StringBuilder::new();
             if let Some(bytes) = bytes.as_any().downcast_ref::<BinaryArray>() {
+                let tagged = tagged_image(field);
                 for v in bytes.iter() {
-                    out.append_option(v.map(describe_image));
+                    out.append_option(v.map(|v| describe_binary(v, tagged)));
                 }
             }
             Arc::new(out.finish())

@@ -22,6 +22,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
 use quiver_settings::QuiverSettings;
+use quiver_sources::images_write::ImagesFormatFactory;
 
 use crate::config::QuiverConfig;
 use crate::object_stores::QuiverObjectStoreRegistry;
@@ -74,6 +75,9 @@ impl QuiverBuilder {
             .with_target_partitions(config.target_partitions())
             .with_batch_size(config.exec.batch_size)
             .with_information_schema(true)
+            // Keep the Arrow schema stored in Parquet files, so that image
+            // and embedding columns written by COPY read back tagged.
+            .set_bool("datafusion.execution.parquet.skip_metadata", false)
             .with_option_extension(QuiverSettings {
                 decode_limits: quiver_media::DecodeLimits {
                     max_pixels: config.media.max_image_pixels,
@@ -94,6 +98,8 @@ impl QuiverBuilder {
         state
             .table_factories_mut()
             .insert("IMAGES".to_string(), Arc::new(ImagesTableFactory));
+        // COPY … STORED AS IMAGES writes one file per row.
+        state.register_file_format(Arc::new(ImagesFormatFactory), true)?;
         let ctx = SessionContext::new_with_state(state);
         for kind in [FileKind::Parquet, FileKind::Csv, FileKind::Json] {
             ctx.register_udtf(kind.function_name(), Arc::new(ReadFileFunction::new(kind)));
