@@ -283,3 +283,78 @@ async fn images_in_a_bucket() {
         quiver::sample::IMAGES.len() as i64
     );
 }
+
+/// `url_download` over s3:// and plain http:// URLs, and images written
+/// back to a bucket with `COPY … STORED AS IMAGES`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_urls_and_image_copies_in_a_bucket() {
+    let (server, q, dir) = setup().await;
+    let images = dir.path().join("images");
+    for (name, _, _, _) in quiver::sample::IMAGES {
+        let body = std::fs::read(images.join(name)).expect("sample image");
+        server
+            .put_public("quiver", &format!("photos/{name}"), &body)
+            .expect("upload");
+    }
+    // A metadata table that only references its images, by s3:// and http:// URLs.
+    let http = server.endpoint();
+    let rows = batches_to_rows(
+        &q.collect(&format!(
+            "SELECT image_width(url_download(u)), image_format(url_download(h)) \
+             FROM (VALUES ('s3://quiver/photos/forest.png', '{http}/quiver/photos/logo.gif')) AS t(u, h)"
+        ))
+        .await
+        .expect("url_download over s3 and http"),
+    )
+    .expect("rows");
+    assert_eq!(rows, vec![vec!["200", "gif"]]);
+    // The path column of an S3 listing is a URL that url_download reads back.
+    assert_eq!(
+        count(
+            &q,
+            "SELECT count(*) FROM read_images('s3://quiver/photos/') \
+             WHERE url_download(path) = image AND path LIKE 's3://quiver/photos/%'"
+        )
+        .await,
+        quiver::sample::IMAGES.len() as i64
+    );
+    // A missing object: the row, the URL and the reason.
+    let err = q
+        .collect("SELECT url_download('s3://quiver/photos/nope.jpg')")
+        .await
+        .expect_err("missing object");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("row 1 of its batch: s3://quiver/photos/nope.jpg")
+            && msg.contains("not found"),
+        "{msg}"
+    );
+    // Thumbnails written to the bucket, one object per row.
+    assert_eq!(
+        count(
+            &q,
+            "COPY (SELECT split_part(regexp_replace(path, '^.*/', ''), '.', 1) AS name, \
+             image_encode(image_thumbnail(image, 32), 'png') AS thumb \
+             FROM read_images('s3://quiver/photos/')) \
+             TO 's3://quiver/thumbs/' STORED AS IMAGES OPTIONS (path_column 'name')"
+        )
+        .await,
+        quiver::sample::IMAGES.len() as i64
+    );
+    let rows = batches_to_rows(
+        &q.collect(
+            "SELECT path, format, width FROM read_images('s3://quiver/thumbs/') \
+             WHERE path LIKE '%beach%' ORDER BY path",
+        )
+        .await
+        .expect("read the thumbnails back"),
+    )
+    .expect("rows");
+    assert_eq!(
+        rows,
+        vec![
+            vec!["s3://quiver/thumbs/beach-small.png", "png", "32"],
+            vec!["s3://quiver/thumbs/beach.png", "png", "32"],
+        ]
+    );
+}

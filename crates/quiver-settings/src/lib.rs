@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `quiver.media.max_image_pixels` | 100000000 | images declaring more pixels are refused before decoding |
 //! | `quiver.media.max_image_alloc` | 1073741824 | bytes a decoder may allocate for one image |
+//! | `quiver.io.max_concurrent_requests` | 32 | requests `url_download` keeps in flight per partition |
 
 use std::any::Any;
 
@@ -16,10 +17,21 @@ use datafusion::common::{DataFusionError, Result};
 use quiver_media::DecodeLimits;
 
 /// The `quiver.*` settings of a session.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuiverSettings {
     /// Limits on every image decode.
     pub decode_limits: DecodeLimits,
+    /// Requests `url_download` keeps in flight at once, per partition.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for QuiverSettings {
+    fn default() -> Self {
+        Self {
+            decode_limits: DecodeLimits::default(),
+            max_concurrent_requests: 32,
+        }
+    }
 }
 
 impl QuiverSettings {
@@ -69,6 +81,10 @@ impl ExtensionOptions for QuiverSettings {
             "media.max_image_alloc" => {
                 self.decode_limits.max_alloc = parse_count(key, value)?;
             }
+            "io.max_concurrent_requests" => {
+                self.max_concurrent_requests =
+                    usize::try_from(parse_count(key, value)?).unwrap_or(usize::MAX);
+            }
             _ => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting quiver.{key}; known: {}",
@@ -96,6 +112,11 @@ impl ExtensionOptions for QuiverSettings {
                 key: "quiver.media.max_image_alloc".to_string(),
                 value: Some(self.decode_limits.max_alloc.to_string()),
                 description: "Bytes an image decoder may allocate for one image.",
+            },
+            ConfigEntry {
+                key: "quiver.io.max_concurrent_requests".to_string(),
+                value: Some(self.max_concurrent_requests.to_string()),
+                description: "Requests url_download keeps in flight at once, per partition.",
             },
         ]
     }

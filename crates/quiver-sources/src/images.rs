@@ -225,7 +225,11 @@ impl TableProvider for ImagesTable {
                 chunk.push(meta.map_err(|e| e.context(format!("listing {}", self.url)))?);
             }
             if chunk.len() >= 1024 || (done && !chunk.is_empty()) {
-                files.extend(prune(predicate.as_ref(), std::mem::take(&mut chunk))?);
+                files.extend(prune(
+                    predicate.as_ref(),
+                    &store_url,
+                    std::mem::take(&mut chunk),
+                )?);
             }
             if let Some(n) = stop_at
                 && files.len() >= n
@@ -297,6 +301,7 @@ fn answerable_from_listing(expr: &Expr) -> bool {
 /// Keeps the files for which `predicate` (over the listing columns) is true.
 fn prune(
     predicate: Option<&Arc<dyn PhysicalExpr>>,
+    store_url: &ObjectStoreUrl,
     files: Vec<ObjectMeta>,
 ) -> Result<Vec<ObjectMeta>> {
     let Some(predicate) = predicate else {
@@ -304,7 +309,7 @@ fn prune(
     };
     let rows: Vec<Row> = files.into_iter().map(Row::listed).collect();
     let columns = (0..LISTING_COLUMNS.len())
-        .map(|c| build_column(c, &rows))
+        .map(|c| build_column(c, store_url, &rows))
         .collect();
     let batch = RecordBatch::try_new(Arc::new(listing_schema()), columns)?;
     let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
@@ -578,12 +583,7 @@ struct PartitionScan {
 impl PartitionScan {
     /// The file's address for messages: a local path or a URL.
     fn display_path(&self, meta: &ObjectMeta) -> String {
-        let base = self.store_url.as_str();
-        if base.starts_with("file://") {
-            format!("/{}", meta.location)
-        } else {
-            format!("{base}{}", meta.location)
-        }
+        file_address(&self.store_url, &meta.location)
     }
 
     /// Reads one file as far as the query needs; `None` when a header
@@ -661,7 +661,9 @@ impl PartitionScan {
     /// Evaluates a header filter on one file's row.
     fn passes(&self, filter: &Arc<dyn PhysicalExpr>, row: &Row) -> Result<bool> {
         let rows = std::slice::from_ref(row);
-        let columns = (0..=COL_FORMAT).map(|c| build_column(c, rows)).collect();
+        let columns = (0..=COL_FORMAT)
+            .map(|c| build_column(c, &self.store_url, rows))
+            .collect();
         let batch = RecordBatch::try_new(Arc::new(header_schema()), columns)?;
         let mask = filter.evaluate(&batch)?.into_array(1)?;
         let mask = mask
@@ -692,7 +694,7 @@ impl PartitionScan {
         let columns: Vec<ArrayRef> = self
             .projection
             .iter()
-            .map(|c| build_column(*c, &rows))
+            .map(|c| build_column(*c, &self.store_url, &rows))
             .collect();
         let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
         Ok(RecordBatch::try_new_with_options(
@@ -703,12 +705,23 @@ impl PartitionScan {
     }
 }
 
-fn build_column(col: usize, rows: &[Row]) -> ArrayRef {
+/// A file's address as the `path` column shows it and `url_download`
+/// reads it back: an absolute local path, or the store's URL and the key.
+pub fn file_address(store_url: &ObjectStoreUrl, location: &object_store::path::Path) -> String {
+    let base = store_url.as_str();
+    if base.starts_with("file://") {
+        format!("/{location}")
+    } else {
+        format!("{base}{location}")
+    }
+}
+
+fn build_column(col: usize, store_url: &ObjectStoreUrl, rows: &[Row]) -> ArrayRef {
     match col {
         0 => {
             let mut b = StringBuilder::new();
             for r in rows {
-                b.append_value(r.meta.location.as_ref());
+                b.append_value(file_address(store_url, &r.meta.location));
             }
             Arc::new(b.finish())
         }

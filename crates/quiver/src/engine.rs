@@ -16,12 +16,14 @@ use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::async_udf::AsyncScalarUDF;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
 use quiver_settings::QuiverSettings;
+use quiver_sources::download::UrlDownload;
 use quiver_sources::images_write::ImagesFormatFactory;
 
 use crate::config::QuiverConfig;
@@ -83,6 +85,7 @@ impl QuiverBuilder {
                     max_pixels: config.media.max_image_pixels,
                     max_alloc: config.media.max_image_alloc,
                 },
+                ..QuiverSettings::default()
             });
         let mut state = SessionStateBuilder::new()
             .with_config(session_config)
@@ -106,6 +109,9 @@ impl QuiverBuilder {
         }
         ctx.register_udtf("read_images", Arc::new(ReadImagesFunction));
         quiver_udf_image::register_all(&ctx);
+        ctx.register_udf(
+            AsyncScalarUDF::new(Arc::new(UrlDownload::new(ctx.runtime_env()))).into_scalar_udf(),
+        );
         Ok(Quiver { ctx, config })
     }
 }
