@@ -225,6 +225,102 @@ pub fn write_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// The sizes of [`write_photo_corpus`], cycled: VGA to full HD.
+pub const PHOTO_SIZES: [(u32, u32); 4] = [(640, 480), (1024, 768), (1280, 720), (1920, 1080)];
+
+/// A photo-like JPEG for benchmarks: smooth gradients, shapes whose places
+/// depend on `seed`, and per-pixel noise, so that it compresses like a
+/// photograph (100–400 KB at these sizes) rather than like flat colour.
+pub fn photo_jpeg(width: u32, height: u32, seed: u64) -> Result<Vec<u8>> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut layout = SmallRng::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15);
+    let shapes: Vec<(f32, f32, f32, [f32; 3])> = (0..6)
+        .map(|_| {
+            (
+                layout.random_range(0.0..1.0),
+                layout.random_range(0.0..1.0),
+                layout.random_range(0.002..0.04),
+                [
+                    layout.random_range(-80.0..80.0),
+                    layout.random_range(-80.0..80.0),
+                    layout.random_range(-80.0..80.0),
+                ],
+            )
+        })
+        .collect();
+    let tilt: f32 = layout.random_range(0.0..std::f32::consts::TAU);
+    let (ct, st) = (tilt.cos(), tilt.sin());
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        let (fx, fy) = (x as f32 / width as f32, y as f32 / height as f32);
+        let g = (fx - 0.5) * ct + (fy - 0.5) * st + 0.5;
+        let wave = ((fx * 9.0 + fy * 4.0).sin() * 0.5 + 0.5) * 40.0;
+        let mut px = [
+            g * 170.0 + wave,
+            (1.0 - g) * 150.0 + 40.0,
+            fy * 120.0 + wave + 30.0,
+        ];
+        for (cx, cy, r2, tint) in &shapes {
+            let (dx, dy) = (fx - cx, fy - cy);
+            if dx * dx + dy * dy < *r2 {
+                for c in 0..3 {
+                    px[c] += tint[c];
+                }
+            }
+        }
+        let noise: f32 = rng.random_range(-9.0..9.0);
+        image::Rgb(px.map(|v| (v + noise).clamp(0.0, 255.0) as u8))
+    });
+    // Higher quality for the smaller sizes keeps every file in 100–400 KB.
+    let quality = match width * height {
+        p if p <= 640 * 480 => 96,
+        p if p <= 1280 * 768 => 90,
+        _ => 82,
+    };
+    let mut out = vec![];
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(&img)
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    Ok(out)
+}
+
+/// Writes `count` photo-like JPEGs (`photo-00000.jpg`, …) under `dir`,
+/// cycling through [`PHOTO_SIZES`], on `threads` threads; files already
+/// there are kept, so a benchmark can reuse its corpus.
+pub fn write_photo_corpus(dir: &Path, count: usize, threads: usize) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let paths: Vec<PathBuf> = (0..count)
+        .map(|i| dir.join(format!("photo-{i:05}.jpg")))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let result: Result<()> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(path) = paths.get(i) else {
+                            return Ok(());
+                        };
+                        if path.exists() {
+                            continue;
+                        }
+                        let (w, h) = PHOTO_SIZES[i % PHOTO_SIZES.len()];
+                        let bytes = photo_jpeg(w, h, i as u64)?;
+                        std::fs::write(path, bytes).map_err(io_err(path))?;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| DataFusionError::Execution("corpus writer panicked".into()))??;
+        }
+        Ok(())
+    });
+    result?;
+    Ok(paths)
+}
+
 /// A PNG whose header declares `width` × `height` pixels of RGB but whose
 /// data is a few bytes: a decompression bomb as far as a decoder that
 /// trusts the header is concerned.

@@ -1,0 +1,151 @@
+//! The images benchmark of issue 6, measured in one run over a generated
+//! corpus of photo-like JPEGs (640×480 to 1920×1080, 100–400 KB):
+//!
+//! - **decode-only limit**: every image read and fully decoded with the
+//!   decoder Quiver uses (`quiver_media::pixels::decode`), one thread per
+//!   core, no SQL;
+//! - **tensor pipeline**: `SELECT count(*), avg(t[1]) FROM (SELECT
+//!   image_to_tensor(image, 224, 224) AS t FROM read_images('…'))`;
+//! - **metadata only**: `SELECT count(*), sum(width * height) FROM
+//!   read_images('…')`.
+//!
+//! Targets: the tensor pipeline at ≥ 0.85× the decode-only limit (above it
+//! where DCT-scaled decoding applies), metadata-only ≥ 20× faster than the
+//! tensor pipeline. Run with `cargo bench -p quiver-benches --bench images`;
+//! `QUIVER_BENCH_IMAGES` (default 1000) and `QUIVER_BENCH_ROUNDS` (default
+//! 3) change the corpus and the rounds. The corpus is kept under
+//! `target/bench-data/` between runs. Rounds alternate between the three so
+//! that machine noise hits them alike; figures are medians.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, Int64Array};
+use quiver::Quiver;
+use quiver_media::DecodeLimits;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn corpus_dir(count: usize) -> PathBuf {
+    let exe = std::env::current_exe().expect("bench binary path");
+    // target/release/deps/images-… → target/bench-data/
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    target.join("bench-data").join(format!("photos-{count}"))
+}
+
+/// Reads and fully decodes every file, one worker per core.
+fn decode_only(paths: &[PathBuf], threads: usize) -> usize {
+    let next = AtomicUsize::new(0);
+    let pixels = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let limits = DecodeLimits::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = paths.get(i) else { return };
+                    let bytes = std::fs::read(path).expect("read corpus file");
+                    let img = quiver_media::pixels::decode(&bytes, &limits, None)
+                        .expect("decode corpus file");
+                    pixels.fetch_add((img.width * img.height) as usize, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    pixels.into_inner()
+}
+
+async fn count_of(q: &Quiver, sql: &str) -> i64 {
+    let batches = q.collect(sql).await.expect("query");
+    let col = batches[0].column(0);
+    col.as_any()
+        .downcast_ref::<Int64Array>()
+        .map(|a| a.value(0))
+        .expect("count column")
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let count = env_usize("QUIVER_BENCH_IMAGES", 1000);
+    let rounds = env_usize("QUIVER_BENCH_ROUNDS", 3);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let dir = corpus_dir(count);
+    let started = Instant::now();
+    let paths = quiver::sample::write_photo_corpus(&dir, count, threads).expect("write corpus");
+    let sizes: Vec<u64> = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .collect();
+    let total: u64 = sizes.iter().sum();
+    println!(
+        "corpus: {count} photo-like JPEGs in {} ({:.1} MB, {:.0}–{:.0} KB, mean {:.0} KB; ready in {:.1} s); {threads} cores",
+        dir.display(),
+        total as f64 / 1e6,
+        *sizes.iter().min().unwrap_or(&0) as f64 / 1e3,
+        *sizes.iter().max().unwrap_or(&0) as f64 / 1e3,
+        total as f64 / count as f64 / 1e3,
+        started.elapsed().as_secs_f64()
+    );
+
+    let q = Quiver::builder().build().expect("engine");
+    let location = format!("{}/", dir.display());
+    let tensor_sql = format!(
+        "SELECT count(*), avg(t[1]) FROM (SELECT image_to_tensor(image, 224, 224) AS t FROM read_images('{location}'))"
+    );
+    let meta_sql = format!("SELECT count(*), sum(width * height) FROM read_images('{location}')");
+
+    // Warm the page cache and check the answers once.
+    let decoded = decode_only(&paths, threads);
+    assert_eq!(count_of(&q, &tensor_sql).await, count as i64);
+    assert_eq!(count_of(&q, &meta_sql).await, count as i64);
+
+    let (mut dec, mut ten, mut meta) = (vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        assert_eq!(decode_only(&paths, threads), decoded);
+        dec.push(t.elapsed());
+        let t = Instant::now();
+        count_of(&q, &tensor_sql).await;
+        ten.push(t.elapsed());
+        let t = Instant::now();
+        count_of(&q, &meta_sql).await;
+        meta.push(t.elapsed());
+    }
+    let rate = |d: Duration| count as f64 / d.as_secs_f64();
+    let (dec, ten, meta) = (median(dec), median(ten), median(meta));
+    println!(
+        "decode-only limit : {:>8.1} images/s ({:.2} s)",
+        rate(dec),
+        dec.as_secs_f64()
+    );
+    println!(
+        "tensor pipeline   : {:>8.1} images/s ({:.2} s)",
+        rate(ten),
+        ten.as_secs_f64()
+    );
+    println!(
+        "metadata only     : {:>8.1} images/s ({:.3} s)",
+        rate(meta),
+        meta.as_secs_f64()
+    );
+    println!(
+        "tensor / decode-only = {:.2}x (target >= 0.85x); metadata / tensor = {:.1}x (target >= 20x)",
+        rate(ten) / rate(dec),
+        rate(meta) / rate(ten)
+    );
+}
