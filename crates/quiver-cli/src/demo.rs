@@ -32,6 +32,14 @@ pub const QUERIES: &[(&str, &str)] = &[
         "queries/05_images.sql",
         include_str!("../../../queries/05_images.sql"),
     ),
+    (
+        "queries/06_image_transforms.sql",
+        include_str!("../../../queries/06_image_transforms.sql"),
+    ),
+    (
+        "queries/07_near_duplicates.sql",
+        include_str!("../../../queries/07_near_duplicates.sql"),
+    ),
 ];
 
 /// Generates `workdir/sample-data` and runs every example query there.

@@ -29,9 +29,6 @@ pub enum MediaError {
         /// What the decoder said.
         reason: String,
     },
-    /// The JPEG decoder used for DCT-scaled decoding failed.
-    #[error("corrupt jpeg: {0}")]
-    CorruptJpeg(#[from] jpeg_decoder::Error),
     /// The decoder panicked; the panic was caught.
     #[error("{format} decoder failed: {message}")]
     DecoderPanic {

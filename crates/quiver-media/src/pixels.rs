@@ -209,7 +209,7 @@ pub fn decode_with(
             && let Some((w, h)) = at_least
             && w.saturating_mul(2) <= info.width
             && h.saturating_mul(2) <= info.height
-            && let Some(pixels) = decode_jpeg_scaled(bytes, w, h, limits)?
+            && let Some(pixels) = decode_jpeg_scaled(bytes, w, h)?
         {
             return Ok(pixels);
         }
@@ -280,7 +280,9 @@ pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
             0x01 | 0xD0..=0xD7 => i += 2,
             0xD9 => return true,
             0xDA => {
-                return bytes[i + 2..].windows(2).any(|w| w == [0xFF, 0xD9]);
+                // The marker normally ends the file: search from the end, so
+                // a complete file costs two bytes, not a pass over the data.
+                return bytes[i + 2..].windows(2).rev().any(|w| w == [0xFF, 0xD9]);
             }
             _ => {
                 let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
@@ -317,39 +319,54 @@ fn decode_full(
     Ok(from_dynamic(img))
 }
 
-/// DCT-scaled decoding with `jpeg-decoder`; `None` for the layouts it does
-/// not give as 8-bit grey or RGB (CMYK, 16-bit), which take the full path.
-fn decode_jpeg_scaled(
-    bytes: &[u8],
-    w: u32,
-    h: u32,
-    limits: &DecodeLimits,
-) -> Result<Option<Pixels>, MediaError> {
-    let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
-    dec.set_max_decoding_buffer_size(usize::try_from(limits.max_alloc).unwrap_or(usize::MAX));
-    dec.read_info()?;
-    let req_w = u16::try_from(w).unwrap_or(u16::MAX);
-    let req_h = u16::try_from(h).unwrap_or(u16::MAX);
-    let (sw, sh) = dec.scale(req_w, req_h)?;
-    let data = dec.decode()?;
-    let Some(info) = dec.info() else {
-        return Ok(None);
+/// DCT-scaled decoding with libjpeg-turbo (through `mozjpeg`): the
+/// smallest of 1/8, 1/4 and 1/2 of the size that still covers `w` × `h`
+/// (the scales with SIMD inverse transforms). `None` when no such scale
+/// helps or for CMYK files, which take the full path.
+fn decode_jpeg_scaled(bytes: &[u8], w: u32, h: u32) -> Result<Option<Pixels>, MediaError> {
+    let damaged = |reason: String| MediaError::Damaged {
+        format: "jpeg",
+        reason,
     };
-    let channels = match info.pixel_format {
-        jpeg_decoder::PixelFormat::L8 => 1,
-        jpeg_decoder::PixelFormat::RGB24 => 3,
-        _ => return Ok(None),
+    // libjpeg reports errors by unwinding (without the panic hook); catch
+    // them here to keep the decoder's message.
+    let run = || -> std::io::Result<Option<Pixels>> {
+        let mut d = mozjpeg::Decompress::new_mem(bytes)?;
+        let (sw, sh) = (d.width() as u64, d.height() as u64);
+        let covers =
+            |n: u64| (sw * n).div_ceil(8) >= u64::from(w) && (sh * n).div_ceil(8) >= u64::from(h);
+        let Some(n) = [1u8, 2, 4].into_iter().find(|n| covers(u64::from(*n))) else {
+            return Ok(None);
+        };
+        d.scale(n);
+        let (channels, mut started) = match d.image()? {
+            mozjpeg::Format::RGB(s) => (3u8, s),
+            mozjpeg::Format::Gray(s) => (1u8, s),
+            mozjpeg::Format::CMYK(_) => return Ok(None),
+        };
+        let (width, height) = (started.width() as u32, started.height() as u32);
+        let data = started.read_scanlines::<u8>()?;
+        started.finish()?;
+        if data.len() != width as usize * height as usize * usize::from(channels) {
+            return Ok(None);
+        }
+        Ok(Some(Pixels {
+            width,
+            height,
+            channels,
+            data,
+        }))
     };
-    let (width, height) = (u32::from(sw), u32::from(sh));
-    if data.len() != width as usize * height as usize * channels as usize {
-        return Ok(None);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(result) => result.map_err(|e| damaged(e.to_string())),
+        Err(panic) => Err(damaged(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "decoder error".to_string()),
+        )),
     }
-    Ok(Some(Pixels {
-        width,
-        height,
-        channels,
-        data,
-    }))
 }
 
 fn from_dynamic(img: image::DynamicImage) -> Pixels {

@@ -60,7 +60,7 @@ use crate::listing::{SplitArgs, block_on_planning, list_media_files, parse_locat
 const HEADER_BYTES: u64 = 64 * 1024;
 /// Bytes of images one batch holds at most (a single larger file still
 /// makes a batch of its own).
-pub const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+pub const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 /// Files read at once per partition.
 const CONCURRENT_READS: usize = 8;
 
@@ -241,15 +241,11 @@ impl TableProvider for ImagesTable {
                 break;
             }
         }
-        files.sort_by(|a, b| a.location.cmp(&b.location));
         let partitions = state
             .config()
             .target_partitions()
             .clamp(1, files.len().max(1));
-        let mut groups: Vec<Vec<ObjectMeta>> = vec![vec![]; partitions];
-        for (i, f) in files.into_iter().enumerate() {
-            groups[i % partitions].push(f);
-        }
+        let groups = balance(files, partitions);
         let projection = projection
             .cloned()
             .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
@@ -263,6 +259,31 @@ impl TableProvider for ImagesTable {
             header_filter,
         )?))
     }
+}
+
+/// Splits files into `partitions` groups of about equal bytes (decoding
+/// time follows size), largest first onto the lightest group, so that no
+/// core is left with the big files; each group is in path order.
+fn balance(mut files: Vec<ObjectMeta>, partitions: usize) -> Vec<Vec<ObjectMeta>> {
+    files.sort_by(|a, b| {
+        b.size
+            .cmp(&a.size)
+            .then_with(|| a.location.cmp(&b.location))
+    });
+    let mut groups: Vec<(u64, Vec<ObjectMeta>)> = vec![(0, vec![]); partitions.max(1)];
+    for f in files {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|(bytes, g)| (*bytes, g.len())) {
+            lightest.0 += f.size.max(1);
+            lightest.1.push(f);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, mut g)| {
+            g.sort_by(|a, b| a.location.cmp(&b.location));
+            g
+        })
+        .collect()
 }
 
 /// Columns a filter may use to be answered from the listing alone.
