@@ -68,11 +68,24 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Generate the sample data in WORKDIR/sample-data and run the example queries over it.
+    /// Generate the sample data in WORKDIR/sample-data, run the example queries over it, then
+    /// serve it to Postgres clients (psql) until Ctrl-C.
     Demo {
         /// Where sample-data/ is written and the queries run.
         #[arg(long, default_value = ".")]
         workdir: PathBuf,
+        /// Stop after the queries instead of serving.
+        #[arg(long)]
+        no_serve: bool,
+        /// Where the demo serves (a loopback address).
+        #[arg(long, default_value = "127.0.0.1:5433")]
+        listen: String,
+    },
+    /// Serve SQL to Postgres clients (psql, JDBC, psycopg…) until Ctrl-C or SIGTERM.
+    Serve {
+        /// Address to listen on; loopback only for now (no authentication yet).
+        #[arg(long, default_value = "127.0.0.1:5433")]
+        listen: String,
     },
     /// Write the sample dataset (Parquet, CSV, JSON) to DIR.
     GenerateData {

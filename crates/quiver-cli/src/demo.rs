@@ -1,5 +1,6 @@
-//! `quiver demo`: writes the sample dataset and runs the example queries of
-//! `queries/` (compiled into the binary) over it.
+//! `quiver demo`: writes the sample dataset, runs the example queries of
+//! `queries/` (compiled into the binary) over it, then serves it to
+//! Postgres clients unless `--no-serve`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -45,6 +46,7 @@ pub const QUERIES: &[(&str, &str)] = &[
 /// Generates `workdir/sample-data` and runs every example query there.
 pub async fn run_demo(
     workdir: &Path,
+    serve_on: Option<&str>,
     engine: impl FnOnce() -> anyhow::Result<Quiver>,
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(workdir)
@@ -73,8 +75,16 @@ pub async fn run_demo(
         }
     }
     sink.commit()?;
+    let Some(listen) = serve_on else {
+        println!(
+            "\nDone. Try: quiver shell   (then: SELECT * FROM read_parquet('sample-data/orders/') LIMIT 5;)"
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
     println!(
-        "\nDone. Try: quiver shell   (then: SELECT * FROM read_parquet('sample-data/orders/') LIMIT 5;)"
+        "\nDone. The same data is now served to Postgres clients, e.g.\n  psql -h 127.0.0.1 -p {} -c \"SELECT count(*) FROM read_parquet('sample-data/orders/')\"",
+        listen.rsplit(':').next().unwrap_or("5433")
     );
+    crate::serve(quiver, listen).await?;
     Ok(ExitCode::SUCCESS)
 }

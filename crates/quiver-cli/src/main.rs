@@ -110,9 +110,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             shell::run_shell(quiver, output).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { workdir } => {
+        Command::Demo {
+            workdir,
+            no_serve,
+            listen,
+        } => {
             let quiver_args = cli.engine;
-            demo::run_demo(&workdir, || engine(&quiver_args)).await
+            let serve_on = (!no_serve).then_some(listen.as_str());
+            demo::run_demo(&workdir, serve_on, || engine(&quiver_args)).await
+        }
+        Command::Serve { listen } => {
+            let quiver = engine(&cli.engine)?;
+            serve(quiver, &listen).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::GenerateData { dir } => {
             let files = quiver::sample::generate(&dir)?;
@@ -122,6 +132,43 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Serves `quiver` on `listen` until Ctrl-C or SIGTERM.
+pub async fn serve(quiver: quiver::Quiver, listen: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "quiver: serving Postgres clients on {addr} (connect with: psql -h {} -p {}); Ctrl-C stops",
+        addr.ip(),
+        addr.port()
+    );
+    let shutdown = async {
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    };
+    quiver_server::serve(listener, quiver, shutdown).await?;
+    eprintln!("quiver: stopped");
+    Ok(())
 }
 
 /// Commits the output file on success and discards it on failure, so a

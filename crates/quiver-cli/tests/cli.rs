@@ -64,7 +64,7 @@ fn every_example_query_runs() {
 fn demo_generates_data_and_runs_every_query() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = quiver()
-        .args(["demo", "--workdir"])
+        .args(["demo", "--no-serve", "--workdir"])
         .arg(dir.path())
         .output()
         .expect("run demo");

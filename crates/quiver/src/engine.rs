@@ -13,7 +13,7 @@ use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::async_udf::AsyncScalarUDF;
@@ -73,47 +73,55 @@ impl QuiverBuilder {
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(disk_mode))
             .with_object_store_registry(Arc::new(registry))
             .build_arc()?;
-        let session_config = SessionConfig::new()
-            .with_target_partitions(config.target_partitions())
-            .with_batch_size(config.exec.batch_size)
-            .with_information_schema(true)
-            // Keep the Arrow schema stored in Parquet files, so that image
-            // and embedding columns written by COPY read back tagged.
-            .set_bool("datafusion.execution.parquet.skip_metadata", false)
-            .with_option_extension(QuiverSettings {
-                decode_limits: quiver_media::DecodeLimits {
-                    max_pixels: config.media.max_image_pixels,
-                    max_alloc: config.media.max_image_alloc,
-                },
-                ..QuiverSettings::default()
-            });
-        let mut state = SessionStateBuilder::new()
-            .with_config(session_config)
-            .with_runtime_env(runtime)
-            .with_default_features()
-            .build();
-        for format in ["PARQUET", "CSV", "JSON", "NDJSON"] {
-            state.table_factories_mut().insert(
-                format.to_string(),
-                Arc::new(GlobbingTableFactory::default()),
-            );
-        }
-        state
-            .table_factories_mut()
-            .insert("IMAGES".to_string(), Arc::new(ImagesTableFactory));
-        // COPY … STORED AS IMAGES writes one file per row.
-        state.register_file_format(Arc::new(ImagesFormatFactory), true)?;
-        let ctx = SessionContext::new_with_state(state);
-        for kind in [FileKind::Parquet, FileKind::Csv, FileKind::Json] {
-            ctx.register_udtf(kind.function_name(), Arc::new(ReadFileFunction::new(kind)));
-        }
-        ctx.register_udtf("read_images", Arc::new(ReadImagesFunction));
-        quiver_udf_image::register_all(&ctx);
-        ctx.register_udf(
-            AsyncScalarUDF::new(Arc::new(UrlDownload::new(ctx.runtime_env()))).into_scalar_udf(),
-        );
+        let ctx = new_context(runtime, &config)?;
         Ok(Quiver { ctx, config })
     }
+}
+
+/// A session over `runtime` (shared memory pool, disk manager and object
+/// stores) with every Quiver function, table function and factory
+/// registered, and its own settings and temporary tables.
+fn new_context(runtime: Arc<RuntimeEnv>, config: &QuiverConfig) -> Result<SessionContext> {
+    let session_config = SessionConfig::new()
+        .with_target_partitions(config.target_partitions())
+        .with_batch_size(config.exec.batch_size)
+        .with_information_schema(true)
+        // Keep the Arrow schema stored in Parquet files, so that image
+        // and embedding columns written by COPY read back tagged.
+        .set_bool("datafusion.execution.parquet.skip_metadata", false)
+        .with_option_extension(QuiverSettings {
+            decode_limits: quiver_media::DecodeLimits {
+                max_pixels: config.media.max_image_pixels,
+                max_alloc: config.media.max_image_alloc,
+            },
+            ..QuiverSettings::default()
+        });
+    let mut state = SessionStateBuilder::new()
+        .with_config(session_config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build();
+    for format in ["PARQUET", "CSV", "JSON", "NDJSON"] {
+        state.table_factories_mut().insert(
+            format.to_string(),
+            Arc::new(GlobbingTableFactory::default()),
+        );
+    }
+    state
+        .table_factories_mut()
+        .insert("IMAGES".to_string(), Arc::new(ImagesTableFactory));
+    // COPY … STORED AS IMAGES writes one file per row.
+    state.register_file_format(Arc::new(ImagesFormatFactory), true)?;
+    let ctx = SessionContext::new_with_state(state);
+    for kind in [FileKind::Parquet, FileKind::Csv, FileKind::Json] {
+        ctx.register_udtf(kind.function_name(), Arc::new(ReadFileFunction::new(kind)));
+    }
+    ctx.register_udtf("read_images", Arc::new(ReadImagesFunction));
+    quiver_udf_image::register_all(&ctx);
+    ctx.register_udf(
+        AsyncScalarUDF::new(Arc::new(UrlDownload::new(ctx.runtime_env()))).into_scalar_udf(),
+    );
+    Ok(ctx)
 }
 
 /// The Quiver engine: plan and run SQL over tables, files and object stores.
@@ -155,6 +163,16 @@ impl Quiver {
     /// The configuration this engine was built with.
     pub fn config(&self) -> &QuiverConfig {
         &self.config
+    }
+
+    /// A new session on the same engine: it shares the memory pool, disk
+    /// manager and object stores, and has its own settings, temporary
+    /// tables and prepared statements (one per server connection).
+    pub fn new_session(&self) -> Result<Quiver> {
+        Ok(Quiver {
+            ctx: new_context(self.ctx.runtime_env(), &self.config)?,
+            config: self.config.clone(),
+        })
     }
 
     /// Plans one SQL statement. DDL (`CREATE`, `DROP`, `SET`) takes effect

@@ -1,0 +1,635 @@
+//! One client connection: its own Quiver session, the simple and extended
+//! query protocols, and the statements Postgres clients send that
+//! DataFusion does not know (transactions, client settings).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::logical_expr::LogicalPlan;
+use futures::{TryStreamExt, stream};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use quiver::Quiver;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
+use crate::encode::{encode_batch, fields, pg_type};
+use crate::errors::{pg_error, to_pg};
+
+/// A parsed statement: DataFusion's plan (with `$n` placeholders), or one
+/// of the statements answered here.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    sql: String,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Plan(Box<LogicalPlan>),
+    /// `BEGIN`, `COMMIT`, `ROLLBACK` and friends: accepted, no transaction
+    /// semantics (every statement commits on its own).
+    Transaction {
+        start: bool,
+        tag: &'static str,
+    },
+    /// `SET name = value` for a client setting DataFusion does not have.
+    SetClient {
+        name: String,
+        value: String,
+    },
+    /// `SHOW name` for such a setting.
+    ShowClient {
+        name: String,
+    },
+    /// `DISCARD ALL`, `DEALLOCATE …`: nothing to do.
+    Nothing {
+        tag: &'static str,
+    },
+}
+
+/// Client settings that are answered here rather than by DataFusion, with
+/// what a fresh Postgres session reports.
+const CLIENT_SETTINGS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("client_encoding", "UTF8"),
+    ("client_min_messages", "notice"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("extra_float_digits", "1"),
+    ("intervalstyle", "postgres"),
+    ("search_path", "\"$user\", public"),
+    ("server_encoding", "UTF8"),
+    ("server_version", crate::SERVER_VERSION),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+];
+
+fn words(sql: &str) -> Vec<String> {
+    sql.split(|c: char| c.is_whitespace() || c == ';')
+        .filter(|w| !w.is_empty())
+        .take(4)
+        .map(|w| w.to_ascii_lowercase())
+        .collect()
+}
+
+/// The statements answered without DataFusion.
+fn special(sql: &str) -> Option<Kind> {
+    let w = words(sql);
+    let first = w.first().map(String::as_str)?;
+    let second = w.get(1).map(String::as_str);
+    match (first, second) {
+        ("begin", _) | ("start", Some("transaction")) => Some(Kind::Transaction {
+            start: true,
+            tag: "BEGIN",
+        }),
+        ("commit", _) | ("end", _) => Some(Kind::Transaction {
+            start: false,
+            tag: "COMMIT",
+        }),
+        ("rollback", _) | ("abort", _) => Some(Kind::Transaction {
+            start: false,
+            tag: "ROLLBACK",
+        }),
+        ("discard", _) => Some(Kind::Nothing { tag: "DISCARD ALL" }),
+        ("deallocate", _) => Some(Kind::Nothing { tag: "DEALLOCATE" }),
+        ("set", _) => parse_set(sql),
+        ("show", Some(name))
+            if !name.contains('.') && name != "all" && name != "tables" && name != "columns" =>
+        {
+            Some(Kind::ShowClient {
+                name: name.trim_matches('"').to_string(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `SET [SESSION|LOCAL] name {=|TO} value` for names outside DataFusion's
+/// (`datafusion.*`) and Quiver's (`quiver.*`) settings; `SET TIME ZONE x`.
+fn parse_set(sql: &str) -> Option<Kind> {
+    let body = sql.trim().trim_end_matches(';').trim();
+    let rest = body.get(3..)?.trim_start();
+    let rest = ["session ", "local "]
+        .iter()
+        .find_map(|p| {
+            rest.to_ascii_lowercase()
+                .starts_with(p)
+                .then(|| rest[p.len()..].trim_start())
+        })
+        .unwrap_or(rest);
+    let lower = rest.to_ascii_lowercase();
+    let (name, value) = if let Some(v) = lower.strip_prefix("time zone") {
+        (
+            "timezone".to_string(),
+            rest[rest.len() - v.len()..].trim().to_string(),
+        )
+    } else {
+        let split = rest.find(|c: char| c == '=' || c.is_whitespace())?;
+        let name = rest[..split].trim().trim_matches('"').to_ascii_lowercase();
+        let mut value = rest[split..].trim_start();
+        if let Some(v) = value.strip_prefix('=') {
+            value = v;
+        } else if value.to_ascii_lowercase().starts_with("to ") {
+            value = &value[3..];
+        }
+        (name, value.trim().to_string())
+    };
+    if name.starts_with("datafusion.") || name.starts_with("quiver.") {
+        return None;
+    }
+    let value = value.trim_matches('\'').trim_matches('"').to_string();
+    Some(Kind::SetClient { name, value })
+}
+
+/// Plans statements for the extended protocol.
+#[derive(Debug)]
+pub struct Parser {
+    quiver: Quiver,
+}
+
+impl Parser {
+    async fn parse(&self, sql: &str) -> PgWireResult<Statement> {
+        let kind = match special(sql) {
+            Some(kind) => kind,
+            None => Kind::Plan(Box::new(
+                self.quiver
+                    .context()
+                    .state()
+                    .create_logical_plan(sql)
+                    .await
+                    .map_err(to_pg)?,
+            )),
+        };
+        Ok(Statement {
+            sql: sql.to_string(),
+            kind,
+        })
+    }
+}
+
+/// The types of placeholders written with a cast (`$1::bytea`), which
+/// DataFusion's own inference leaves open.
+fn cast_placeholder_types(plan: &LogicalPlan) -> HashMap<String, DataType> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr};
+    let mut found = HashMap::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|x| {
+                if let Expr::Cast(Cast { expr, field }) = x
+                    && let Expr::Placeholder(p) = expr.as_ref()
+                {
+                    found.insert(p.id.clone(), field.data_type().clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
+}
+
+/// The parameter types DataFusion inferred, in `$1, $2, …` order.
+fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
+    let mut types = plan.get_parameter_types().map_err(to_pg)?;
+    for (id, t) in cast_placeholder_types(plan) {
+        let slot = types.entry(id).or_insert(None);
+        if slot.is_none() {
+            *slot = Some(t);
+        }
+    }
+    let mut indexed: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(name, t)| {
+            name.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|i| (i, t))
+        })
+        .collect();
+    indexed.sort_by_key(|(i, _)| *i);
+    let n = indexed.last().map_or(0, |(i, _)| *i);
+    let mut out = vec![None; n];
+    for (i, t) in indexed {
+        if let Some(slot) = out.get_mut(i.wrapping_sub(1)) {
+            *slot = t;
+        }
+    }
+    Ok(out)
+}
+
+fn result_fields(stmt: &Statement, format: Option<&Format>) -> Vec<FieldInfo> {
+    match &stmt.kind {
+        Kind::Plan(plan) if returns_rows(plan) => {
+            let schema: Schema = plan.schema().as_arrow().clone();
+            fields(&schema, |i| {
+                format.map_or(FieldFormat::Text, |f| f.format_for(i))
+            })
+        }
+        Kind::ShowClient { name } => vec![FieldInfo::new(
+            name.clone(),
+            None,
+            None,
+            Type::TEXT,
+            format.map_or(FieldFormat::Text, |f| f.format_for(0)),
+        )],
+        _ => vec![],
+    }
+}
+
+/// Whether the plan is a command answered by a tag (DDL, `SET`, `PREPARE`,
+/// `COPY`, `INSERT`) rather than with rows (a query, `EXPLAIN`, `SHOW`,
+/// `EXECUTE` of a prepared query).
+fn is_command(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) | LogicalPlan::Dml(_) => true,
+        LogicalPlan::Statement(s) => !matches!(s, datafusion::logical_expr::Statement::Execute(_)),
+        _ => false,
+    }
+}
+
+/// Whether the plan answers with rows, as far as planning can tell.
+fn returns_rows(plan: &LogicalPlan) -> bool {
+    !is_command(plan) && !plan.schema().fields().is_empty()
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Statement;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.parse(sql).await.map(Some)
+    }
+
+    fn get_parameter_types(&self, stmt: &Statement) -> PgWireResult<Vec<Type>> {
+        match &stmt.kind {
+            // Unknown types are announced as text: clients then send text,
+            // which DataFusion coerces.
+            Kind::Plan(plan) => Ok(parameter_types(plan)?
+                .iter()
+                .map(|t| t.as_ref().map_or(Type::TEXT, pg_type))
+                .collect()),
+            _ => Ok(vec![]),
+        }
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(result_fields(stmt, column_format))
+    }
+}
+
+/// One connection's handlers.
+#[derive(Debug)]
+pub struct Connection {
+    quiver: Quiver,
+    parser: Arc<Parser>,
+    client_settings: Mutex<HashMap<String, String>>,
+}
+
+impl Connection {
+    /// Handlers over `quiver`, a session of its own.
+    pub fn new(quiver: Quiver) -> Self {
+        Self {
+            parser: Arc::new(Parser {
+                quiver: quiver.clone(),
+            }),
+            quiver,
+            client_settings: Mutex::new(
+                CLIENT_SETTINGS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Runs one statement; `format` gives each result column's format.
+    async fn run(
+        &self,
+        stmt: &Statement,
+        params: Option<ParamValues>,
+        format: &(dyn Fn(usize) -> FieldFormat + Sync),
+    ) -> PgWireResult<Response> {
+        match &stmt.kind {
+            Kind::Transaction { start: true, tag } => Ok(Response::TransactionStart(Tag::new(tag))),
+            Kind::Transaction { start: false, tag } => Ok(Response::TransactionEnd(Tag::new(tag))),
+            Kind::Nothing { tag } => Ok(Response::Execution(Tag::new(tag))),
+            Kind::SetClient { name, value } => {
+                self.client_settings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.clone(), value.clone());
+                Ok(Response::Execution(Tag::new("SET")))
+            }
+            Kind::ShowClient { name } => {
+                let value = self
+                    .client_settings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| {
+                        pg_error(
+                            "42704",
+                            format!("unrecognized configuration parameter \"{name}\""),
+                        )
+                    })?;
+                let fields = Arc::new(
+                    result_fields(stmt, None)
+                        .into_iter()
+                        .map(|f| {
+                            FieldInfo::new(f.name().to_string(), None, None, Type::TEXT, format(0))
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                let mut encoder = pgwire::api::results::DataRowEncoder::new(Arc::clone(&fields));
+                encoder.encode_field(&Some(value))?;
+                let row = encoder.take_row();
+                Ok(Response::Query(QueryResponse::new(
+                    fields,
+                    stream::iter(vec![Ok(row)]),
+                )))
+            }
+            Kind::Plan(plan) => {
+                let mut plan = plan.as_ref().clone();
+                if let Some(params) = params {
+                    plan = plan.with_param_values(params).map_err(to_pg)?;
+                }
+                let command = is_command(&plan);
+                let tag = command_tag(&stmt.sql, &plan);
+                let df = self
+                    .quiver
+                    .context()
+                    .execute_logical_plan(plan)
+                    .await
+                    .map_err(to_pg)?;
+                let stream = self.quiver.execute_frame(df).await.map_err(to_pg)?;
+                if command || stream.schema().fields().is_empty() {
+                    // A command: run it to the end; COPY and INSERT report a count.
+                    let batches: Vec<_> = stream.try_collect().await.map_err(to_pg)?;
+                    let count = batches
+                        .first()
+                        .and_then(|b| b.columns().first().cloned())
+                        .and_then(|c| datafusion::arrow::compute::cast(&c, &DataType::UInt64).ok())
+                        .and_then(|c| {
+                            c.as_any()
+                                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                                .filter(|a| !a.is_empty())
+                                .map(|a| a.value(0))
+                        });
+                    let mut t = Tag::new(tag);
+                    if tag == "INSERT" {
+                        t = t.with_oid(0);
+                    }
+                    if let Some(n) = count.filter(|_| tag == "COPY" || tag == "INSERT") {
+                        t = t.with_rows(n as usize);
+                    }
+                    return Ok(Response::Execution(t));
+                }
+                let fields = Arc::new(fields(stream.schema().as_ref(), format));
+                let encode_fields = Arc::clone(&fields);
+                let rows = stream
+                    .map_err(to_pg)
+                    .and_then(move |batch| {
+                        let fields = Arc::clone(&encode_fields);
+                        async move { encode_batch(&batch, &fields) }
+                    })
+                    .map_ok(|rows| stream::iter(rows.into_iter().map(Ok)))
+                    .try_flatten();
+                Ok(Response::Query(QueryResponse::new(fields, rows)))
+            }
+        }
+    }
+}
+
+/// The command tag Postgres would send for a statement that returns no rows.
+fn command_tag(sql: &str, plan: &LogicalPlan) -> &'static str {
+    match plan {
+        LogicalPlan::Copy(_) => "COPY",
+        LogicalPlan::Dml(d) => match d.op {
+            datafusion::logical_expr::WriteOp::Insert(_) => "INSERT",
+            datafusion::logical_expr::WriteOp::Delete => "DELETE",
+            datafusion::logical_expr::WriteOp::Update => "UPDATE",
+            _ => "INSERT",
+        },
+        _ => {
+            let w = words(sql);
+            match (w.first().map(String::as_str), w.get(1).map(String::as_str)) {
+                (Some("create"), Some("external")) | (Some("create"), Some("table")) => {
+                    "CREATE TABLE"
+                }
+                (Some("create"), Some("view")) | (Some("create"), Some("or")) => "CREATE VIEW",
+                (Some("create"), Some("schema")) => "CREATE SCHEMA",
+                (Some("create"), Some("database")) => "CREATE DATABASE",
+                (Some("create"), Some("function")) => "CREATE FUNCTION",
+                (Some("drop"), Some("table")) => "DROP TABLE",
+                (Some("drop"), Some("view")) => "DROP VIEW",
+                (Some("drop"), Some("schema")) => "DROP SCHEMA",
+                (Some("drop"), Some("function")) => "DROP FUNCTION",
+                (Some("set"), _) => "SET",
+                (Some("reset"), _) => "RESET",
+                (Some("prepare"), _) => "PREPARE",
+                (Some("deallocate"), _) => "DEALLOCATE",
+                _ => "OK",
+            }
+        }
+    }
+}
+
+/// Decodes the bound parameters of `portal` into DataFusion values, of the
+/// types the client declared or, failing that, the types inferred.
+fn bind(portal: &Portal<Statement>) -> PgWireResult<Option<ParamValues>> {
+    let Kind::Plan(plan) = &portal.statement.statement.kind else {
+        return Ok(None);
+    };
+    let inferred = parameter_types(plan)?;
+    if portal.parameter_len() == 0 && inferred.is_empty() {
+        return Ok(None);
+    }
+    let mut values = Vec::with_capacity(portal.parameter_len());
+    for i in 0..portal.parameter_len() {
+        let declared = portal
+            .statement
+            .parameter_types
+            .get(i)
+            .cloned()
+            .flatten()
+            .filter(|t| *t != Type::UNKNOWN);
+        let wanted = inferred.get(i).cloned().flatten();
+        let ty = declared.unwrap_or_else(|| wanted.as_ref().map_or(Type::TEXT, pg_type));
+        let value = decode_param(portal, i, &ty)?;
+        let value = match &wanted {
+            Some(dt) if !value.is_null() && value.data_type() != *dt => {
+                value.cast_to(dt).map_err(to_pg)?
+            }
+            _ => value,
+        };
+        values.push(value);
+    }
+    Ok(Some(ParamValues::from(values)))
+}
+
+fn decode_param(portal: &Portal<Statement>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {
+    let bad = |e: PgWireError| {
+        pg_error(
+            "22023",
+            format!(
+                "parameter ${} could not be read as {}: {e}",
+                i + 1,
+                ty.name()
+            ),
+        )
+    };
+    Ok(match *ty {
+        Type::BOOL => ScalarValue::Boolean(portal.parameter::<bool>(i, ty).map_err(bad)?),
+        Type::INT2 => ScalarValue::Int16(portal.parameter::<i16>(i, ty).map_err(bad)?),
+        Type::INT4 => ScalarValue::Int32(portal.parameter::<i32>(i, ty).map_err(bad)?),
+        Type::INT8 => ScalarValue::Int64(portal.parameter::<i64>(i, ty).map_err(bad)?),
+        Type::FLOAT4 => ScalarValue::Float32(portal.parameter::<f32>(i, ty).map_err(bad)?),
+        Type::FLOAT8 => ScalarValue::Float64(portal.parameter::<f64>(i, ty).map_err(bad)?),
+        Type::NUMERIC => ScalarValue::Float64(
+            portal
+                .parameter::<Decimal>(i, ty)
+                .map_err(bad)?
+                .and_then(|d| d.to_f64()),
+        ),
+        Type::BYTEA => ScalarValue::Binary(portal.parameter::<Vec<u8>>(i, ty).map_err(bad)?),
+        Type::DATE => ScalarValue::Date32(
+            portal
+                .parameter::<NaiveDate>(i, ty)
+                .map_err(bad)?
+                .map(datafusion::arrow::datatypes::Date32Type::from_naive_date),
+        ),
+        Type::TIMESTAMP => ScalarValue::TimestampMicrosecond(
+            portal
+                .parameter::<NaiveDateTime>(i, ty)
+                .map_err(bad)?
+                .map(|t| t.and_utc().timestamp_micros()),
+            None,
+        ),
+        Type::TIMESTAMPTZ => ScalarValue::TimestampMicrosecond(
+            portal
+                .parameter::<DateTime<FixedOffset>>(i, ty)
+                .map_err(bad)?
+                .map(|t| t.timestamp_micros()),
+            Some("UTC".into()),
+        ),
+        _ => ScalarValue::Utf8(portal.parameter::<String>(i, ty).map_err(bad)?),
+    })
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+    {
+        let mut out = vec![];
+        for piece in quiver::statements::split_statements(query) {
+            let result = match self.parser.parse(&piece.sql).await {
+                Ok(stmt) => self.run(&stmt, None, &|_| FieldFormat::Text).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(response) => out.push(response),
+                Err(PgWireError::UserError(info)) => {
+                    // Later statements of the string are not run, as in Postgres.
+                    out.push(Response::Error(info));
+                    break;
+                }
+                Err(e) => {
+                    out.push(Response::Error(Box::new(ErrorInfo::new(
+                        "ERROR".to_string(),
+                        "XX000".to_string(),
+                        e.to_string(),
+                    ))));
+                    break;
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push(Response::EmptyQuery);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Statement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<pgwire::messages::PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
+    {
+        let params = bind(portal)?;
+        let format = portal.result_column_format.clone();
+        self.run(&portal.statement.statement, params, &move |i| {
+            format.format_for(i)
+        })
+        .await
+    }
+}
+
+impl NoopStartupHandler for Connection {}
+
+/// The handlers pgwire asks for, all served by one [`Connection`].
+#[derive(Debug)]
+pub struct Handlers(pub Arc<Connection>);
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.0)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.0)
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        Arc::clone(&self.0)
+    }
+}

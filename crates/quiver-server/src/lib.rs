@@ -1,0 +1,82 @@
+//! Quiver's Postgres wire endpoint: `psql`, `tokio-postgres`, psycopg and
+//! other Postgres clients run SQL on the engine over a socket.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`handler`] | one connection: its own session, simple and extended query protocols, transactions and client settings |
+//! | [`encode`] | Arrow → Postgres types and value encodings (text and binary) |
+//! | [`errors`] | the one mapping from errors to SQLSTATE codes |
+//!
+//! [`serve`] takes an already-bound listener (tests bind port 0) and a
+//! future that ends the server: it then stops accepting, gives running
+//! connections [`SHUTDOWN_GRACE`] to finish, and returns.
+//!
+//! This first slice authenticates nobody, so [`serve`] refuses a listener
+//! that is not on a loopback address.
+
+pub mod encode;
+pub mod errors;
+pub mod handler;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::common::{DataFusionError, Result};
+use quiver::Quiver;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// What `server_version` and `SHOW server_version` report: the Postgres
+/// version whose protocol and behaviour clients may assume, with Quiver's.
+pub const SERVER_VERSION: &str = concat!("16.6 (Quiver ", env!("CARGO_PKG_VERSION"), ")");
+
+/// How long running connections get to finish after shutdown is asked.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves connections on `listener` until `shutdown` completes. Each
+/// connection gets its own session of `engine` (settings, temporary
+/// tables), sharing the memory pool and object stores.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Quiver,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        return Err(DataFusionError::Configuration(format!(
+            "refusing to listen on {addr}: this server does not authenticate clients yet, so it only listens on a loopback address (127.0.0.1 or ::1)"
+        )));
+    }
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (socket, _) = match accepted {
+                    Ok(a) => a,
+                    // A client that went away between connect and accept.
+                    Err(_) => continue,
+                };
+                let session = match engine.new_session() {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                };
+                let handlers = Arc::new(handler::Handlers(Arc::new(handler::Connection::new(session))));
+                connections.spawn(async move {
+                    // Protocol errors end this connection only.
+                    let _ = pgwire::tokio::process_socket(socket, None, handlers).await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    connections.abort_all();
+    Ok(())
+}

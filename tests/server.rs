@@ -1,0 +1,382 @@
+//! The Postgres endpoint against real clients over real sockets:
+//! `tokio-postgres` (simple and extended protocols, text and binary
+//! values, SQLSTATEs, per-connection sessions) and `psql`.
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use quiver::Quiver;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+struct Server {
+    addr: SocketAddr,
+    sample: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let sample = tempfile::tempdir().expect("tempdir");
+        quiver::sample::generate(sample.path()).expect("sample data");
+        let engine = Quiver::builder().build().expect("engine");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            quiver_server::serve(listener, engine, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Server {
+            addr,
+            sample,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn data(&self) -> String {
+        self.sample.path().display().to_string()
+    }
+
+    async fn connect(&self) -> Client {
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=tester dbname=quiver",
+                self.addr.port()
+            ),
+            NoTls,
+        )
+        .await
+        .expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.expect("server task");
+    }
+}
+
+fn simple_rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_protocol_text_values_and_statements() {
+    let server = Server::start().await;
+    let c = server.connect().await;
+    let rows = simple_rows(
+        &c.simple_query(
+            "SELECT 1 AS a, 'x' AS b, true AS c, 2.5 AS d, DATE '2024-01-02' AS e, \
+             TIMESTAMP '2024-01-02 03:04:05' AS f, CAST(18446744073709551615 AS BIGINT UNSIGNED) AS g, \
+             CAST(NULL AS INT) AS h, [1.5, 2.5] AS i",
+        )
+        .await
+        .expect("query"),
+    );
+    assert_eq!(
+        rows,
+        vec![vec![
+            Some("1".into()),
+            Some("x".into()),
+            Some("t".into()),
+            Some("2.5".into()),
+            Some("2024-01-02".into()),
+            Some("2024-01-02 03:04:05".into()),
+            Some("18446744073709551615".into()),
+            None,
+            Some("{1.5,2.5}".into()),
+        ]]
+    );
+    // Several statements in one string, DDL in the middle, and the command tags.
+    let data = server.data();
+    let messages = c
+        .simple_query(&format!(
+            "CREATE EXTERNAL TABLE customers STORED AS CSV LOCATION '{data}/customers.csv' OPTIONS ('format.has_header' 'true'); \
+             SELECT count(*) FROM customers; \
+             BEGIN; SET application_name = 'tests'; SHOW application_name; COMMIT"
+        ))
+        .await
+        .expect("script");
+    let tags: Vec<u64> = messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tags.len(), 6, "{messages:?}");
+    assert_eq!(
+        simple_rows(&messages),
+        vec![vec![Some("1000".into())], vec![Some("tests".into())]]
+    );
+    // An empty query is fine.
+    c.simple_query("").await.expect("empty query");
+    // COPY reports how many rows it wrote.
+    let messages = c
+        .simple_query(&format!(
+            "COPY (SELECT id FROM customers WHERE id <= 7) TO '{data}/seven.csv' STORED AS CSV"
+        ))
+        .await
+        .expect("copy");
+    assert!(
+        messages
+            .iter()
+            .any(|m| matches!(m, SimpleQueryMessage::CommandComplete(7))),
+        "{messages:?}"
+    );
+    drop(c);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_parameters_and_binary_values() {
+    let server = Server::start().await;
+    let c = server.connect().await;
+    let data = server.data();
+    // A typed parameter, inferred from the column it is compared with.
+    let rows = c
+        .query(
+            &format!("SELECT id, country FROM read_csv('{data}/customers.csv') WHERE id = $1"),
+            &[&5i64],
+        )
+        .await
+        .expect("parameter query");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(0), 5);
+    // The same statement, prepared once, run with other values.
+    let stmt = c
+        .prepare(&format!(
+            "SELECT count(*) FROM read_csv('{data}/customers.csv') WHERE id <= $1"
+        ))
+        .await
+        .expect("prepare");
+    assert_eq!(stmt.columns()[0].name(), "count");
+    for (n, want) in [(10i64, 10i64), (250, 250)] {
+        let row = c.query_one(&stmt, &[&n]).await.expect("execute");
+        assert_eq!(row.get::<_, i64>(0), want);
+    }
+    // Binary values of every common type.
+    let row = c
+        .query_one(
+            "SELECT CAST(7 AS INT) AS i4, CAST(8 AS SMALLINT) AS i2, 1.5 AS f8, CAST(2.5 AS REAL) AS f4, \
+             false AS b, 'héllo' AS t, DATE '2024-02-29' AS d, TIMESTAMP '2024-02-29 12:30:00' AS ts, \
+             [1.0, 2.0, 3.0] AS arr",
+            &[],
+        )
+        .await
+        .expect("types");
+    assert_eq!(row.get::<_, i32>("i4"), 7);
+    assert_eq!(row.get::<_, i16>("i2"), 8);
+    assert_eq!(row.get::<_, f64>("f8"), 1.5);
+    assert_eq!(row.get::<_, f32>("f4"), 2.5);
+    assert!(!row.get::<_, bool>("b"));
+    assert_eq!(row.get::<_, String>("t"), "héllo");
+    assert_eq!(
+        row.get::<_, chrono::NaiveDate>("d"),
+        chrono::NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()
+    );
+    assert_eq!(
+        row.get::<_, chrono::NaiveDateTime>("ts").to_string(),
+        "2024-02-29 12:30:00"
+    );
+    assert_eq!(row.get::<_, Vec<f64>>("arr"), vec![1.0, 2.0, 3.0]);
+    // Images travel as bytea, tensors as float4[].
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT image, image_to_tensor(image, 4, 2) AS t FROM read_images('{data}/images/forest.png')"
+            ),
+            &[],
+        )
+        .await
+        .expect("image row");
+    let bytes: Vec<u8> = row.get("image");
+    assert_eq!(
+        bytes,
+        std::fs::read(server.sample.path().join("images/forest.png")).unwrap()
+    );
+    let tensor: Vec<f32> = row.get("t");
+    assert_eq!(tensor.len(), 3 * 2 * 4);
+    assert!(tensor.iter().all(|v| (0.0..=1.0).contains(v)));
+    // A bytea parameter goes back in (typed by a cast, as the function
+    // takes any binary).
+    let row = c
+        .query_one("SELECT image_format($1::bytea)", &[&bytes])
+        .await
+        .expect("bytea parameter");
+    assert_eq!(row.get::<_, String>(0), "png");
+    drop(c);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_sqlstates_and_sessions_are_separate() {
+    let server = Server::start().await;
+    let a = server.connect().await;
+    let b = server.connect().await;
+    for (sql, code) in [
+        ("SELEC 1", SqlState::SYNTAX_ERROR),
+        ("SELECT * FROM no_such_table", SqlState::UNDEFINED_TABLE),
+        (
+            "SELECT no_such_column FROM (VALUES (1)) AS t(x)",
+            SqlState::UNDEFINED_COLUMN,
+        ),
+        ("SELECT no_such_function(1)", SqlState::UNDEFINED_FUNCTION),
+        ("SHOW no_such_setting", SqlState::UNDEFINED_OBJECT),
+    ] {
+        for extended in [false, true] {
+            let err = if extended {
+                a.query(sql, &[]).await.map(|_| ()).expect_err(sql)
+            } else {
+                a.simple_query(sql).await.map(|_| ()).expect_err(sql)
+            };
+            assert_eq!(err.code(), Some(&code), "{sql}: {err:?}");
+        }
+    }
+    // The connection is still usable after errors.
+    let rows = simple_rows(&a.simple_query("SELECT 41 + 1").await.expect("after errors"));
+    assert_eq!(rows, vec![vec![Some("42".into())]]);
+    // One connection's settings and tables are its own.
+    a.simple_query(
+        "SET datafusion.execution.batch_size = 100; CREATE TABLE mine AS VALUES (1), (2)",
+    )
+    .await
+    .expect("set and create");
+    let show = |rows: Vec<SimpleQueryMessage>| simple_rows(&rows)[0][1].clone();
+    assert_eq!(
+        show(
+            a.simple_query("SHOW datafusion.execution.batch_size")
+                .await
+                .unwrap()
+        ),
+        Some("100".into())
+    );
+    assert_eq!(
+        show(
+            b.simple_query("SHOW datafusion.execution.batch_size")
+                .await
+                .unwrap()
+        ),
+        Some("8192".into())
+    );
+    let err = b
+        .simple_query("SELECT * FROM mine")
+        .await
+        .expect_err("other session's table");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE));
+    assert_eq!(
+        simple_rows(&a.simple_query("SELECT count(*) FROM mine").await.unwrap()),
+        vec![vec![Some("2".into())]]
+    );
+    drop((a, b));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_runs_queries_and_prepared_statements() {
+    let server = Server::start().await;
+    let data = server.data();
+    let port = server.addr.port().to_string();
+    let script = format!(
+        "SELECT country, count(*) AS n FROM read_csv('{data}/customers.csv') GROUP BY country ORDER BY n DESC, country LIMIT 2;\n\
+         PREPARE next_one(BIGINT) AS SELECT $1 + 1 AS answer;\n\
+         EXECUTE next_one(41);\n\
+         SELECT format, width FROM read_images('{data}/images/forest.png');\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("script.sql");
+    std::fs::write(&file, script).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "tester",
+                "-d",
+                "quiver",
+                "-f",
+            ])
+            .arg(&file)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run psql (apt-get install postgresql-client)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "psql failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(" country |  n"), "{stdout}");
+    assert!(stdout.contains(" NG      | 133"), "{stdout}");
+    assert!(stdout.contains("(2 rows)"), "{stdout}");
+    assert!(
+        stdout.contains("answer") && stdout.contains("42"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("png    |   200"), "{stdout}");
+    // A failing statement is reported with its message and stops the script.
+    let port = server.addr.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "tester",
+                "-d",
+                "quiver",
+                "-c",
+                "SELECT * FROM nowhere",
+            ])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run psql");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ERROR:") && stderr.contains("nowhere"),
+        "{stderr}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_listen_beyond_loopback_without_authentication() {
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let engine = Quiver::builder().build().unwrap();
+    let err = quiver_server::serve(listener, engine, async {})
+        .await
+        .expect_err("0.0.0.0 must be refused");
+    assert!(err.to_string().contains("loopback"), "{err}");
+}
