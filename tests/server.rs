@@ -291,11 +291,36 @@ async fn errors_carry_sqlstates_and_sessions_are_separate() {
     server.stop().await;
 }
 
+/// Runs the real `psql` against the server with `args` after the
+/// connection options, stopping at the first error.
+async fn psql(port: u16, args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "tester",
+                "-d",
+                "quiver",
+            ])
+            .arg("-p")
+            .arg(port.to_string())
+            .args(args)
+            .output()
+    })
+    .await
+    .expect("psql task")
+    .expect("run psql (apt-get install postgresql-client)")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_runs_queries_and_prepared_statements() {
     let server = Server::start().await;
     let data = server.data();
-    let port = server.addr.port().to_string();
     let script = format!(
         "SELECT country, count(*) AS n FROM read_csv('{data}/customers.csv') GROUP BY country ORDER BY n DESC, country LIMIT 2;\n\
          PREPARE next_one(BIGINT) AS SELECT $1 + 1 AS answer;\n\
@@ -305,28 +330,11 @@ async fn psql_runs_queries_and_prepared_statements() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("script.sql");
     std::fs::write(&file, script).unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("psql")
-            .args([
-                "-X",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "tester",
-                "-d",
-                "quiver",
-                "-f",
-            ])
-            .arg(&file)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("run psql (apt-get install postgresql-client)");
+    let out = psql(
+        server.addr.port(),
+        vec!["-f".into(), file.display().to_string()],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "psql failed:\n{stdout}\n{stderr}");
@@ -339,29 +347,11 @@ async fn psql_runs_queries_and_prepared_statements() {
     );
     assert!(stdout.contains("png    |   200"), "{stdout}");
     // A failing statement is reported with its message and stops the script.
-    let port = server.addr.port().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("psql")
-            .args([
-                "-X",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "tester",
-                "-d",
-                "quiver",
-                "-c",
-                "SELECT * FROM nowhere",
-            ])
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("run psql");
+    let out = psql(
+        server.addr.port(),
+        vec!["-c".into(), "SELECT * FROM nowhere".into()],
+    )
+    .await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

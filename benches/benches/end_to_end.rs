@@ -21,22 +21,11 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use quiver::Quiver;
+use quiver_benches::{env_usize, median};
 
 const QUERY: &str = "SELECT d.category, count(*) AS n, avg(f.amount) AS avg_amount \
                      FROM fact f JOIN dim d ON f.key = d.id \
                      GROUP BY d.category ORDER BY d.category";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 /// `target/release/quiver`, beside this bench's own binary.
 fn quiver_binary() -> Option<PathBuf> {

@@ -23,19 +23,8 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, Int64Array};
 use quiver::Quiver;
+use quiver_benches::{env_usize, median};
 use quiver_media::DecodeLimits;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn corpus_dir(count: usize) -> PathBuf {
     let exe = std::env::current_exe().expect("bench binary path");
