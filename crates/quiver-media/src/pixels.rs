@@ -216,7 +216,7 @@ pub fn decode_with(
         if info.format == ImageFormat::Jpeg {
             return decode_jpeg(bytes);
         }
-        decode_full(bytes, info.format, limits)
+        decode_full(bytes, &info, limits)
     })
 }
 
@@ -295,9 +295,10 @@ pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
 
 fn decode_full(
     bytes: &[u8],
-    format: ImageFormat,
+    info: &ImageInfo,
     limits: &DecodeLimits,
 ) -> Result<Pixels, MediaError> {
+    let format = info.format;
     let name = format.name();
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format.to_image());
     let mut l = image::Limits::default();
@@ -306,8 +307,8 @@ fn decode_full(
     let img = reader.decode().map_err(|source| match source {
         image::ImageError::Limits(_) => MediaError::TooLarge {
             format: name,
-            width: 0,
-            height: 0,
+            width: info.width,
+            height: info.height,
             limit: format!("{} bytes of decoder memory", limits.max_alloc),
             setting: "quiver.media.max_image_alloc",
         },

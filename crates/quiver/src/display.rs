@@ -8,9 +8,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch, StringBuilder, StructArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, RecordBatch, StringBuilder, StructArray,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{UInt8Type, UInt32Type};
 use datafusion::common::Result;
 use quiver_media::arrow_types::{
     MEDIA_IMAGE, MEDIA_KEY, describe_image, describe_pixels, is_pixels,
@@ -86,25 +89,15 @@ pub fn media_for_display(batch: &RecordBatch) -> Result<RecordBatch> {
         } else if is_pixels(field.data_type()) {
             let mut out = StringBuilder::new();
             if let Some(s) = column.as_any().downcast_ref::<StructArray>() {
-                let w = cast(s.column(0), &DataType::UInt32)?;
-                let h = cast(s.column(1), &DataType::UInt32)?;
-                let c = cast(s.column(2), &DataType::UInt8)?;
-                let (w, h, c) = (
-                    w.as_any().downcast_ref::<arrow::array::UInt32Array>(),
-                    h.as_any().downcast_ref::<arrow::array::UInt32Array>(),
-                    c.as_any().downcast_ref::<arrow::array::UInt8Array>(),
-                );
-                if let (Some(w), Some(h), Some(c)) = (w, h, c) {
-                    for row in 0..s.len() {
-                        if s.is_null(row) {
-                            out.append_null();
-                        } else {
-                            out.append_value(describe_pixels(
-                                w.value(row),
-                                h.value(row),
-                                c.value(row),
-                            ));
-                        }
+                // The pixels struct's fields are UInt32, UInt32, UInt8 by type.
+                let w = s.column(0).as_primitive::<UInt32Type>();
+                let h = s.column(1).as_primitive::<UInt32Type>();
+                let c = s.column(2).as_primitive::<UInt8Type>();
+                for row in 0..s.len() {
+                    if s.is_null(row) {
+                        out.append_null();
+                    } else {
+                        out.append_value(describe_pixels(w.value(row), h.value(row), c.value(row)));
                     }
                 }
             }
