@@ -6,13 +6,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryBuilder, Float64Builder, StringBuilder, StructArray,
-    TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder,
+    Array, ArrayRef, BinaryBuilder, FixedSizeListArray, Float32Array, Float64Builder, Int32Array,
+    ListArray, StringBuilder, StructArray, TimestampMicrosecondBuilder, UInt8Builder,
+    UInt16Builder, UInt32Builder,
 };
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 
+use crate::audio::{AudioTags, Pcm};
 use crate::exif::ExifInfo;
+use crate::mel::MelSpectrogram;
 use crate::{MediaError, Pixels};
 
 /// Field-metadata key naming the kind of media a column holds.
@@ -21,6 +24,10 @@ pub const MEDIA_KEY: &str = "quiver.media";
 pub const MEDIA_IMAGE: &str = "image";
 /// [`MEDIA_KEY`] value of decoded pixels.
 pub const MEDIA_PIXELS: &str = "image_pixels";
+/// [`MEDIA_KEY`] value of encoded audio bytes.
+pub const MEDIA_AUDIO: &str = "audio";
+/// [`MEDIA_KEY`] value of decoded audio.
+pub const MEDIA_PCM: &str = "audio_pcm";
 
 fn media_metadata(kind: &str) -> HashMap<String, String> {
     [(MEDIA_KEY.to_string(), kind.to_string())].into()
@@ -29,6 +36,286 @@ fn media_metadata(kind: &str) -> HashMap<String, String> {
 /// A `Binary` field of encoded images, tagged `quiver.media = image`.
 pub fn image_field(name: &str) -> Field {
     Field::new(name, DataType::Binary, true).with_metadata(media_metadata(MEDIA_IMAGE))
+}
+
+/// A `Binary` field of encoded audio, tagged `quiver.media = audio`.
+pub fn audio_field(name: &str) -> Field {
+    Field::new(name, DataType::Binary, true).with_metadata(media_metadata(MEDIA_AUDIO))
+}
+
+fn float_list(nullable: bool) -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Float32, nullable)))
+}
+
+/// `Struct{sample_rate u32, channels u16, samples List<Float32>}`, the
+/// samples interleaved (`L R L R …`).
+pub fn pcm_data_type() -> DataType {
+    DataType::Struct(Fields::from(vec![
+        Field::new("sample_rate", DataType::UInt32, false),
+        Field::new("channels", DataType::UInt16, false),
+        Field::new("samples", float_list(false), false),
+    ]))
+}
+
+/// A field of decoded audio, tagged `quiver.media = audio_pcm`.
+pub fn pcm_field(name: &str) -> Field {
+    Field::new(name, pcm_data_type(), true).with_metadata(media_metadata(MEDIA_PCM))
+}
+
+/// Whether `data_type` is the decoded-audio struct.
+pub fn is_pcm(data_type: &DataType) -> bool {
+    data_type == &pcm_data_type()
+}
+
+/// A `List<Float32>` of the concatenated `values`, one list per row
+/// (`None` is an empty list; the caller's struct carries the NULL).
+fn float_lists<'a>(rows: impl Iterator<Item = Option<&'a [f32]>>, len: usize) -> ListArray {
+    let mut lengths = Vec::with_capacity(len);
+    let mut values: Vec<f32> = Vec::new();
+    for r in rows {
+        let r = r.unwrap_or_default();
+        lengths.push(r.len());
+        values.extend_from_slice(r);
+    }
+    let DataType::List(item) = float_list(false) else {
+        unreachable!("float_list is a list")
+    };
+    ListArray::new(
+        item,
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(Float32Array::from(values)),
+        None,
+    )
+}
+
+/// Builds a decoded-audio column; `None` is NULL.
+pub fn pcm_array(values: &[Option<Pcm>]) -> StructArray {
+    let mut rate = UInt32Builder::with_capacity(values.len());
+    let mut channels = UInt16Builder::with_capacity(values.len());
+    for v in values {
+        rate.append_value(v.as_ref().map_or(0, |p| p.sample_rate));
+        channels.append_value(v.as_ref().map_or(0, |p| p.channels));
+    }
+    let samples = float_lists(
+        values
+            .iter()
+            .map(|v| v.as_ref().map(|p| p.samples.as_slice())),
+        values.len(),
+    );
+    let DataType::Struct(fields) = pcm_data_type() else {
+        unreachable!("pcm_data_type is a struct")
+    };
+    let nulls = NullBuffer::from(values.iter().map(Option::is_some).collect::<Vec<_>>());
+    StructArray::new(
+        fields,
+        vec![
+            Arc::new(rate.finish()),
+            Arc::new(channels.finish()),
+            Arc::new(samples),
+        ],
+        Some(nulls),
+    )
+}
+
+/// Reads row `row` of a decoded-audio column (`None` when NULL).
+pub fn read_pcm(array: &StructArray, row: usize) -> Result<Option<Pcm>, MediaError> {
+    if array.is_null(row) {
+        return Ok(None);
+    }
+    let bad = || MediaError::Invalid("not a decoded-audio struct".to_string());
+    let rate = array
+        .column_by_name("sample_rate")
+        .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt32Array>())
+        .ok_or_else(bad)?
+        .value(row);
+    let channels = array
+        .column_by_name("channels")
+        .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt16Array>())
+        .ok_or_else(bad)?
+        .value(row);
+    let list = array
+        .column_by_name("samples")
+        .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+        .ok_or_else(bad)?;
+    let values = list.value(row);
+    let samples = values
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .ok_or_else(bad)?
+        .values()
+        .to_vec();
+    if channels == 0 || samples.len() % usize::from(channels) != 0 {
+        return Err(MediaError::Invalid(format!(
+            "decoded audio of {channels} channels holds {} samples",
+            samples.len()
+        )));
+    }
+    Ok(Some(Pcm {
+        sample_rate: rate,
+        channels,
+        samples,
+    }))
+}
+
+/// `Struct{data List<Float32>, shape FixedSizeList<Int32, ndim>}`: the
+/// storage of Arrow's canonical variable-shape tensor.
+pub fn variable_tensor_data_type(ndim: i32) -> DataType {
+    DataType::Struct(Fields::from(vec![
+        Field::new("data", float_list(false), false),
+        Field::new(
+            "shape",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Int32, false)), ndim),
+            false,
+        ),
+    ]))
+}
+
+/// A field of log-mel spectrograms: an `arrow.variable_shape_tensor` of
+/// shape `[n_mels, n_frames]`, row-major.
+pub fn mel_field(name: &str) -> Field {
+    Field::new(name, variable_tensor_data_type(2), true).with_metadata(
+        [
+            (
+                "ARROW:extension:name".to_string(),
+                "arrow.variable_shape_tensor".to_string(),
+            ),
+            (
+                "ARROW:extension:metadata".to_string(),
+                "{\"dim_names\":[\"mel\",\"frame\"]}".to_string(),
+            ),
+        ]
+        .into(),
+    )
+}
+
+/// Builds a spectrogram column; `None` is NULL.
+pub fn mel_array(values: &[Option<MelSpectrogram>]) -> StructArray {
+    let data = float_lists(
+        values.iter().map(|v| v.as_ref().map(|m| m.data.as_slice())),
+        values.len(),
+    );
+    let mut shape = Vec::with_capacity(values.len() * 2);
+    for v in values {
+        let (m, f) = v.as_ref().map_or((0, 0), |m| (m.n_mels, m.n_frames));
+        shape.push(i32::try_from(m).unwrap_or(i32::MAX));
+        shape.push(i32::try_from(f).unwrap_or(i32::MAX));
+    }
+    let shape = FixedSizeListArray::new(
+        Arc::new(Field::new("item", DataType::Int32, false)),
+        2,
+        Arc::new(Int32Array::from(shape)),
+        None,
+    );
+    let DataType::Struct(fields) = variable_tensor_data_type(2) else {
+        unreachable!("variable_tensor_data_type is a struct")
+    };
+    let nulls = NullBuffer::from(values.iter().map(Option::is_some).collect::<Vec<_>>());
+    StructArray::new(fields, vec![Arc::new(data), Arc::new(shape)], Some(nulls))
+}
+
+/// `Struct{title, artist, album, album_artist, genre, date, track u32,
+/// comment}`.
+pub fn audio_tags_data_type() -> DataType {
+    DataType::Struct(Fields::from(vec![
+        Field::new("title", DataType::Utf8, true),
+        Field::new("artist", DataType::Utf8, true),
+        Field::new("album", DataType::Utf8, true),
+        Field::new("album_artist", DataType::Utf8, true),
+        Field::new("genre", DataType::Utf8, true),
+        Field::new("date", DataType::Utf8, true),
+        Field::new("track", DataType::UInt32, true),
+        Field::new("comment", DataType::Utf8, true),
+    ]))
+}
+
+/// Builds a tags column; `None` (no tags) is NULL.
+pub fn audio_tags_array(values: &[Option<&AudioTags>]) -> StructArray {
+    let n = values.len();
+    let mut text: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::with_capacity(n, 0)).collect();
+    let mut track = UInt32Builder::with_capacity(n);
+    for v in values {
+        let t = v.cloned().unwrap_or_default();
+        for (b, value) in text.iter_mut().zip([
+            t.title,
+            t.artist,
+            t.album,
+            t.album_artist,
+            t.genre,
+            t.date,
+            t.comment,
+        ]) {
+            b.append_option(value);
+        }
+        track.append_option(t.track);
+    }
+    let mut columns: Vec<ArrayRef> = text
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    // `comment` comes last in the struct, after `track`.
+    let comment = columns
+        .pop()
+        .unwrap_or_else(|| Arc::new(StringBuilder::new().finish()));
+    columns.push(Arc::new(track.finish()));
+    columns.push(comment);
+    let DataType::Struct(fields) = audio_tags_data_type() else {
+        unreachable!("audio_tags_data_type is a struct")
+    };
+    let nulls = NullBuffer::from(values.iter().map(Option::is_some).collect::<Vec<_>>());
+    StructArray::new(fields, columns, Some(nulls))
+}
+
+/// How a printer shows encoded audio: `<wav 16 kHz mono 2.00 s 64.0 KB>`,
+/// or `<unreadable audio 12 B>`.
+pub fn describe_audio(bytes: &[u8]) -> String {
+    match crate::audio::probe_audio_bytes(bytes) {
+        Ok(info) => {
+            let mut parts = vec![info.format.name().to_string()];
+            if let Some(r) = info.sample_rate {
+                parts.push(khz(r));
+            }
+            if let Some(c) = info.channels {
+                parts.push(channel_words(c));
+            }
+            if let Some(d) = info.duration {
+                parts.push(format!("{d:.2} s"));
+            }
+            parts.push(human_size(bytes.len()));
+            format!("<{}>", parts.join(" "))
+        }
+        Err(_) => format!("<unreadable audio {}>", human_size(bytes.len())),
+    }
+}
+
+/// How a printer shows decoded audio: `<pcm 16 kHz mono 2.00 s>`.
+pub fn describe_pcm(sample_rate: u32, channels: u16, samples: usize) -> String {
+    let frames = samples / usize::from(channels.max(1));
+    let seconds = if sample_rate == 0 {
+        0.0
+    } else {
+        frames as f64 / f64::from(sample_rate)
+    };
+    format!(
+        "<pcm {} {} {seconds:.2} s>",
+        khz(sample_rate),
+        channel_words(channels)
+    )
+}
+
+fn khz(rate: u32) -> String {
+    if rate % 1000 == 0 {
+        format!("{} kHz", rate / 1000)
+    } else {
+        format!("{:.1} kHz", f64::from(rate) / 1000.0)
+    }
+}
+
+fn channel_words(channels: u16) -> String {
+    match channels {
+        1 => "mono".to_string(),
+        2 => "stereo".to_string(),
+        n => format!("{n} ch"),
+    }
 }
 
 /// `Struct{width u32, height u32, channels u8, data Binary}`.
@@ -262,5 +549,34 @@ mod tests {
         assert_eq!(read_pixels(&arr, 1).unwrap(), None);
         assert_eq!(human_size(52_100), "52.1 KB");
         assert_eq!(human_size(812), "812 B");
+    }
+
+    #[test]
+    fn pcm_and_tags_round_trip_through_arrow() {
+        let p = Pcm {
+            sample_rate: 16000,
+            channels: 2,
+            samples: vec![0.1, -0.1, 0.2, -0.2],
+        };
+        let arr = pcm_array(&[None, Some(p.clone())]);
+        assert_eq!(read_pcm(&arr, 0).unwrap(), None);
+        assert_eq!(read_pcm(&arr, 1).unwrap(), Some(p));
+        assert_eq!(describe_pcm(16000, 2, 32000), "<pcm 16 kHz stereo 1.00 s>");
+        assert_eq!(describe_pcm(22050, 1, 22050), "<pcm 22.1 kHz mono 1.00 s>");
+        let tags = AudioTags {
+            title: Some("Tone".into()),
+            track: Some(3),
+            comment: Some("c".into()),
+            ..AudioTags::default()
+        };
+        let arr = audio_tags_array(&[Some(&tags), None]);
+        assert_eq!(arr.column_by_name("track").unwrap().len(), 2);
+        assert!(arr.is_null(1));
+        let mel = MelSpectrogram {
+            n_mels: 2,
+            n_frames: 3,
+            data: vec![0.0; 6],
+        };
+        assert_eq!(mel_array(&[Some(mel), None]).len(), 2);
     }
 }

@@ -7,8 +7,10 @@ pub enum MediaError {
     #[error("empty file")]
     Empty,
     /// The bytes match no supported format.
-    #[error("not a supported image (JPEG, PNG, WebP, GIF, BMP, TIFF); starts with {prefix}")]
+    #[error("not a supported {expected}; starts with {prefix}")]
     UnknownFormat {
+        /// What was expected, with the formats: "image (JPEG, PNG, …)".
+        expected: &'static str,
         /// The first bytes, in hex, to tell a text file from a damaged image.
         prefix: String,
     },
@@ -53,6 +55,33 @@ pub enum MediaError {
         /// The setting that raises it.
         setting: &'static str,
     },
+    /// The audio would decode to more samples than the limits allow.
+    #[error(
+        "{format} audio of {seconds:.1} s x {channels} channels exceeds the decode limit of {limit} bytes of samples ({setting}); refused before decoding; decode a window with audio_slice(audio, start_s, end_s)"
+    )]
+    AudioTooLarge {
+        /// The detected format.
+        format: &'static str,
+        /// Declared (or decoded so far) length in seconds.
+        seconds: f64,
+        /// Channels.
+        channels: u16,
+        /// The limit in bytes.
+        limit: u64,
+        /// The setting that raises it.
+        setting: &'static str,
+    },
+    /// The file uses a feature or codec no decoder here handles.
+    #[error("{format}: {what} is not supported")]
+    Unsupported {
+        /// The detected format.
+        format: &'static str,
+        /// What is not supported.
+        what: String,
+    },
+    /// The header lies beyond the bytes read so far; read the whole file.
+    #[error("the header lies beyond the first bytes of the file")]
+    Incomplete,
     /// An argument is out of range for this image (a crop outside it, a
     /// zero size, an unknown format name).
     #[error("{0}")]
@@ -66,6 +95,16 @@ pub enum MediaError {
         #[source]
         source: image::ImageError,
     },
+}
+
+/// The first bytes in hex, to tell a text file from damaged media.
+pub(crate) fn hex_prefix(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs a codec call, turning a panic into [`MediaError::DecoderPanic`].

@@ -6,7 +6,7 @@ use std::io::Cursor;
 use image::ImageReader;
 
 use crate::MediaError;
-use crate::error::catch_panic;
+use crate::error::{catch_panic, hex_prefix};
 
 /// The image formats Quiver reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,12 +83,8 @@ pub fn probe_image(bytes: &[u8]) -> Result<ImageInfo, MediaError> {
         return Err(MediaError::Empty);
     }
     let format = detect_image_format(bytes).ok_or_else(|| MediaError::UnknownFormat {
-        prefix: bytes
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(" "),
+        expected: "image (JPEG, PNG, WebP, GIF, BMP, TIFF)",
+        prefix: hex_prefix(bytes),
     })?;
     let name = format.name();
     let (width, height) = catch_panic(name, || {

@@ -2,6 +2,8 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`audio`] | audio format detection, header probing, decoding under limits, resampling, encoding |
+//! | [`mel`] | Whisper-style log-mel spectrograms |
 //! | [`arrow_types`] | the Arrow types of media, their builders, readers and display |
 //! | [`error`] | [`MediaError`], the typed failures of every codec |
 //! | [`image_probe`] | format detection from the bytes and header-only dimensions |
@@ -10,12 +12,15 @@
 //! | [`exif`] | EXIF metadata (camera, time taken, orientation, GPS) |
 
 pub mod arrow_types;
+pub mod audio;
 pub mod error;
 pub mod exif;
 pub mod hash;
 pub mod image_probe;
+pub mod mel;
 pub mod pixels;
 
+pub use audio::{AudioFormat, AudioInfo, AudioLimits, Pcm, decode_audio, probe_audio};
 pub use error::MediaError;
 pub use image_probe::{ImageFormat, ImageInfo, detect_image_format, probe_image};
 pub use pixels::{DecodeLimits, Pixels};

@@ -8,19 +8,22 @@
 //! |---|---|---|
 //! | `quiver.media.max_image_pixels` | 100000000 | images declaring more pixels are refused before decoding |
 //! | `quiver.media.max_image_alloc` | 1073741824 | bytes a decoder may allocate for one image |
+//! | `quiver.media.max_audio_alloc` | 1073741824 | bytes of decoded samples one audio decode may hold |
 //! | `quiver.io.max_concurrent_requests` | 32 | requests `url_download` keeps in flight per partition |
 
 use std::any::Any;
 
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ConfigOptions, ExtensionOptions};
 use datafusion::common::{DataFusionError, Result};
-use quiver_media::DecodeLimits;
+use quiver_media::{AudioLimits, DecodeLimits};
 
 /// The `quiver.*` settings of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuiverSettings {
     /// Limits on every image decode.
     pub decode_limits: DecodeLimits,
+    /// Limits on every audio decode.
+    pub audio_limits: AudioLimits,
     /// Requests `url_download` keeps in flight at once, per partition.
     pub max_concurrent_requests: usize,
 }
@@ -29,6 +32,7 @@ impl Default for QuiverSettings {
     fn default() -> Self {
         Self {
             decode_limits: DecodeLimits::default(),
+            audio_limits: AudioLimits::default(),
             max_concurrent_requests: 32,
         }
     }
@@ -81,6 +85,9 @@ impl ExtensionOptions for QuiverSettings {
             "media.max_image_alloc" => {
                 self.decode_limits.max_alloc = parse_count(key, value)?;
             }
+            "media.max_audio_alloc" => {
+                self.audio_limits.max_alloc = parse_count(key, value)?;
+            }
             "io.max_concurrent_requests" => {
                 self.max_concurrent_requests =
                     usize::try_from(parse_count(key, value)?).unwrap_or(usize::MAX);
@@ -112,6 +119,11 @@ impl ExtensionOptions for QuiverSettings {
                 key: "quiver.media.max_image_alloc".to_string(),
                 value: Some(self.decode_limits.max_alloc.to_string()),
                 description: "Bytes an image decoder may allocate for one image.",
+            },
+            ConfigEntry {
+                key: "quiver.media.max_audio_alloc".to_string(),
+                value: Some(self.audio_limits.max_alloc.to_string()),
+                description: "Bytes of decoded samples (4 per sample and channel) one audio decode may hold; longer audio is refused before decoding.",
             },
             ConfigEntry {
                 key: "quiver.io.max_concurrent_requests".to_string(),

@@ -14,6 +14,7 @@
 //! [media]
 //! max_image_pixels = 100000000   # session default of quiver.media.max_image_pixels
 //! max_image_alloc = 1073741824   # bytes per decode
+//! max_audio_alloc = 1073741824   # bytes of samples per audio decode
 //!
 //! [object_store.s3]
 //! region = "us-east-1"
@@ -82,6 +83,8 @@ pub struct MediaConfig {
     pub max_image_pixels: u64,
     /// Bytes a decoder may allocate for one image.
     pub max_image_alloc: u64,
+    /// Bytes of decoded samples one audio decode may hold.
+    pub max_audio_alloc: u64,
 }
 
 impl Default for MediaConfig {
@@ -90,6 +93,7 @@ impl Default for MediaConfig {
         Self {
             max_image_pixels: d.max_pixels,
             max_image_alloc: d.max_alloc,
+            max_audio_alloc: quiver_media::AudioLimits::default().max_alloc,
         }
     }
 }
@@ -218,6 +222,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("QUIVER_DATA_ROOTS", "data.roots"),
     ("QUIVER_MEDIA_MAX_IMAGE_PIXELS", "media.max_image_pixels"),
     ("QUIVER_MEDIA_MAX_IMAGE_ALLOC", "media.max_image_alloc"),
+    ("QUIVER_MEDIA_MAX_AUDIO_ALLOC", "media.max_audio_alloc"),
     ("QUIVER_S3_REGION", "object_store.s3.region"),
     ("QUIVER_S3_ENDPOINT", "object_store.s3.endpoint"),
     ("QUIVER_S3_ACCESS_KEY_ID", "object_store.s3.access_key_id"),
@@ -353,6 +358,7 @@ impl QuiverConfig {
             }
             "media.max_image_pixels" => self.media.max_image_pixels = positive()?,
             "media.max_image_alloc" => self.media.max_image_alloc = positive()?,
+            "media.max_audio_alloc" => self.media.max_audio_alloc = positive()?,
             "object_store.s3.region" => os.s3.region = text(),
             "object_store.s3.endpoint" => os.s3.endpoint = text(),
             "object_store.s3.access_key_id" => os.s3.access_key_id = text(),

@@ -94,6 +94,9 @@ fn new_context(runtime: Arc<RuntimeEnv>, config: &QuiverConfig) -> Result<Sessio
                 max_pixels: config.media.max_image_pixels,
                 max_alloc: config.media.max_image_alloc,
             },
+            audio_limits: quiver_media::AudioLimits {
+                max_alloc: config.media.max_audio_alloc,
+            },
             ..QuiverSettings::default()
         });
     let mut state = SessionStateBuilder::new()
