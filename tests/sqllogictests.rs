@@ -6,7 +6,9 @@
 //! cargo test -p quiver-tests --test sqllogictests -- --complete   # rewrite expected output
 //! ```
 //!
-//! Files see `${SAMPLE_DIR}` (the generated sample dataset) and
+//! Files see `${SAMPLE_DIR}` (the generated sample dataset, with damaged
+//! files under `images-bad/` and `audio-bad/` and lossy audio under
+//! `audio-lossy/`) and
 //! `$__TEST_DIR__` (a fresh temporary directory) after
 //! `control substitution on`.
 
@@ -81,6 +83,10 @@ async fn main() -> ExitCode {
     };
     if let Err(e) = quiver::sample::generate(sample.path())
         .and_then(|_| quiver::sample::write_bad_images(&sample.path().join("images-bad")))
+        .and_then(|_| quiver::sample_audio::write_bad_audio(&sample.path().join("audio-bad")))
+        // MP3, Ogg and AAC fixtures need the ffmpeg command (.ci/setup
+        // installs it).
+        .and_then(|_| quiver::sample_audio::write_lossy_audio(&sample.path().join("audio-lossy")))
     {
         eprintln!("cannot generate sample data: {e}");
         return ExitCode::FAILURE;

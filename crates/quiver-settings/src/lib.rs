@@ -11,6 +11,8 @@
 //! | `quiver.media.max_audio_alloc` | 1073741824 | bytes of decoded samples one audio decode may hold |
 //! | `quiver.io.max_concurrent_requests` | 32 | requests `url_download` keeps in flight per partition |
 
+pub mod args;
+
 use std::any::Any;
 
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ConfigOptions, ExtensionOptions};

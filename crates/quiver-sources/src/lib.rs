@@ -4,10 +4,14 @@
 //! |---|---|
 //! | [`download`] | `url_download`: the bytes behind a path or URL, fetched concurrently |
 //! | [`listing`] | `read_parquet` / `read_csv` / `read_json`, globbing `CREATE EXTERNAL TABLE` on every scheme |
+//! | [`audio`] | `read_audio` and `STORED AS AUDIO`: audio files as rows of header facts and bytes |
 //! | [`images`] | `read_images` and `STORED AS IMAGES`: image files as rows of metadata and bytes |
-//! | [`images_write`] | `COPY … TO 'dir/' STORED AS IMAGES`: one file per row |
+//! | [`media_scan`] | what media tables share: `on_error`, listing filters, balancing, batching, LIMIT |
+//! | [`media_write`] | `COPY … TO 'dir/' STORED AS IMAGES` / `AUDIO`: one file per row |
 
+pub mod audio;
 pub mod download;
 pub mod images;
-pub mod images_write;
 pub mod listing;
+pub mod media_scan;
+pub mod media_write;

@@ -1,8 +1,10 @@
 //! How printers show media: an encoded image as `<jpeg 640x480 52.1 KB>`,
-//! decoded pixels as `<pixels 224x224 rgb>`, never raw bytes. Binary
-//! columns without the media tag (read from a file that lost it, or built
-//! by hand) show each value that is an image the same way and others in
-//! hex, as DataFusion does. Used by the
+//! decoded pixels as `<pixels 224x224 rgb>`, encoded audio as
+//! `<wav 16 kHz mono 2.00 s 64.0 KB>`, decoded audio as
+//! `<pcm 16 kHz mono 2.00 s>`, a spectrogram as `<tensor 80x200>`, never
+//! raw bytes or sample lists. Binary columns without the media tag (read
+//! from a file that lost it, or built by hand) show each value that is an
+//! image or audio file the same way and others in hex, as DataFusion does. Used by the
 //! CLI's tables, the shell and the test runner; CSV, JSON and Parquet
 //! output keep the bytes.
 
@@ -13,11 +15,23 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::datatypes::{UInt8Type, UInt32Type};
+use arrow::datatypes::{Int32Type, UInt8Type, UInt16Type, UInt32Type};
 use datafusion::common::Result;
 use quiver_media::arrow_types::{
-    MEDIA_IMAGE, MEDIA_KEY, describe_image, describe_pixels, is_pixels,
+    MEDIA_AUDIO, MEDIA_IMAGE, MEDIA_KEY, describe_audio, describe_image, describe_pcm,
+    describe_pixels, is_pcm, is_pixels, variable_tensor_data_type,
 };
+
+/// Whether the column is a 2-D variable-shape tensor (a spectrogram).
+fn is_tensor2(t: &DataType) -> bool {
+    t == &variable_tensor_data_type(2)
+}
+
+/// Whether a column is shown as one-line descriptions.
+fn described(field: &Field) -> bool {
+    let t = field.data_type();
+    is_image(field) || is_pixels(t) || is_pcm(t) || is_tensor2(t)
+}
 
 fn is_image(field: &Field) -> bool {
     matches!(
@@ -26,14 +40,20 @@ fn is_image(field: &Field) -> bool {
     )
 }
 
-fn tagged_image(field: &Field) -> bool {
-    field.metadata().get(MEDIA_KEY).map(String::as_str) == Some(MEDIA_IMAGE)
+fn media_tag(field: &Field) -> Option<&str> {
+    field.metadata().get(MEDIA_KEY).map(String::as_str)
 }
 
 /// One binary value as a printer shows it.
-fn describe_binary(bytes: &[u8], tagged: bool) -> String {
-    if tagged || quiver_media::detect_image_format(bytes).is_some() {
+fn describe_binary(bytes: &[u8], tag: Option<&str>) -> String {
+    if tag == Some(MEDIA_IMAGE) {
         describe_image(bytes)
+    } else if tag == Some(MEDIA_AUDIO) {
+        describe_audio(bytes)
+    } else if quiver_media::detect_image_format(bytes).is_some() {
+        describe_image(bytes)
+    } else if quiver_media::audio::detect_audio_format(bytes).is_some() {
+        describe_audio(bytes)
     } else {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -42,10 +62,7 @@ fn describe_binary(bytes: &[u8], tagged: bool) -> String {
 /// Whether any column of `schema` is shown differently by
 /// [`media_for_display`].
 pub fn has_media(schema: &Schema) -> bool {
-    schema
-        .fields()
-        .iter()
-        .any(|f| is_image(f) || is_pixels(f.data_type()))
+    schema.fields().iter().any(|f| described(f))
 }
 
 /// The schema [`media_for_display`] produces.
@@ -58,7 +75,7 @@ pub fn display_schema(schema: &SchemaRef) -> SchemaRef {
             .fields()
             .iter()
             .map(|f| {
-                if is_image(f) || is_pixels(f.data_type()) {
+                if described(f) {
                     Arc::new(Field::new(f.name(), DataType::Utf8, true))
                 } else {
                     Arc::clone(f)
@@ -80,9 +97,9 @@ pub fn media_for_display(batch: &RecordBatch) -> Result<RecordBatch> {
             let bytes = cast(column, &DataType::Binary)?;
             let mut out = StringBuilder::new();
             if let Some(bytes) = bytes.as_any().downcast_ref::<BinaryArray>() {
-                let tagged = tagged_image(field);
+                let tag = media_tag(field);
                 for v in bytes.iter() {
-                    out.append_option(v.map(|v| describe_binary(v, tagged)));
+                    out.append_option(v.map(|v| describe_binary(v, tag)));
                 }
             }
             Arc::new(out.finish())
@@ -102,10 +119,51 @@ pub fn media_for_display(batch: &RecordBatch) -> Result<RecordBatch> {
                 }
             }
             Arc::new(out.finish())
+        } else if is_pcm(field.data_type()) || is_tensor2(field.data_type()) {
+            let mut out = StringBuilder::new();
+            if let Some(s) = column.as_any().downcast_ref::<StructArray>() {
+                for row in 0..s.len() {
+                    if s.is_null(row) {
+                        out.append_null();
+                    } else {
+                        out.append_value(describe_struct(s, row));
+                    }
+                }
+            }
+            Arc::new(out.finish())
         } else {
             Arc::clone(column)
         };
         columns.push(shown);
     }
     Ok(RecordBatch::try_new(display_schema(&schema), columns)?)
+}
+
+/// A decoded-audio or tensor struct's row, by the struct's typed fields.
+fn describe_struct(s: &StructArray, row: usize) -> String {
+    if let (Some(rate), Some(channels), Some(samples)) = (
+        s.column_by_name("sample_rate"),
+        s.column_by_name("channels"),
+        s.column_by_name("samples"),
+    ) {
+        let n = samples.as_list::<i32>().value_length(row);
+        return describe_pcm(
+            rate.as_primitive::<UInt32Type>().value(row),
+            channels.as_primitive::<UInt16Type>().value(row),
+            usize::try_from(n).unwrap_or(0),
+        );
+    }
+    match s.column_by_name("shape") {
+        Some(shape) => {
+            let dims = shape.as_fixed_size_list().value(row);
+            let dims: Vec<String> = dims
+                .as_primitive::<Int32Type>()
+                .values()
+                .iter()
+                .map(i32::to_string)
+                .collect();
+            format!("<tensor {}>", dims.join("x"))
+        }
+        None => "<struct>".to_string(),
+    }
 }

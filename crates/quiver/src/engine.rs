@@ -23,8 +23,9 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
 use quiver_settings::QuiverSettings;
+use quiver_sources::audio::{AudioTableFactory, ReadAudioFunction};
 use quiver_sources::download::UrlDownload;
-use quiver_sources::images_write::ImagesFormatFactory;
+use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
 
 use crate::config::QuiverConfig;
 use crate::object_stores::QuiverObjectStoreRegistry;
@@ -113,14 +114,20 @@ fn new_context(runtime: Arc<RuntimeEnv>, config: &QuiverConfig) -> Result<Sessio
     state
         .table_factories_mut()
         .insert("IMAGES".to_string(), Arc::new(ImagesTableFactory));
-    // COPY … STORED AS IMAGES writes one file per row.
+    state
+        .table_factories_mut()
+        .insert("AUDIO".to_string(), Arc::new(AudioTableFactory));
+    // COPY … STORED AS IMAGES / AUDIO writes one file per row.
     state.register_file_format(Arc::new(ImagesFormatFactory), true)?;
+    state.register_file_format(Arc::new(AudioFormatFactory), true)?;
     let ctx = SessionContext::new_with_state(state);
     for kind in [FileKind::Parquet, FileKind::Csv, FileKind::Json] {
         ctx.register_udtf(kind.function_name(), Arc::new(ReadFileFunction::new(kind)));
     }
     ctx.register_udtf("read_images", Arc::new(ReadImagesFunction));
+    ctx.register_udtf("read_audio", Arc::new(ReadAudioFunction));
     quiver_udf_image::register_all(&ctx);
+    quiver_udf_audio::register_all(&ctx);
     ctx.register_udf(
         AsyncScalarUDF::new(Arc::new(UrlDownload::new(ctx.runtime_env()))).into_scalar_udf(),
     );

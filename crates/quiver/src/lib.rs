@@ -9,6 +9,7 @@
 //! | [`object_stores`] | lazily built `s3://`, `gs://`, `az://`, `http(s)://` stores; local data roots |
 //! | [`statements`] | splitting SQL scripts into statements with their line and column |
 //! | [`sample`] | the built-in sample dataset and benchmark data generators |
+//! | [`sample_audio`] | generated audio: the sample clips, lossy copies via ffmpeg, damaged files, the benchmark corpus |
 //!
 //! ```no_run
 //! # async fn demo() -> datafusion::common::Result<()> {
@@ -27,6 +28,7 @@ pub mod display;
 pub mod engine;
 pub mod object_stores;
 pub mod sample;
+pub mod sample_audio;
 pub mod statements;
 
 pub use config::{ConfigError, QuiverConfig};

@@ -10,6 +10,8 @@
 //! | `events.json` | newline-delimited JSON | 5,000 | ts, customer_id, kind |
 //! | `images/` | JPEG, PNG, WebP, GIF, BMP, TIFF | 8 files | one of each format, a JPEG named `.png`, a smaller copy of `beach.jpg` (a near-duplicate); `beach.jpg` carries EXIF (camera, time, orientation 6, GPS) |
 //!
+//! | `audio/` | WAV (8/16/24-bit, float), FLAC | 6 files | tones, a chord, a sweep, noise and a 65-s "talk"; see [`crate::sample_audio`] |
+//!
 //! [`write_bad_images`] writes damaged files for the bad-input tests.
 
 use std::fs::File;
@@ -120,6 +122,7 @@ pub fn generate(dir: &Path) -> Result<Vec<PathBuf>> {
     w.finish()?;
     written.push(path);
     written.extend(write_images(&dir.join("images"))?);
+    written.extend(crate::sample_audio::write_audio(&dir.join("audio"))?);
     Ok(written)
 }
 
@@ -537,7 +540,10 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let files = generate(a.path()).unwrap();
         generate(b.path()).unwrap();
-        assert_eq!(files.len(), 3 + ORDER_FILES + IMAGES.len());
+        assert_eq!(
+            files.len(),
+            3 + ORDER_FILES + IMAGES.len() + crate::sample_audio::AUDIO.len()
+        );
         for f in &files {
             let rel = f.strip_prefix(a.path()).unwrap();
             let x = std::fs::read(f).unwrap();

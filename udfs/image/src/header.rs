@@ -14,7 +14,7 @@ use datafusion::logical_expr::{
 };
 use quiver_media::{ImageInfo, probe_image};
 
-use crate::row_error;
+use quiver_settings::args::row_error;
 
 /// Which header field a function returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -31,7 +31,6 @@ mod transform;
 
 use std::sync::Arc;
 
-use datafusion::common::DataFusionError;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
@@ -65,20 +64,4 @@ pub fn register_all(ctx: &SessionContext) {
     for f in functions() {
         ctx.register_udf(f.as_ref().clone());
     }
-}
-
-/// The error of one row: the function, the row within its batch, the way
-/// out (`try_`), and the codec's reason as the source.
-pub(crate) fn row_error(
-    function: &str,
-    row: usize,
-    e: quiver_media::MediaError,
-) -> DataFusionError {
-    let hint = if function.starts_with("try_") {
-        String::new()
-    } else {
-        format!(" (use try_{function} to get NULL instead)")
-    };
-    DataFusionError::External(Box::new(e))
-        .context(format!("{function}: row {} of its batch{hint}", row + 1))
 }

@@ -31,7 +31,7 @@ use quiver_media::pixels::{
 use quiver_media::{DecodeLimits, MediaError, Pixels};
 use quiver_settings::QuiverSettings;
 
-use crate::row_error;
+use quiver_settings::args::{Arg, is_binary, is_integer, row_error, scalar_int, scalar_text};
 
 /// Which function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -390,23 +390,6 @@ fn parse_direction(text: &str) -> Result<bool, MediaError> {
     }
 }
 
-fn scalar_text(v: &ScalarValue) -> Option<String> {
-    match v {
-        ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => s.clone(),
-        _ => None,
-    }
-}
-
-fn scalar_int(v: &ScalarValue) -> Option<i64> {
-    if v.is_null() {
-        return None;
-    }
-    v.cast_to(&DataType::Int64).ok().and_then(|v| match v {
-        ScalarValue::Int64(i) => i,
-        _ => None,
-    })
-}
-
 fn scalar_floats(v: &ScalarValue) -> Option<Vec<f64>> {
     let list = match v {
         ScalarValue::List(l) => l.value(0),
@@ -419,32 +402,6 @@ fn scalar_floats(v: &ScalarValue) -> Option<Vec<f64>> {
         .as_any()
         .downcast_ref::<datafusion::arrow::array::Float64Array>()?;
     (f.null_count() == 0).then(|| f.values().to_vec())
-}
-
-fn is_binary(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::Null
-    )
-}
-
-fn is_integer(t: &DataType) -> bool {
-    t.is_integer() || t == &DataType::Null
-}
-
-/// An argument: one value for every row, or one per row.
-enum Arg {
-    Scalar(ScalarValue),
-    Array(ArrayRef),
-}
-
-impl Arg {
-    fn get(&self, row: usize) -> Result<ScalarValue> {
-        match self {
-            Arg::Scalar(s) => Ok(s.clone()),
-            Arg::Array(a) => ScalarValue::try_from_array(a, row),
-        }
-    }
 }
 
 /// The image of one row.

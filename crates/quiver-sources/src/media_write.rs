@@ -1,11 +1,14 @@
-//! Writing images back: `COPY (SELECT …) TO 'dir/' STORED AS IMAGES
-//! [OPTIONS (path_column 'name', image_column 'image')]` writes one file
-//! per row to any object store.
+//! Writing media back: `COPY (SELECT …) TO 'dir/' STORED AS IMAGES
+//! [OPTIONS (path_column 'name', image_column 'image')]` and `STORED AS
+//! AUDIO [OPTIONS (path_column 'name', audio_column 'audio', format
+//! 'wav'|'flac')]` write one file per row to any object store.
 //!
-//! - The image column is `image_column`, else the one column tagged as
-//!   image media, else the only binary column. Its values must be encoded
-//!   images (`image_encode(…)` or the `image` column of `read_images`);
-//!   decoded pixels must be encoded first.
+//! - The media column is `image_column` / `audio_column`, else the one
+//!   column tagged as that media, else the only binary column. Its values
+//!   must be encoded media (`image_encode(…)`, `audio_encode(…)` or the
+//!   bytes column of `read_images` / `read_audio`); decoded pixels must be
+//!   encoded first. Decoded audio (`audio_decode(…)`) is encoded as the
+//!   `format` option says (16-bit WAV unless `'flac'`).
 //! - The file name is the row's `path_column` value (a relative path;
 //!   sub-folders are created; `..` and absolute paths are refused), given
 //!   the format's extension when it has none; without `path_column`, rows
@@ -43,31 +46,118 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
-use quiver_media::arrow_types::{MEDIA_IMAGE, MEDIA_KEY};
+use quiver_media::arrow_types::{MEDIA_AUDIO, MEDIA_IMAGE, MEDIA_KEY, is_pcm, read_pcm};
+use quiver_media::audio::{AudioEncoding, detect_audio_format, encode_audio};
 use quiver_media::detect_image_format;
 
 /// Files written at once.
 const CONCURRENT_WRITES: usize = 16;
 
-/// The options of `STORED AS IMAGES` when writing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImagesWriteOptions {
-    /// Column naming each row's file.
-    pub path_column: Option<String>,
-    /// Column holding the encoded image.
-    pub image_column: Option<String>,
+/// Which media a folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteKind {
+    /// `STORED AS IMAGES`.
+    #[default]
+    Images,
+    /// `STORED AS AUDIO`.
+    Audio,
 }
 
-impl ImagesWriteOptions {
-    fn parse(options: &HashMap<String, String>) -> Result<Self> {
+impl WriteKind {
+    fn stored_as(self) -> &'static str {
+        match self {
+            Self::Images => "IMAGES",
+            Self::Audio => "AUDIO",
+        }
+    }
+
+    fn column_option(self) -> &'static str {
+        match self {
+            Self::Images => "image_column",
+            Self::Audio => "audio_column",
+        }
+    }
+
+    fn media_tag(self) -> &'static str {
+        match self {
+            Self::Images => MEDIA_IMAGE,
+            Self::Audio => MEDIA_AUDIO,
+        }
+    }
+
+    fn encode_hint(self) -> &'static str {
+        match self {
+            Self::Images => "image_encode(…, 'png'|'jpeg'|'webp')",
+            Self::Audio => "audio_encode(…, 'wav'|'flac')",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Images => "encoded images",
+            Self::Audio => "encoded audio",
+        }
+    }
+
+    fn formats(self) -> &'static str {
+        match self {
+            Self::Images => "JPEG, PNG, WebP, GIF, BMP, TIFF",
+            Self::Audio => "WAV, FLAC, MP3, Ogg, AAC/M4A",
+        }
+    }
+
+    /// The extension of the encoded media in `bytes`.
+    fn detect(self, bytes: &[u8]) -> Option<&'static str> {
+        match self {
+            Self::Images => detect_image_format(bytes).map(|f| f.name()),
+            Self::Audio => detect_audio_format(bytes).map(|f| f.name()),
+        }
+    }
+
+    fn read_with(self) -> &'static str {
+        match self {
+            Self::Images => {
+                "image folders are read with read_images('dir/') or CREATE EXTERNAL TABLE … STORED AS IMAGES"
+            }
+            Self::Audio => {
+                "audio folders are read with read_audio('dir/') or CREATE EXTERNAL TABLE … STORED AS AUDIO"
+            }
+        }
+    }
+}
+
+/// The options of `STORED AS IMAGES` / `AUDIO` when writing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Column naming each row's file.
+    pub path_column: Option<String>,
+    /// Column holding the media.
+    pub media_column: Option<String>,
+    /// How decoded audio is encoded.
+    pub encoding: Option<AudioEncoding>,
+}
+
+impl WriteOptions {
+    fn parse(kind: WriteKind, options: &HashMap<String, String>) -> Result<Self> {
         let mut out = Self::default();
         for (key, value) in options {
             match key.trim_start_matches("format.") {
                 "path_column" => out.path_column = Some(value.clone()),
-                "image_column" => out.image_column = Some(value.clone()),
+                k if k == kind.column_option() => out.media_column = Some(value.clone()),
+                "format" if kind == WriteKind::Audio => {
+                    out.encoding = Some(
+                        AudioEncoding::parse(value)
+                            .map_err(|e| DataFusionError::Plan(e.to_string()))?,
+                    );
+                }
                 other => {
+                    let known = match kind {
+                        WriteKind::Images => "path_column, image_column",
+                        WriteKind::Audio => "path_column, audio_column, format",
+                    };
                     return plan_err!(
-                        "unknown option '{other}' for STORED AS IMAGES (known: path_column, image_column)"
+                        "unknown option '{other}' for STORED AS {} (known: {known})",
+                        kind.stored_as()
                     );
                 }
             }
@@ -80,40 +170,54 @@ impl ImagesWriteOptions {
 #[derive(Debug, Default)]
 pub struct ImagesFormatFactory;
 
-impl GetExt for ImagesFormatFactory {
-    fn get_ext(&self) -> String {
-        "images".to_string()
-    }
-}
-
-impl FileFormatFactory for ImagesFormatFactory {
-    fn create(
-        &self,
-        _state: &dyn Session,
-        format_options: &HashMap<String, String>,
-    ) -> Result<Arc<dyn FileFormat>> {
-        Ok(Arc::new(ImagesFormat {
-            options: ImagesWriteOptions::parse(format_options)?,
-        }))
-    }
-
-    fn default(&self) -> Arc<dyn FileFormat> {
-        Arc::new(ImagesFormat::default())
-    }
-}
-
-/// The writing side of image folders (reading is `read_images` and the
-/// `IMAGES` table factory, which know about headers and `on_error`).
+/// Registered under `audio`, so that `COPY … STORED AS AUDIO` finds it.
 #[derive(Debug, Default)]
-pub struct ImagesFormat {
-    options: ImagesWriteOptions,
+pub struct AudioFormatFactory;
+
+macro_rules! media_format_factory {
+    ($factory:ident, $kind:expr, $ext:literal) => {
+        impl GetExt for $factory {
+            fn get_ext(&self) -> String {
+                $ext.to_string()
+            }
+        }
+
+        impl FileFormatFactory for $factory {
+            fn create(
+                &self,
+                _state: &dyn Session,
+                format_options: &HashMap<String, String>,
+            ) -> Result<Arc<dyn FileFormat>> {
+                Ok(Arc::new(MediaFormat {
+                    kind: $kind,
+                    options: WriteOptions::parse($kind, format_options)?,
+                }))
+            }
+
+            fn default(&self) -> Arc<dyn FileFormat> {
+                Arc::new(MediaFormat {
+                    kind: $kind,
+                    options: WriteOptions::default(),
+                })
+            }
+        }
+    };
 }
 
-const READ_WITH: &str =
-    "image folders are read with read_images('dir/') or CREATE EXTERNAL TABLE … STORED AS IMAGES";
+media_format_factory!(ImagesFormatFactory, WriteKind::Images, "images");
+media_format_factory!(AudioFormatFactory, WriteKind::Audio, "audio");
+
+/// The writing side of media folders (reading is `read_images` /
+/// `read_audio` and their table factories, which know about headers and
+/// `on_error`).
+#[derive(Debug, Default)]
+pub struct MediaFormat {
+    kind: WriteKind,
+    options: WriteOptions,
+}
 
 #[async_trait]
-impl FileFormat for ImagesFormat {
+impl FileFormat for MediaFormat {
     fn get_ext(&self) -> String {
         String::new()
     }
@@ -132,7 +236,7 @@ impl FileFormat for ImagesFormat {
         _store: &Arc<dyn ObjectStore>,
         _objects: &[ObjectMeta],
     ) -> Result<SchemaRef> {
-        not_impl_err!("{READ_WITH}")
+        not_impl_err!("{}", self.kind.read_with())
     }
 
     async fn infer_stats(
@@ -150,7 +254,7 @@ impl FileFormat for ImagesFormat {
         _state: &dyn Session,
         _conf: FileScanConfig,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        not_impl_err!("{READ_WITH}")
+        not_impl_err!("{}", self.kind.read_with())
     }
 
     async fn create_writer_physical_plan(
@@ -160,13 +264,15 @@ impl FileFormat for ImagesFormat {
         conf: FileSinkConfig,
         order_requirements: Option<LexRequirement>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let kind = self.kind;
         if !conf.table_partition_cols.is_empty() {
             return not_impl_err!(
-                "PARTITIONED BY with STORED AS IMAGES; use path_column with a folder in the name instead"
+                "PARTITIONED BY with STORED AS {}; use path_column with a folder in the name instead",
+                kind.stored_as()
             );
         }
         let schema = conf.output_schema().clone();
-        let image_column = image_column(&schema, self.options.image_column.as_deref())?;
+        let media_column = media_column(kind, &schema, self.options.media_column.as_deref())?;
         let path_column = match &self.options.path_column {
             Some(name) => Some(schema.index_of(name).map_err(|_| {
                 DataFusionError::Plan(format!(
@@ -176,10 +282,12 @@ impl FileFormat for ImagesFormat {
             })?),
             None => None,
         };
-        let sink = ImagesSink {
+        let sink = MediaSink {
+            kind,
             config: conf,
-            image_column,
+            media_column,
             path_column,
+            encoding: self.options.encoding.unwrap_or(AudioEncoding::Wav),
         };
         Ok(Arc::new(DataSinkExec::new(
             input,
@@ -189,7 +297,8 @@ impl FileFormat for ImagesFormat {
     }
 
     fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
-        Arc::new(NoImagesSource {
+        Arc::new(NoMediaSource {
+            kind: self.kind,
             table_schema,
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -205,25 +314,28 @@ fn column_names(schema: &SchemaRef) -> String {
         .join(", ")
 }
 
-/// The column holding the images; see the module docs.
-fn image_column(schema: &SchemaRef, named: Option<&str>) -> Result<usize> {
-    let binary = |t: &DataType| {
+/// The column holding the media; see the module docs.
+fn media_column(kind: WriteKind, schema: &SchemaRef, named: Option<&str>) -> Result<usize> {
+    let usable = |t: &DataType| {
         matches!(
             t,
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView
-        )
+        ) || (kind == WriteKind::Audio && is_pcm(t))
     };
+    let option = kind.column_option();
     if let Some(name) = named {
         let i = schema.index_of(name).map_err(|_| {
             DataFusionError::Plan(format!(
-                "image_column '{name}' is not a column of the query (columns: {})",
+                "{option} '{name}' is not a column of the query (columns: {})",
                 column_names(schema)
             ))
         })?;
-        if !binary(schema.field(i).data_type()) {
+        if !usable(schema.field(i).data_type()) {
             return plan_err!(
-                "image_column '{name}' is {}, not encoded image bytes; encode it with image_encode(…, 'png'|'jpeg'|'webp')",
-                schema.field(i).data_type()
+                "{option} '{name}' is {}, not {}; encode it with {}",
+                schema.field(i).data_type(),
+                kind.what(),
+                kind.encode_hint()
             );
         }
         return Ok(i);
@@ -231,24 +343,28 @@ fn image_column(schema: &SchemaRef, named: Option<&str>) -> Result<usize> {
     let tagged: Vec<usize> = (0..schema.fields().len())
         .filter(|i| {
             let f = schema.field(*i);
-            binary(f.data_type())
-                && f.metadata().get(MEDIA_KEY).map(String::as_str) == Some(MEDIA_IMAGE)
+            usable(f.data_type())
+                && f.metadata().get(MEDIA_KEY).map(String::as_str) == Some(kind.media_tag())
         })
         .collect();
     if let [i] = tagged.as_slice() {
         return Ok(*i);
     }
-    let binaries: Vec<usize> = (0..schema.fields().len())
-        .filter(|i| binary(schema.field(*i).data_type()))
+    let candidates: Vec<usize> = (0..schema.fields().len())
+        .filter(|i| usable(schema.field(*i).data_type()))
         .collect();
-    match binaries.as_slice() {
+    match candidates.as_slice() {
         [i] => Ok(*i),
         [] => plan_err!(
-            "STORED AS IMAGES needs a column of encoded images (bytea), e.g. image_encode(…, 'jpeg'); the query has: {}",
+            "STORED AS {} needs a column of {} (bytea), e.g. {}; the query has: {}",
+            kind.stored_as(),
+            kind.what(),
+            kind.encode_hint(),
             column_names(schema)
         ),
         _ => plan_err!(
-            "STORED AS IMAGES found several binary columns ({}); name one with OPTIONS (image_column '…')",
+            "STORED AS {} found several media columns ({}); name one with OPTIONS ({option} '…')",
+            kind.stored_as(),
             column_names(schema)
         ),
     }
@@ -275,22 +391,30 @@ fn safe_relative(name: &str) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
-/// Writes each row's image to its own file.
+/// Writes each row's media to its own file.
 #[derive(Debug)]
-struct ImagesSink {
+struct MediaSink {
+    kind: WriteKind,
     config: FileSinkConfig,
-    image_column: usize,
+    media_column: usize,
     path_column: Option<usize>,
+    /// How decoded audio is encoded.
+    encoding: AudioEncoding,
 }
 
-impl DisplayAs for ImagesSink {
+impl DisplayAs for MediaSink {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let schema = self.config.output_schema();
+        let name = match self.kind {
+            WriteKind::Images => "ImagesSink",
+            WriteKind::Audio => "AudioSink",
+        };
         write!(
             f,
-            "ImagesSink: dir={}, image_column={}",
+            "{name}: dir={}, {}={}",
             self.config.original_url,
-            schema.field(self.image_column).name()
+            self.kind.column_option(),
+            schema.field(self.media_column).name()
         )?;
         if let Some(p) = self.path_column {
             write!(f, ", path_column={}", schema.field(p).name())?;
@@ -305,7 +429,35 @@ struct Job {
     bytes: bytes::Bytes,
 }
 
-impl ImagesSink {
+impl MediaSink {
+    /// Each row's encoded media (`None` for NULL), encoding decoded audio.
+    fn values(&self, batch: &RecordBatch, first_row: u64) -> Result<Vec<Option<bytes::Bytes>>> {
+        let column = batch.column(self.media_column);
+        if is_pcm(column.data_type()) {
+            let pcm = column.as_struct();
+            return (0..batch.num_rows())
+                .map(|row| {
+                    let n = first_row + row as u64 + 1;
+                    let failed = |e: quiver_media::MediaError| {
+                        DataFusionError::Execution(format!("COPY … STORED AS AUDIO: row {n}: {e}"))
+                    };
+                    match read_pcm(pcm, row).map_err(failed)? {
+                        None => Ok(None),
+                        Some(p) => Ok(Some(bytes::Bytes::from(
+                            encode_audio(&p, self.encoding).map_err(failed)?,
+                        ))),
+                    }
+                })
+                .collect();
+        }
+        let bytes = cast(column, &DataType::Binary)?;
+        let bytes: &BinaryArray = bytes.as_binary();
+        Ok(bytes
+            .iter()
+            .map(|v| v.map(bytes::Bytes::copy_from_slice))
+            .collect())
+    }
+
     /// The files of one batch; `seen` catches duplicate names.
     fn jobs(
         &self,
@@ -314,34 +466,35 @@ impl ImagesSink {
         first_row: u64,
         seen: &mut HashSet<String>,
     ) -> Result<Vec<Job>> {
-        let images = cast(batch.column(self.image_column), &DataType::Binary)?;
-        let images: &BinaryArray = images.as_binary();
+        let stored_as = self.kind.stored_as();
+        let values = self.values(batch, first_row)?;
         let names = match self.path_column {
             Some(c) => Some(cast(batch.column(c), &DataType::Utf8)?),
             None => None,
         };
         let names = names.as_ref().map(|n| n.as_string::<i32>());
         let mut jobs = Vec::with_capacity(batch.num_rows());
-        for row in 0..batch.num_rows() {
-            if images.is_null(row) {
-                continue;
-            }
+        for (row, value) in values.into_iter().enumerate() {
+            let Some(bytes) = value else { continue };
             let n = first_row + row as u64 + 1;
-            let bytes = images.value(row);
-            let Some(format) = detect_image_format(bytes) else {
+            let Some(ext) = self.kind.detect(&bytes) else {
                 return exec_err!(
-                    "COPY … STORED AS IMAGES: row {n} does not hold an encoded image (JPEG, PNG, WebP, GIF, BMP, TIFF); encode decoded pixels with image_encode(…)"
+                    "COPY … STORED AS {stored_as}: row {n} does not hold {} ({}); encode it with {}",
+                    self.kind.what(),
+                    self.kind.formats(),
+                    self.kind.encode_hint()
                 );
             };
-            let ext = format.name();
             let relative = match names {
                 Some(names) if names.is_null(row) => {
-                    return exec_err!("COPY … STORED AS IMAGES: row {n} has a NULL path_column");
+                    return exec_err!(
+                        "COPY … STORED AS {stored_as}: row {n} has a NULL path_column"
+                    );
                 }
                 Some(names) => {
                     let name = safe_relative(names.value(row)).map_err(|reason| {
                         DataFusionError::Execution(format!(
-                            "COPY … STORED AS IMAGES: row {n}: path_column holds {reason}"
+                            "COPY … STORED AS {stored_as}: row {n}: path_column holds {reason}"
                         ))
                     })?;
                     let last = name.rsplit('/').next().unwrap_or(&name);
@@ -355,24 +508,21 @@ impl ImagesSink {
             };
             if !seen.insert(relative.clone()) {
                 return exec_err!(
-                    "COPY … STORED AS IMAGES: two rows write the same file '{relative}'"
+                    "COPY … STORED AS {stored_as}: two rows write the same file '{relative}'"
                 );
             }
             let mut path = base.clone();
             for part in relative.split('/') {
                 path = path.clone().join(part);
             }
-            jobs.push(Job {
-                path,
-                bytes: bytes::Bytes::copy_from_slice(bytes),
-            });
+            jobs.push(Job { path, bytes });
         }
         Ok(jobs)
     }
 }
 
 #[async_trait]
-impl DataSink for ImagesSink {
+impl DataSink for MediaSink {
     fn schema(&self) -> &SchemaRef {
         self.config.output_schema()
     }
@@ -386,7 +536,10 @@ impl DataSink for ImagesSink {
             .runtime_env()
             .object_store(&self.config.object_store_url)?;
         let Some(url) = self.config.table_paths.first() else {
-            return exec_err!("COPY … STORED AS IMAGES: no output location");
+            return exec_err!(
+                "COPY … STORED AS {}: no output location",
+                self.kind.stored_as()
+            );
         };
         let base = url.prefix().clone();
         let mut seen = HashSet::new();
@@ -420,22 +573,23 @@ impl DataSink for ImagesSink {
     }
 }
 
-/// [`FileFormat::file_source`] must return a source; images are never read
-/// through it (see [`READ_WITH`]).
+/// [`FileFormat::file_source`] must return a source; media folders are
+/// never read through it (see [`WriteKind::read_with`]).
 #[derive(Debug)]
-struct NoImagesSource {
+struct NoMediaSource {
+    kind: WriteKind,
     table_schema: TableSchema,
     metrics: ExecutionPlanMetricsSet,
 }
 
-impl FileSource for NoImagesSource {
+impl FileSource for NoMediaSource {
     fn create_file_opener(
         &self,
         _object_store: Arc<dyn ObjectStore>,
         _base_config: &FileScanConfig,
         _partition: usize,
     ) -> Result<Arc<dyn FileOpener>> {
-        not_impl_err!("{READ_WITH}")
+        not_impl_err!("{}", self.kind.read_with())
     }
 
     fn table_schema(&self) -> &TableSchema {
@@ -443,7 +597,8 @@ impl FileSource for NoImagesSource {
     }
 
     fn with_batch_size(&self, _batch_size: usize) -> Arc<dyn FileSource> {
-        Arc::new(NoImagesSource {
+        Arc::new(NoMediaSource {
+            kind: self.kind,
             table_schema: self.table_schema.clone(),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -454,7 +609,10 @@ impl FileSource for NoImagesSource {
     }
 
     fn file_type(&self) -> &str {
-        "images"
+        match self.kind {
+            WriteKind::Images => "images",
+            WriteKind::Audio => "audio",
+        }
     }
 
     fn apply_expressions(

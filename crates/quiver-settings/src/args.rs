@@ -1,0 +1,96 @@
+//! What every SQL function over media shares: reading constant and
+//! per-row arguments, and the error of one row.
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+
+/// Text of a string scalar (`None` for NULL or another type).
+pub fn scalar_text(v: &ScalarValue) -> Option<String> {
+    match v {
+        ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => s.clone(),
+        _ => None,
+    }
+}
+
+/// An integer scalar of any width (`None` for NULL or another type).
+pub fn scalar_int(v: &ScalarValue) -> Option<i64> {
+    if v.is_null() {
+        return None;
+    }
+    v.cast_to(&DataType::Int64).ok().and_then(|v| match v {
+        ScalarValue::Int64(i) => i,
+        _ => None,
+    })
+}
+
+/// A numeric scalar as `f64` (`None` for NULL or another type).
+pub fn scalar_float(v: &ScalarValue) -> Option<f64> {
+    if v.is_null() {
+        return None;
+    }
+    v.cast_to(&DataType::Float64).ok().and_then(|v| match v {
+        ScalarValue::Float64(f) => f,
+        _ => None,
+    })
+}
+
+/// A boolean scalar (`None` for NULL or another type).
+pub fn scalar_bool(v: &ScalarValue) -> Option<bool> {
+    match v {
+        ScalarValue::Boolean(b) => *b,
+        _ => None,
+    }
+}
+
+/// Whether `t` holds bytes (or is an untyped NULL).
+pub fn is_binary(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::Null
+    )
+}
+
+/// Whether `t` is an integer (or an untyped NULL).
+pub fn is_integer(t: &DataType) -> bool {
+    t.is_integer() || t == &DataType::Null
+}
+
+/// Whether `t` is text (or an untyped NULL).
+pub fn is_text(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+    )
+}
+
+/// An argument: one value for every row, or one per row.
+#[derive(Debug)]
+pub enum Arg {
+    /// The same value for every row.
+    Scalar(ScalarValue),
+    /// One value per row.
+    Array(ArrayRef),
+}
+
+impl Arg {
+    /// The value of `row`.
+    pub fn get(&self, row: usize) -> Result<ScalarValue> {
+        match self {
+            Arg::Scalar(s) => Ok(s.clone()),
+            Arg::Array(a) => ScalarValue::try_from_array(a, row),
+        }
+    }
+}
+
+/// The error of one row: the function, the row within its batch, the way
+/// out (`try_`), and the codec's reason as the source.
+pub fn row_error(function: &str, row: usize, e: quiver_media::MediaError) -> DataFusionError {
+    let hint = if function.starts_with("try_") {
+        String::new()
+    } else {
+        format!(" (use try_{function} to get NULL instead)")
+    };
+    DataFusionError::External(Box::new(e))
+        .context(format!("{function}: row {} of its batch{hint}", row + 1))
+}

@@ -1,0 +1,757 @@
+//! What every media table (images, audio) shares: the `on_error` policy,
+//! the listing columns (`path`, `size`, `modified`) and filters on them
+//! evaluated before any file is opened, files balanced over partitions by
+//! bytes, batches bounded in files and bytes, a LIMIT that stops reading,
+//! and the planning-time check that a location has files.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatchOptions;
+use datafusion::common::project_schema;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::TableProviderFilterPushDown;
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use object_store::{ObjectStore, ObjectStoreExt};
+use quiver_media::MediaError;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BinaryBuilder, BooleanArray, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder, UInt64Builder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, DataFusionError, Result, plan_err};
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::BaselineMetrics;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectMeta;
+
+use crate::listing::{block_on_planning, list_media_files};
+
+/// What to do with a file that cannot be read as the table's media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Stop the query with an error naming the file (the default).
+    #[default]
+    Fail,
+    /// Keep the row: NULL header columns and bytes; `error` says why.
+    Null,
+    /// Drop the row; the `skipped_files` metric counts it.
+    Skip,
+}
+
+impl OnError {
+    /// Parses `fail`, `null` or `skip`.
+    pub fn parse(value: &str) -> Result<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "fail" => Ok(Self::Fail),
+            "null" => Ok(Self::Null),
+            "skip" => Ok(Self::Skip),
+            other => plan_err!("on_error must be 'fail', 'null' or 'skip', not '{other}'"),
+        }
+    }
+
+    /// The option's value as written.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Null => "null",
+            Self::Skip => "skip",
+        }
+    }
+}
+
+/// Parses a media table's options: only `on_error` is known.
+pub fn parse_options<'a>(
+    kind: &str,
+    options: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<OnError> {
+    let mut on_error = OnError::Fail;
+    for (key, value) in options {
+        match key.trim_start_matches("format.") {
+            "on_error" => on_error = OnError::parse(value)?,
+            other => {
+                return plan_err!("unknown {kind} table option '{other}' (known: on_error)");
+            }
+        }
+    }
+    Ok(on_error)
+}
+
+/// Columns a filter may use to be answered from the listing alone; every
+/// media table starts with them, followed by `format`.
+pub const LISTING_COLUMNS: [&str; 3] = ["path", "size", "modified"];
+/// The index of `format` in every media table.
+pub const COL_FORMAT: usize = 3;
+
+/// The listing's columns.
+pub fn listing_fields() -> Vec<Field> {
+    vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("size", DataType::UInt64, false),
+        Field::new(
+            "modified",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]
+}
+
+fn listing_schema() -> Schema {
+    Schema::new(listing_fields())
+}
+
+/// The listing's columns and `format`: what a header filter sees.
+fn header_schema() -> Schema {
+    let mut fields = listing_fields();
+    fields.push(Field::new("format", DataType::Utf8, true));
+    Schema::new(fields)
+}
+
+/// True when `expr` uses only `path`, `size` and `modified`.
+pub fn answerable_from_listing(expr: &Expr) -> bool {
+    let cols = expr.column_refs();
+    !cols.is_empty()
+        && cols
+            .iter()
+            .all(|c| LISTING_COLUMNS.contains(&c.name.as_str()))
+}
+
+/// True when `expr` uses `format` and otherwise only listing columns.
+pub fn answerable_from_header(expr: &Expr) -> bool {
+    let cols = expr.column_refs();
+    cols.iter().any(|c| c.name == "format")
+        && cols
+            .iter()
+            .all(|c| c.name == "format" || LISTING_COLUMNS.contains(&c.name.as_str()))
+}
+
+/// A file's address as the `path` column shows it and `url_download`
+/// reads it back: an absolute local path, or the store's URL and the key.
+pub fn file_address(store_url: &ObjectStoreUrl, location: &object_store::path::Path) -> String {
+    let base = store_url.as_str();
+    if base.starts_with("file://") {
+        format!("/{location}")
+    } else {
+        format!("{base}{location}")
+    }
+}
+
+/// Builds listing column `col` (0 path, 1 size, 2 modified) for `metas`.
+pub fn listing_column<'a>(
+    col: usize,
+    store_url: &ObjectStoreUrl,
+    metas: impl Iterator<Item = &'a ObjectMeta>,
+) -> ArrayRef {
+    match col {
+        0 => {
+            let mut b = StringBuilder::new();
+            for m in metas {
+                b.append_value(file_address(store_url, &m.location));
+            }
+            Arc::new(b.finish())
+        }
+        1 => {
+            let mut b = UInt64Builder::new();
+            for m in metas {
+                b.append_value(m.size);
+            }
+            Arc::new(b.finish())
+        }
+        _ => {
+            let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+            for m in metas {
+                b.append_value(m.last_modified.timestamp_micros());
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+fn evaluate_mask(predicate: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<Vec<bool>> {
+    let mask = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
+    let mask = mask
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| DataFusionError::Internal("a filter did not return booleans".into()))?;
+    Ok(mask.iter().map(|keep| keep == Some(true)).collect())
+}
+
+/// Filters on `format` (and listing columns) as one physical predicate,
+/// checked on each file's header by [`passes_header_filter`].
+pub fn header_filter(
+    state: &dyn Session,
+    filters: &[Expr],
+) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+    filters
+        .iter()
+        .filter(|f| answerable_from_header(f))
+        .map(|f| unnormalize_col(f.clone()))
+        .reduce(Expr::and)
+        .map(|e| {
+            let schema = DFSchema::try_from(header_schema())?;
+            state.create_physical_expr(e, &schema)
+        })
+        .transpose()
+}
+
+/// Whether one file with `format` passes a [`header_filter`].
+pub fn passes_header_filter(
+    filter: &Arc<dyn PhysicalExpr>,
+    store_url: &ObjectStoreUrl,
+    meta: &ObjectMeta,
+    format: Option<&str>,
+) -> Result<bool> {
+    let mut columns: Vec<ArrayRef> = (0..LISTING_COLUMNS.len())
+        .map(|c| listing_column(c, store_url, std::iter::once(meta)))
+        .collect();
+    let mut f = StringBuilder::new();
+    f.append_option(format);
+    columns.push(Arc::new(f.finish()));
+    let batch = RecordBatch::try_new(Arc::new(header_schema()), columns)?;
+    Ok(evaluate_mask(filter, &batch)?.first() == Some(&true))
+}
+
+/// Lists the files at `url`, keeping those that pass the filters on
+/// listing columns. When all filters are such filters, a LIMIT stops the
+/// listing early and is returned to stop the scan too.
+pub async fn list_pruned(
+    state: &dyn Session,
+    url: &ListingTableUrl,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> Result<(Vec<ObjectMeta>, Option<usize>)> {
+    let store_url = url.object_store();
+    let store = state.runtime_env().object_store(&store_url)?;
+    let mut listing = list_media_files(url, store.as_ref());
+    let predicate = filters
+        .iter()
+        .filter(|f| answerable_from_listing(f))
+        .map(|f| unnormalize_col(f.clone()))
+        .reduce(Expr::and)
+        .map(|e| {
+            let schema = DFSchema::try_from(listing_schema())?;
+            state.create_physical_expr(e, &schema)
+        })
+        .transpose()?;
+    let stop_at = if filters.iter().all(answerable_from_listing) {
+        limit
+    } else {
+        None
+    };
+    let mut files = vec![];
+    let mut chunk = vec![];
+    loop {
+        let next = listing.next().await;
+        let done = next.is_none();
+        if let Some(meta) = next {
+            chunk.push(meta.map_err(|e| e.context(format!("listing {url}")))?);
+        }
+        if chunk.len() >= 1024 || (done && !chunk.is_empty()) {
+            let batch = std::mem::take(&mut chunk);
+            match &predicate {
+                None => files.extend(batch),
+                Some(p) => {
+                    let columns = (0..LISTING_COLUMNS.len())
+                        .map(|c| listing_column(c, &store_url, batch.iter()))
+                        .collect();
+                    let rb = RecordBatch::try_new(Arc::new(listing_schema()), columns)?;
+                    let keep = evaluate_mask(p, &rb)?;
+                    files.extend(
+                        batch
+                            .into_iter()
+                            .zip(keep)
+                            .filter(|(_, k)| *k)
+                            .map(|(m, _)| m),
+                    );
+                }
+            }
+        }
+        if let Some(n) = stop_at
+            && files.len() >= n
+        {
+            files.truncate(n);
+            break;
+        }
+        if done {
+            break;
+        }
+    }
+    Ok((files, stop_at))
+}
+
+/// Splits files into `partitions` groups of about equal bytes (decoding
+/// time follows size), largest first onto the lightest group, so that no
+/// core is left with the big files; each group is in path order.
+pub fn balance(mut files: Vec<ObjectMeta>, partitions: usize) -> Vec<Vec<ObjectMeta>> {
+    files.sort_by(|a, b| {
+        b.size
+            .cmp(&a.size)
+            .then_with(|| a.location.cmp(&b.location))
+    });
+    let mut groups: Vec<(u64, Vec<ObjectMeta>)> = vec![(0, vec![]); partitions.max(1)];
+    for f in files {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|(bytes, g)| (*bytes, g.len())) {
+            lightest.0 += f.size.max(1);
+            lightest.1.push(f);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, mut g)| {
+            g.sort_by(|a, b| a.location.cmp(&b.location));
+            g
+        })
+        .collect()
+}
+
+/// Bytes of media one batch holds at most (a single larger file still
+/// makes a batch of its own).
+pub const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Splits a partition's files into batches of at most `batch_size` files
+/// and, when `bytes` are read, about [`BATCH_BYTES`].
+pub fn chunk_files(files: Vec<ObjectMeta>, batch_size: usize, bytes: bool) -> Vec<Vec<ObjectMeta>> {
+    let mut chunks = vec![];
+    let mut chunk = vec![];
+    let mut held = 0u64;
+    for f in files {
+        if !chunk.is_empty()
+            && (chunk.len() >= batch_size || (bytes && held + f.size > BATCH_BYTES))
+        {
+            chunks.push(std::mem::take(&mut chunk));
+            held = 0;
+        }
+        held += f.size;
+        chunk.push(f);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// The stream of one partition: `batch` builds a batch from each chunk of
+/// files, one chunk at a time, and the stream ends once `limit` rows are
+/// out.
+pub fn partition_stream(
+    schema: SchemaRef,
+    chunks: Vec<Vec<ObjectMeta>>,
+    limit: Option<usize>,
+    baseline: BaselineMetrics,
+    batch: impl Fn(Vec<ObjectMeta>) -> BoxFuture<'static, Result<RecordBatch>> + Send + 'static,
+) -> SendableRecordBatchStream {
+    let limit = limit.unwrap_or(usize::MAX);
+    let stream = futures::stream::iter(chunks)
+        .then(batch)
+        .scan(0usize, move |emitted, batch| {
+            let out = match batch {
+                Ok(_) if *emitted >= limit => None,
+                Ok(b) => {
+                    let take = b.num_rows().min(limit - *emitted);
+                    *emitted += take;
+                    Some(Ok(b.slice(0, take)))
+                }
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(out)
+        })
+        .inspect_ok(move |b| baseline.record_output(b.num_rows()));
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
+
+/// The one location a `read_*` table function was given.
+pub fn single_location(function: &str, example: &str, locations: &[String]) -> Result<String> {
+    match locations {
+        [one] => Ok(one.clone()),
+        [] => plan_err!("{function} needs a location, e.g. {function}('{example}')"),
+        [_, second, ..] => {
+            plan_err!("{function} takes one location, got a second: '{second}'")
+        }
+    }
+}
+
+/// Fails at planning, not mid-query, when `url` cannot be listed or holds
+/// no files.
+pub fn check_location(state: &dyn Session, url: &ListingTableUrl, location: &str) -> Result<()> {
+    block_on_planning(async {
+        let store = state.runtime_env().object_store(url.object_store())?;
+        let mut files = list_media_files(url, store.as_ref());
+        match files.next().await {
+            Some(Err(e)) => Err(e),
+            None => match url.get_glob() {
+                Some(glob) => plan_err!("No files found at {url} matching {glob}"),
+                None => plan_err!("No files found at {url}"),
+            },
+            Some(Ok(_)) => Ok(()),
+        }
+    })
+    .map_err(|e| e.context(format!("reading {location}")))
+}
+
+/// What a scan must read from each file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// The listing is enough.
+    Nothing,
+    /// The header: format and what the headers say.
+    Header,
+    /// The whole file.
+    Everything,
+}
+
+/// What a kind of media adds to the shared scan: which columns need what,
+/// and how a chunk of files becomes a batch.
+pub trait MediaReader: fmt::Debug + Send + Sync + 'static {
+    /// The operator's name in plans: `ImagesExec`, `AudioExec`.
+    fn exec_name(&self) -> &'static str;
+    /// The column of encoded bytes.
+    fn bytes_column(&self) -> usize;
+    /// Reads `chunk` as far as `scan.reads` says and builds one batch of
+    /// `scan.projected` (rows of bad files follow `scan.on_error`).
+    fn batch(
+        &self,
+        scan: Arc<ScanContext>,
+        chunk: Vec<ObjectMeta>,
+    ) -> BoxFuture<'static, Result<RecordBatch>>;
+}
+
+/// What one partition of a media scan knows while it reads.
+#[derive(Debug)]
+pub struct ScanContext {
+    /// The store the files are in.
+    pub store: Arc<dyn ObjectStore>,
+    /// Its URL, for addresses.
+    pub store_url: ObjectStoreUrl,
+    /// Columns of the table's schema to build, in order.
+    pub projection: Vec<usize>,
+    /// The projected schema.
+    pub projected: SchemaRef,
+    /// The policy for bad files.
+    pub on_error: OnError,
+    /// How much of each file to read.
+    pub reads: Reads,
+    /// Filters on `format`, checked on each header.
+    pub header_filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Files left out by `on_error = 'skip'`.
+    pub skipped: Count,
+}
+
+impl ScanContext {
+    /// The file's address for messages: a local path or a URL.
+    pub fn address(&self, meta: &ObjectMeta) -> String {
+        file_address(&self.store_url, &meta.location)
+    }
+
+    fn io_error(&self, meta: &ObjectMeta, e: object_store::Error) -> DataFusionError {
+        DataFusionError::ObjectStore(Box::new(e)).context(format!("reading {}", self.address(meta)))
+    }
+
+    /// The whole file.
+    pub async fn get_all(&self, meta: &ObjectMeta) -> Result<Bytes> {
+        self.store
+            .get(&meta.location)
+            .await
+            .map_err(|e| self.io_error(meta, e))?
+            .bytes()
+            .await
+            .map_err(|e| self.io_error(meta, e))
+    }
+
+    /// Some byte ranges of the file, in one request where the store can.
+    pub async fn get_ranges(&self, meta: &ObjectMeta, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.store
+            .get_ranges(&meta.location, ranges)
+            .await
+            .map_err(|e| self.io_error(meta, e))
+    }
+
+    /// A file that is not readable media: the query's error under
+    /// `on_error = 'fail'`, else the message for the `error` column.
+    pub fn bad_file(&self, kind: &str, meta: &ObjectMeta, e: MediaError) -> Result<String> {
+        match self.on_error {
+            OnError::Fail => Err(DataFusionError::External(Box::new(e)).context(format!(
+                "reading {kind} {} (on_error=fail; use 'on_error=null' or 'on_error=skip' to go on)",
+                self.address(meta)
+            ))),
+            OnError::Null | OnError::Skip => Ok(e.to_string()),
+        }
+    }
+
+    /// Whether a file with `format` passes the header filter.
+    pub fn passes(&self, meta: &ObjectMeta, format: Option<&str>) -> Result<bool> {
+        match &self.header_filter {
+            Some(f) => passes_header_filter(f, &self.store_url, meta, format),
+            None => Ok(true),
+        }
+    }
+
+    /// Drops the rows of bad files under `on_error = 'skip'`, counting them.
+    pub fn keep<R>(&self, rows: Vec<Option<R>>, failed: impl Fn(&R) -> bool) -> Vec<R> {
+        rows.into_iter()
+            .flatten()
+            .filter(|r| {
+                let drop = self.on_error == OnError::Skip && failed(r);
+                if drop {
+                    self.skipped.add(1);
+                }
+                !drop
+            })
+            .collect()
+    }
+
+    /// One batch of `rows` rows from the projected columns.
+    pub fn finish(&self, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.projected),
+            columns,
+            &options,
+        )?)
+    }
+}
+
+/// How the files at a location are read back, planned once per scan.
+#[derive(Debug)]
+pub struct MediaScan<'a> {
+    /// The kind of media.
+    pub reader: Arc<dyn MediaReader>,
+    /// Where the files are.
+    pub url: &'a ListingTableUrl,
+    /// The table's schema.
+    pub schema: &'a SchemaRef,
+    /// The policy for bad files.
+    pub on_error: OnError,
+    /// Columns that are read from the header.
+    pub header_columns: &'a [usize],
+}
+
+impl MediaScan<'_> {
+    /// Plans the scan: lists and prunes the files, balances them over
+    /// partitions and builds a [`MediaExec`].
+    pub async fn plan(
+        self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (files, stop_at) = list_pruned(state, self.url, filters, limit).await?;
+        // Filters that need the format are checked on each file's header.
+        let header_filter = header_filter(state, filters)?;
+        let partitions = state
+            .config()
+            .target_partitions()
+            .clamp(1, files.len().max(1));
+        let groups = balance(files, partitions);
+        let projection = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let projected = project_schema(self.schema, Some(&projection))?;
+        let wants = |c: usize| projection.contains(&c);
+        let reads = if wants(self.reader.bytes_column()) {
+            Reads::Everything
+        } else if self.header_columns.iter().any(|c| wants(*c))
+            || header_filter.is_some()
+            // Skipping bad files needs their headers even for count(*).
+            || self.on_error == OnError::Skip
+        {
+            Reads::Header
+        } else {
+            Reads::Nothing
+        };
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&projected)),
+            Partitioning::UnknownPartitioning(groups.len()),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Arc::new(MediaExec {
+            reader: self.reader,
+            store_url: self.url.object_store(),
+            groups: Arc::new(groups),
+            projection,
+            projected,
+            on_error: self.on_error,
+            limit: stop_at,
+            header_filter,
+            reads,
+            props,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+}
+
+/// Which filters a media table answers itself: those on the listing
+/// columns and `format`.
+pub fn filters_pushdown(filters: &[&Expr]) -> Vec<TableProviderFilterPushDown> {
+    filters
+        .iter()
+        .map(|f| {
+            if answerable_from_listing(f) || answerable_from_header(f) {
+                TableProviderFilterPushDown::Exact
+            } else {
+                TableProviderFilterPushDown::Unsupported
+            }
+        })
+        .collect()
+}
+
+/// Scans media files: one partition per group of files, batches of
+/// `batch_size` rows (and about [`BATCH_BYTES`]), a few files read at once.
+#[derive(Debug)]
+pub struct MediaExec {
+    reader: Arc<dyn MediaReader>,
+    store_url: ObjectStoreUrl,
+    groups: Arc<Vec<Vec<ObjectMeta>>>,
+    projection: Vec<usize>,
+    projected: SchemaRef,
+    on_error: OnError,
+    limit: Option<usize>,
+    /// Filters on `format` (and listing columns), checked on each header.
+    header_filter: Option<Arc<dyn PhysicalExpr>>,
+    reads: Reads,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl DisplayAs for MediaExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let files: usize = self.groups.iter().map(Vec::len).sum();
+        let cols: Vec<&str> = self
+            .projected
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(
+            f,
+            "{}: files={files}, projection=[{}], reads={}, on_error={}",
+            self.reader.exec_name(),
+            cols.join(", "),
+            match self.reads {
+                Reads::Nothing => "listing",
+                Reads::Header => "header",
+                Reads::Everything => "file",
+            },
+            self.on_error.name()
+        )?;
+        if let Some(e) = &self.header_filter {
+            write!(f, ", header_filter={e}")?;
+        }
+        if let Some(l) = self.limit {
+            write!(f, ", limit={l}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for MediaExec {
+    fn name(&self) -> &str {
+        self.reader.exec_name()
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        match &self.header_filter {
+            Some(e) => f(e),
+            None => Ok(TreeNodeRecursion::Continue),
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            plan_err!("{} has no children", self.reader.exec_name())
+        }
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let files = self
+            .groups
+            .get(partition)
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal(format!("no partition {partition}")))?;
+        let store = context.runtime_env().object_store(&self.store_url)?;
+        let batch_size = context.session_config().batch_size();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let skipped = MetricBuilder::new(&self.metrics).counter("skipped_files", partition);
+        let scan = Arc::new(ScanContext {
+            store,
+            store_url: self.store_url.clone(),
+            projection: self.projection.clone(),
+            projected: Arc::clone(&self.projected),
+            on_error: self.on_error,
+            reads: self.reads,
+            header_filter: self.header_filter.clone(),
+            skipped,
+        });
+        let chunks = chunk_files(files, batch_size, self.reads == Reads::Everything);
+        let reader = Arc::clone(&self.reader);
+        Ok(partition_stream(
+            Arc::clone(&self.projected),
+            chunks,
+            self.limit,
+            baseline,
+            move |chunk| reader.batch(Arc::clone(&scan), chunk),
+        ))
+    }
+}
+
+/// A `Utf8` column of optional values.
+pub fn string_column<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    let mut b = StringBuilder::new();
+    for v in values {
+        b.append_option(v);
+    }
+    Arc::new(b.finish())
+}
+
+/// A `Binary` column of optional byte strings.
+pub fn binary_column<'a>(values: impl Iterator<Item = Option<&'a [u8]>>) -> ArrayRef {
+    let mut b = BinaryBuilder::new();
+    for v in values {
+        b.append_option(v);
+    }
+    Arc::new(b.finish())
+}
