@@ -358,3 +358,59 @@ async fn image_urls_and_image_copies_in_a_bucket() {
         ]
     );
 }
+
+/// Audio in a bucket: headers read from both ends of each object (ranged
+/// GETs), decoding, and clips written back with `COPY … STORED AS AUDIO`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_in_a_bucket() {
+    let (server, q, dir) = setup().await;
+    let audio = dir.path().join("audio");
+    for (name, _, _, _) in quiver::sample_audio::AUDIO {
+        let body = std::fs::read(audio.join(name)).expect("sample audio");
+        let status = server
+            .put_public("quiver", &format!("audio/{name}"), &body)
+            .expect("upload");
+        assert!(status.contains("200"), "upload {name}: {status}");
+    }
+    let rows = batches_to_rows(
+        &q.collect(
+            "SELECT format, count(*), sum(duration), sum(frames) FROM read_audio('s3://quiver/audio/') \
+             GROUP BY format ORDER BY format",
+        )
+        .await
+        .expect("read_audio over s3"),
+    )
+    .expect("rows");
+    assert_eq!(
+        rows,
+        vec![
+            vec!["flac", "2", "68.0", "1172300"],
+            vec!["wav", "4", "5.5", "134050"]
+        ]
+    );
+    let rows = batches_to_rows(
+        &q.collect(
+            "SELECT audio_slice(audio, 60, 65) FROM read_audio('s3://quiver/audio/talk.flac')",
+        )
+        .await
+        .expect("decode over s3"),
+    )
+    .expect("rows");
+    assert_eq!(rows, vec![vec!["<pcm 16 kHz mono 5.00 s>"]]);
+    let written = count(
+        &q,
+        "COPY (SELECT regexp_replace(path, '^.*/|[.].*$', '') AS name, audio_decode(audio, 16000, true) AS pcm \
+         FROM read_audio('s3://quiver/audio/*.wav')) \
+         TO 's3://quiver/speech/' STORED AS AUDIO OPTIONS (path_column 'name')",
+    )
+    .await;
+    assert_eq!(written, 4);
+    assert_eq!(
+        count(
+            &q,
+            "SELECT count(*) FROM read_audio('s3://quiver/speech/') WHERE sample_rate = 16000 AND channels = 1 AND format = 'wav'"
+        )
+        .await,
+        4
+    );
+}

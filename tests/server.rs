@@ -224,6 +224,33 @@ async fn extended_protocol_parameters_and_binary_values() {
         .await
         .expect("bytea parameter");
     assert_eq!(row.get::<_, String>(0), "png");
+    // Audio (a BinaryView column) travels as bytea too; a bytea parameter
+    // decodes.
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT audio, duration, sample_rate FROM read_audio('{data}/audio/tone-440.wav')"
+            ),
+            &[],
+        )
+        .await
+        .expect("audio row");
+    let audio: Vec<u8> = row.get("audio");
+    assert_eq!(
+        audio,
+        std::fs::read(server.sample.path().join("audio/tone-440.wav")).unwrap()
+    );
+    assert_eq!(row.get::<_, f64>("duration"), 2.0);
+    assert_eq!(row.get::<_, i64>("sample_rate"), 16000);
+    let row = c
+        .query_one(
+            "SELECT audio_duration($1::bytea), audio_rms($1::bytea) > 0.35",
+            &[&audio],
+        )
+        .await
+        .expect("audio parameter");
+    assert_eq!(row.get::<_, f64>(0), 2.0);
+    assert!(row.get::<_, bool>(1));
     drop(c);
     server.stop().await;
 }

@@ -41,6 +41,10 @@ pub const QUERIES: &[(&str, &str)] = &[
         "queries/07_near_duplicates.sql",
         include_str!("../../../queries/07_near_duplicates.sql"),
     ),
+    (
+        "queries/08_audio.sql",
+        include_str!("../../../queries/08_audio.sql"),
+    ),
 ];
 
 /// Generates `workdir/sample-data` and runs every example query there.

@@ -13,7 +13,7 @@ use arrow::array::{
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 
-use crate::audio::{AudioTags, Pcm};
+use crate::audio::{AudioTags, Pcm, PcmRef};
 use crate::exif::ExifInfo;
 use crate::mel::MelSpectrogram;
 use crate::{MediaError, Pixels};
@@ -38,9 +38,10 @@ pub fn image_field(name: &str) -> Field {
     Field::new(name, DataType::Binary, true).with_metadata(media_metadata(MEDIA_IMAGE))
 }
 
-/// A `Binary` field of encoded audio, tagged `quiver.media = audio`.
+/// A `BinaryView` field of encoded audio, tagged `quiver.media = audio`
+/// (a view per file: scans hand over the bytes they read without copying).
 pub fn audio_field(name: &str) -> Field {
-    Field::new(name, DataType::Binary, true).with_metadata(media_metadata(MEDIA_AUDIO))
+    Field::new(name, DataType::BinaryView, true).with_metadata(media_metadata(MEDIA_AUDIO))
 }
 
 fn float_list(nullable: bool) -> DataType {
@@ -90,35 +91,84 @@ fn float_lists<'a>(rows: impl Iterator<Item = Option<&'a [f32]>>, len: usize) ->
 
 /// Builds a decoded-audio column; `None` is NULL.
 pub fn pcm_array(values: &[Option<Pcm>]) -> StructArray {
-    let mut rate = UInt32Builder::with_capacity(values.len());
-    let mut channels = UInt16Builder::with_capacity(values.len());
+    let mut parts = PcmColumn::default();
     for v in values {
-        rate.append_value(v.as_ref().map_or(0, |p| p.sample_rate));
-        channels.append_value(v.as_ref().map_or(0, |p| p.channels));
+        match v {
+            Some(p) => {
+                parts.samples.extend_from_slice(&p.samples);
+                parts.push(p.sample_rate, p.channels, p.samples.len());
+            }
+            None => parts.push_null(),
+        }
     }
-    let samples = float_lists(
-        values
-            .iter()
-            .map(|v| v.as_ref().map(|p| p.samples.as_slice())),
-        values.len(),
-    );
-    let DataType::Struct(fields) = pcm_data_type() else {
-        unreachable!("pcm_data_type is a struct")
-    };
-    let nulls = NullBuffer::from(values.iter().map(Option::is_some).collect::<Vec<_>>());
-    StructArray::new(
-        fields,
-        vec![
-            Arc::new(rate.finish()),
-            Arc::new(channels.finish()),
-            Arc::new(samples),
-        ],
-        Some(nulls),
-    )
+    parts.finish()
 }
 
-/// Reads row `row` of a decoded-audio column (`None` when NULL).
+/// A decoded-audio column being built: every row's samples appended to one
+/// buffer (decoders write straight into [`PcmColumn::samples`]), then
+/// [`PcmColumn::push`] closes the row.
+#[derive(Debug, Default)]
+pub struct PcmColumn {
+    /// The samples of all rows so far, interleaved, row after row.
+    pub samples: Vec<f32>,
+    rates: Vec<u32>,
+    channels: Vec<u16>,
+    lengths: Vec<usize>,
+    valid: Vec<bool>,
+}
+
+impl PcmColumn {
+    /// Closes a row whose `len` samples were appended to `samples`.
+    pub fn push(&mut self, sample_rate: u32, channels: u16, len: usize) {
+        self.rates.push(sample_rate);
+        self.channels.push(channels);
+        self.lengths.push(len);
+        self.valid.push(true);
+    }
+
+    /// A NULL row.
+    pub fn push_null(&mut self) {
+        self.rates.push(0);
+        self.channels.push(0);
+        self.lengths.push(0);
+        self.valid.push(false);
+    }
+
+    /// The column (the sample buffer becomes the list values, uncopied).
+    pub fn finish(self) -> StructArray {
+        let DataType::List(item) = float_list(false) else {
+            unreachable!("float_list is a list")
+        };
+        let samples = ListArray::new(
+            item,
+            OffsetBuffer::from_lengths(self.lengths),
+            Arc::new(Float32Array::from(self.samples)),
+            None,
+        );
+        let DataType::Struct(fields) = pcm_data_type() else {
+            unreachable!("pcm_data_type is a struct")
+        };
+        StructArray::new(
+            fields,
+            vec![
+                Arc::new(arrow::array::UInt32Array::from(self.rates)),
+                Arc::new(arrow::array::UInt16Array::from(self.channels)),
+                Arc::new(samples),
+            ],
+            Some(NullBuffer::from(self.valid)),
+        )
+    }
+}
+
+/// Reads row `row` of a decoded-audio column (`None` when NULL), copying
+/// the samples.
 pub fn read_pcm(array: &StructArray, row: usize) -> Result<Option<Pcm>, MediaError> {
+    Ok(read_pcm_ref(array, row)?.map(|p| p.to_pcm()))
+}
+
+/// Reads row `row` of a decoded-audio column (`None` when NULL) without
+/// copying the samples.
+pub fn read_pcm_ref(array: &StructArray, row: usize) -> Result<Option<PcmRef<'_>>, MediaError> {
     if array.is_null(row) {
         return Ok(None);
     }
@@ -137,20 +187,22 @@ pub fn read_pcm(array: &StructArray, row: usize) -> Result<Option<Pcm>, MediaErr
         .column_by_name("samples")
         .and_then(|c| c.as_any().downcast_ref::<ListArray>())
         .ok_or_else(bad)?;
-    let values = list.value(row);
-    let samples = values
+    let values = list
+        .values()
         .as_any()
         .downcast_ref::<Float32Array>()
         .ok_or_else(bad)?
-        .values()
-        .to_vec();
+        .values();
+    let offsets = list.value_offsets();
+    let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+    let samples = values.get(start..end).ok_or_else(bad)?;
     if channels == 0 || samples.len() % usize::from(channels) != 0 {
         return Err(MediaError::Invalid(format!(
             "decoded audio of {channels} channels holds {} samples",
             samples.len()
         )));
     }
-    Ok(Some(Pcm {
+    Ok(Some(PcmRef {
         sample_rate: rate,
         channels,
         samples,
@@ -303,7 +355,7 @@ pub fn describe_pcm(sample_rate: u32, channels: u16, samples: usize) -> String {
 }
 
 fn khz(rate: u32) -> String {
-    if rate % 1000 == 0 {
+    if rate.is_multiple_of(1000) {
         format!("{} kHz", rate / 1000)
     } else {
         format!("{:.1} kHz", f64::from(rate) / 1000.0)

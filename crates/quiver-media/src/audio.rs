@@ -422,6 +422,54 @@ impl Pcm {
     }
 }
 
+/// Borrowed decoded audio: [`Pcm`] without owning its samples (a row of
+/// an Arrow column, say).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PcmRef<'a> {
+    /// Samples per second.
+    pub sample_rate: u32,
+    /// Channels.
+    pub channels: u16,
+    /// Interleaved samples.
+    pub samples: &'a [f32],
+}
+
+impl PcmRef<'_> {
+    /// Samples per channel.
+    pub fn frames(&self) -> usize {
+        self.samples.len() / usize::from(self.channels.max(1))
+    }
+
+    /// Length in seconds.
+    pub fn duration(&self) -> f64 {
+        if self.sample_rate == 0 {
+            0.0
+        } else {
+            self.frames() as f64 / f64::from(self.sample_rate)
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_pcm(&self) -> Pcm {
+        Pcm {
+            sample_rate: self.sample_rate,
+            channels: self.channels,
+            samples: self.samples.to_vec(),
+        }
+    }
+}
+
+impl Pcm {
+    /// A borrowed view.
+    pub fn view(&self) -> PcmRef<'_> {
+        PcmRef {
+            sample_rate: self.sample_rate,
+            channels: self.channels,
+            samples: &self.samples,
+        }
+    }
+}
+
 /// Limits on every audio decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AudioLimits {
@@ -450,7 +498,9 @@ pub struct Window {
 impl Window {
     /// Checks the bounds.
     pub fn new(start: f64, end: f64) -> Result<Self, MediaError> {
-        if !(start >= 0.0) || !(end > start) {
+        // NaN fails both comparisons.
+        let ordered = start >= 0.0 && end > start;
+        if !ordered {
             return Err(MediaError::Invalid(format!(
                 "a window needs 0 <= start < end, got start {start} and end {end}"
             )));
@@ -482,8 +532,33 @@ pub fn decode_audio(
     limits: &AudioLimits,
     window: Option<Window>,
 ) -> Result<Pcm, MediaError> {
+    let mut samples = Vec::new();
+    let (sample_rate, channels) = decode_audio_into(data, limits, window, &mut samples)?;
+    Ok(Pcm {
+        sample_rate,
+        channels,
+        samples,
+    })
+}
+
+/// [`decode_audio`] appending the samples to `out` (the values of a whole
+/// Arrow column, say) instead of a vector of their own; returns the rate
+/// and channels. On error `out` is left as it was.
+pub fn decode_audio_into(
+    data: &[u8],
+    limits: &AudioLimits,
+    window: Option<Window>,
+    out: &mut Vec<f32>,
+) -> Result<(u32, u16), MediaError> {
     let format = detect(data)?;
-    catch_panic(format.name(), || decode_inner(format, data, limits, window))
+    let base = out.len();
+    let result = catch_panic(format.name(), || {
+        decode_inner(format, data, limits, window, &mut *out)
+    });
+    if result.is_err() {
+        out.truncate(base);
+    }
+    result
 }
 
 fn decode_inner(
@@ -491,7 +566,9 @@ fn decode_inner(
     data: &[u8],
     limits: &AudioLimits,
     window: Option<Window>,
-) -> Result<Pcm, MediaError> {
+    samples: &mut Vec<f32>,
+) -> Result<(u32, u16), MediaError> {
+    let base = samples.len();
     let name = format.name();
     let missed = Arc::new(AtomicBool::new(false));
     let mut reader = open(format, vec![(0, data)], data.len() as u64, &missed)
@@ -537,7 +614,15 @@ fn decode_inner(
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| media_error(format, &missed, e))?;
-    let mut samples: Vec<f32> = Vec::new();
+    // Room for the declared length (within the limit), so that the samples
+    // are not copied as the vector grows.
+    let expected = track.num_frames.map_or(0, |declared| {
+        let (first, last) = window
+            .map(|w| w.frames(declared_rate))
+            .unwrap_or((0, u64::MAX));
+        declared.min(last).saturating_sub(first) * declared_channels as u64
+    });
+    samples.reserve(usize::try_from(expected.min(limits.max_alloc / 4)).unwrap_or(0));
     let mut rate = declared_rate;
     let mut channels = declared_channels;
     let mut decoded: u64 = 0;
@@ -585,7 +670,7 @@ fn decode_inner(
             // Keep only the window's frames of this packet.
             let skip = usize::try_from(lo - decoded).unwrap_or(usize::MAX) * channels;
             let keep = usize::try_from(hi - lo).unwrap_or(usize::MAX) * channels;
-            if (start + keep) as u64 * 4 > limits.max_alloc {
+            if (start - base + keep) as u64 * 4 > limits.max_alloc {
                 return Err(too_large(decoded + n, channels, rate));
             }
             samples.resize(start + total, 0.0);
@@ -623,16 +708,12 @@ fn decode_inner(
             });
         }
     }
-    Ok(Pcm {
-        sample_rate: rate,
-        channels: u16::try_from(channels).unwrap_or(u16::MAX),
-        samples,
-    })
+    Ok((rate, u16::try_from(channels).unwrap_or(u16::MAX)))
 }
 
 /// Resamples to `rate` with rubato's FFT resampler (band-limited, for a
 /// fixed ratio); the output has `ceil(frames × rate / from)` frames.
-pub fn resample(pcm: &Pcm, rate: u32) -> Result<Pcm, MediaError> {
+pub fn resample(pcm: PcmRef<'_>, rate: u32) -> Result<Pcm, MediaError> {
     if rate == 0 {
         return Err(MediaError::Invalid(
             "the sample rate must be greater than 0".to_string(),
@@ -641,7 +722,7 @@ pub fn resample(pcm: &Pcm, rate: u32) -> Result<Pcm, MediaError> {
     if rate == pcm.sample_rate || pcm.samples.is_empty() {
         return Ok(Pcm {
             sample_rate: rate,
-            ..pcm.clone()
+            ..pcm.to_pcm()
         });
     }
     if pcm.sample_rate == 0 {
@@ -678,10 +759,10 @@ pub fn resample(pcm: &Pcm, rate: u32) -> Result<Pcm, MediaError> {
 }
 
 /// Mixes all channels down to one (their mean).
-pub fn to_mono(pcm: &Pcm) -> Pcm {
+pub fn to_mono(pcm: PcmRef<'_>) -> Pcm {
     let channels = usize::from(pcm.channels.max(1));
     if channels == 1 {
-        return pcm.clone();
+        return pcm.to_pcm();
     }
     let scale = 1.0 / channels as f32;
     Pcm {
@@ -696,7 +777,7 @@ pub fn to_mono(pcm: &Pcm) -> Pcm {
 }
 
 /// The frames of `window` (clipped to the clip's length).
-pub fn slice(pcm: &Pcm, window: Window) -> Pcm {
+pub fn slice(pcm: PcmRef<'_>, window: Window) -> Pcm {
     let channels = usize::from(pcm.channels.max(1));
     let (first, last) = window.frames(pcm.sample_rate);
     let frames = pcm.frames() as u64;
@@ -714,13 +795,36 @@ pub fn rms(samples: &[f32]) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }
-    let sum: f64 = samples.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
+    // Eight independent sums, so that the additions do not wait on each
+    // other (and vectorise).
+    let mut lanes = [0f64; 8];
+    let chunks = samples.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (acc, s) in lanes.iter_mut().zip(c) {
+            *acc += f64::from(*s) * f64::from(*s);
+        }
+    }
+    let sum: f64 = lanes.iter().sum::<f64>()
+        + rest
+            .iter()
+            .map(|s| f64::from(*s) * f64::from(*s))
+            .sum::<f64>();
     (sum / samples.len() as f64).sqrt()
 }
 
 /// Largest absolute sample.
 pub fn peak(samples: &[f32]) -> f64 {
-    samples.iter().fold(0f32, |m, s| m.max(s.abs())).into()
+    let mut lanes = [0f32; 8];
+    let chunks = samples.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, s) in lanes.iter_mut().zip(c) {
+            *m = m.max(s.abs());
+        }
+    }
+    let lanes = lanes.iter().fold(0f32, |m, s| m.max(*s));
+    rest.iter().fold(lanes, |m, s| m.max(s.abs())).into()
 }
 
 /// Formats [`encode_audio`] writes.
@@ -758,7 +862,7 @@ fn to_i16(s: f32) -> i16 {
 }
 
 /// Encodes as 16-bit WAV or FLAC.
-pub fn encode_audio(pcm: &Pcm, encoding: AudioEncoding) -> Result<Vec<u8>, MediaError> {
+pub fn encode_audio(pcm: PcmRef<'_>, encoding: AudioEncoding) -> Result<Vec<u8>, MediaError> {
     if pcm.sample_rate == 0 || pcm.channels == 0 {
         return Err(MediaError::Invalid(format!(
             "cannot encode audio with {} Hz and {} channels",
@@ -779,7 +883,7 @@ pub fn encode_audio(pcm: &Pcm, encoding: AudioEncoding) -> Result<Vec<u8>, Media
             let mut out = Cursor::new(Vec::with_capacity(44 + pcm.samples.len() * 2));
             let mut writer = hound::WavWriter::new(&mut out, spec).map_err(|e| failed(&e))?;
             let mut samples = writer.get_i16_writer(pcm.samples.len() as u32);
-            for s in &pcm.samples {
+            for s in pcm.samples {
                 samples.write_sample(to_i16(*s));
             }
             samples.flush().map_err(|e| failed(&e))?;
@@ -842,7 +946,7 @@ mod tests {
     fn wav_and_flac_round_trip_through_the_probe_and_decoder() {
         let pcm = tone(22050, 2, 1.5, 440.0);
         for enc in [AudioEncoding::Wav, AudioEncoding::Flac] {
-            let bytes = encode_audio(&pcm, enc).unwrap();
+            let bytes = encode_audio(pcm.view(), enc).unwrap();
             let info = probe_audio_bytes(&bytes).unwrap();
             assert_eq!(info.format.name(), enc.name());
             assert_eq!(info.sample_rate, Some(22050));
@@ -865,13 +969,13 @@ mod tests {
     #[test]
     fn windows_limits_and_truncation() {
         let pcm = tone(8000, 1, 2.0, 100.0);
-        let bytes = encode_audio(&pcm, AudioEncoding::Wav).unwrap();
+        let bytes = encode_audio(pcm.view(), AudioEncoding::Wav).unwrap();
         let w = Window::new(0.5, 1.25).unwrap();
         let part = decode_audio(&bytes, &AudioLimits::default(), Some(w)).unwrap();
         assert_eq!(part.frames(), 6000);
         let full = decode_audio(&bytes, &AudioLimits::default(), None).unwrap();
         assert!(part.samples[..] == full.samples[4000..10000]);
-        assert!(slice(&pcm, w).samples[..] == pcm.samples[4000..10000]);
+        assert!(slice(pcm.view(), w).samples[..] == pcm.samples[4000..10000]);
         let small = AudioLimits { max_alloc: 1000 };
         let err = decode_audio(&bytes, &small, None).unwrap_err().to_string();
         assert!(err.contains("exceeds the decode limit"), "{err}");
@@ -921,7 +1025,7 @@ mod tests {
     #[test]
     fn header_only_probe_asks_for_more_only_when_needed() {
         let pcm = tone(16000, 1, 3.0, 300.0);
-        let bytes = encode_audio(&pcm, AudioEncoding::Flac).unwrap();
+        let bytes = encode_audio(pcm.view(), AudioEncoding::Flac).unwrap();
         let head = &bytes[..4096];
         let tail_start = bytes.len() - 4096;
         let info = probe_audio(
@@ -938,15 +1042,15 @@ mod tests {
     #[test]
     fn resample_mono_and_levels() {
         let pcm = tone(44100, 2, 1.0, 440.0);
-        let out = resample(&pcm, 16000).unwrap();
+        let out = resample(pcm.view(), 16000).unwrap();
         assert_eq!(out.sample_rate, 16000);
         assert!((out.frames() as i64 - 16000).abs() <= 1, "{}", out.frames());
-        let mono = to_mono(&out);
+        let mono = to_mono(out.view());
         assert_eq!(mono.channels, 1);
         // A 0.5-amplitude sine: RMS 0.5/√2, peak 0.5, kept by resampling.
         let r = rms(&mono.samples[1000..15000]);
         assert!((r - 0.5 / 2f64.sqrt()).abs() < 0.01, "{r}");
         assert!((peak(&pcm.samples) - 0.5).abs() < 1e-3);
-        assert!(resample(&pcm, 0).is_err());
+        assert!(resample(pcm.view(), 0).is_err());
     }
 }

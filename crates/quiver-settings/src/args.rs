@@ -94,3 +94,35 @@ pub fn row_error(function: &str, row: usize, e: quiver_media::MediaError) -> Dat
     DataFusionError::External(Box::new(e))
         .context(format!("{function}: row {} of its batch{hint}", row + 1))
 }
+
+/// The values of a binary column of any layout (`Binary`, `LargeBinary`,
+/// `BinaryView`), read without copying.
+#[derive(Debug, Clone, Copy)]
+pub enum BinaryValues<'a> {
+    /// `Binary`.
+    Binary(&'a datafusion::arrow::array::BinaryArray),
+    /// `LargeBinary`.
+    Large(&'a datafusion::arrow::array::LargeBinaryArray),
+    /// `BinaryView`.
+    View(&'a datafusion::arrow::array::BinaryViewArray),
+}
+
+impl<'a> BinaryValues<'a> {
+    /// The binary values of `array`, or `None` for another type.
+    pub fn of(array: &'a ArrayRef) -> Option<Self> {
+        let any = array.as_any();
+        any.downcast_ref()
+            .map(Self::Binary)
+            .or_else(|| any.downcast_ref().map(Self::Large))
+            .or_else(|| any.downcast_ref().map(Self::View))
+    }
+
+    /// The bytes of `row`.
+    pub fn value(&self, row: usize) -> &'a [u8] {
+        match self {
+            Self::Binary(a) => a.value(row),
+            Self::Large(a) => a.value(row),
+            Self::View(a) => a.value(row),
+        }
+    }
+}

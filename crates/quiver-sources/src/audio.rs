@@ -4,9 +4,10 @@
 //!
 //! Columns: `path`, `size`, `modified` come from the listing; `format`,
 //! `codec`, `sample_rate`, `channels`, `duration`, `frames`, `bit_depth`
-//! and `tags` from the file's headers — the first and last 64 KiB of the
+//! and `tags` from the file's headers — the first and last 16 KiB of the
 //! file (where containers keep their headers, MP4 index, Ogg end page and
-//! ID3v1/APE tags), the whole file only when a header lies elsewhere; the
+//! ID3v1/APE tags), then the first and last MiB, the whole file only when
+//! a header lies elsewhere still; the
 //! duration comes from the container and stream headers, not a decode (an
 //! estimate from the bit rate for MP3 without a Xing/VBRI header, exact
 //! otherwise). `audio` is the encoded bytes (read only when selected);
@@ -20,8 +21,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::{
-    ArrayRef, Float64Builder, RecordBatch, UInt16Builder, UInt32Builder, UInt64Builder,
+    ArrayRef, BinaryViewBuilder, Float64Builder, RecordBatch, UInt16Builder, UInt32Builder,
+    UInt64Builder,
 };
+use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{
     Session, TableFunctionArgs, TableFunctionImpl, TableProvider, TableProviderFactory,
@@ -40,13 +43,20 @@ use quiver_media::{AudioInfo, MediaError, probe_audio};
 
 use crate::listing::{SplitArgs, parse_location, split_args};
 use crate::media_scan::{
-    COL_FORMAT, MediaReader, MediaScan, OnError, Reads, ScanContext, binary_column, check_location,
-    filters_pushdown, listing_column, listing_fields, parse_options, single_location,
-    string_column,
+    COL_FORMAT, MediaReader, MediaScan, OnError, PlannedListing, Reads, ScanContext,
+    filters_pushdown, list_location, listing_column, listing_fields, parse_options,
+    single_location, string_column,
 };
 
-/// Bytes read from each end of a file to find its headers.
-const HEADER_BYTES: u64 = 64 * 1024;
+/// Bytes read from each end of a file to find its headers: enough for WAV,
+/// FLAC, Ogg and MP3 headers without pictures.
+const HEADER_BYTES: u64 = 16 * 1024;
+/// Bytes read from each end when the headers lie further in (MP4 indexes
+/// and embedded cover art), before falling back to the whole file.
+const LARGE_HEADER_BYTES: u64 = 1024 * 1024;
+/// Bytes of audio files one batch holds at most (a larger file still
+/// makes a batch of its own).
+const AUDIO_BATCH_BYTES: u64 = 4 * 1024 * 1024;
 /// Files read at once per partition.
 const CONCURRENT_READS: usize = 8;
 
@@ -84,6 +94,8 @@ pub struct AudioTable {
     url: ListingTableUrl,
     on_error: OnError,
     schema: SchemaRef,
+    /// The listing `read_*` made at planning, for the first scan.
+    listed: PlannedListing,
 }
 
 impl AudioTable {
@@ -94,6 +106,7 @@ impl AudioTable {
             url: parse_location(location)?,
             on_error: parse_options("audio", options)?,
             schema: audio_schema(),
+            listed: PlannedListing::default(),
         })
     }
 }
@@ -127,6 +140,7 @@ impl TableProvider for AudioTable {
             url: &self.url,
             schema: &self.schema,
             on_error: self.on_error,
+            listed: self.listed.take(),
             header_columns: &[
                 COL_FORMAT,
                 COL_CODEC,
@@ -175,21 +189,27 @@ impl AudioReader {
         let mut whole = (scan.reads == Reads::Everything && scan.header_filter.is_none())
             || size <= 2 * HEADER_BYTES;
         let mut data: Option<Bytes> = None;
-        let mut probed = if whole {
+        let mut probed = Err(MediaError::Incomplete);
+        if whole {
             let all = scan.get_all(&row.meta).await?;
-            let p = probe_audio(&[(0, &all)], all.len() as u64);
+            probed = probe_audio(&[(0, &all)], all.len() as u64);
             data = Some(all);
-            p
         } else {
-            let tail = size - HEADER_BYTES;
-            let parts = scan
-                .get_ranges(&row.meta, &[0..HEADER_BYTES, tail..size])
-                .await?;
-            match parts.as_slice() {
-                [head, end] => probe_audio(&[(0, head), (tail, end)], size),
-                _ => Err(MediaError::Incomplete),
+            // Both ends, then larger ends, then the whole file.
+            for ends in [HEADER_BYTES, LARGE_HEADER_BYTES] {
+                if size <= 2 * ends && ends > HEADER_BYTES {
+                    break;
+                }
+                let tail = size - ends;
+                let parts = scan.get_ranges(&row.meta, &[0..ends, tail..size]).await?;
+                if let [head, end] = parts.as_slice() {
+                    probed = probe_audio(&[(0, head), (tail, end)], size);
+                }
+                if !matches!(probed, Err(MediaError::Incomplete)) {
+                    break;
+                }
             }
-        };
+        }
         if matches!(probed, Err(MediaError::Incomplete)) && !whole {
             let all = scan.get_all(&row.meta).await?;
             probed = probe_audio(&[(0, &all)], all.len() as u64);
@@ -221,6 +241,24 @@ impl MediaReader for AudioReader {
 
     fn bytes_column(&self) -> usize {
         COL_AUDIO
+    }
+
+    /// Decoded audio is 2–6 times its encoded size and functions build a
+    /// column of it per batch: smaller batches keep that column small.
+    fn batch_bytes(&self) -> u64 {
+        AUDIO_BATCH_BYTES
+    }
+
+    /// Measured here: FLAC costs about 5 times as much per byte to decode
+    /// as PCM WAV; lossy codecs, ten times smaller, more still.
+    fn cost_per_byte(&self, meta: &ObjectMeta) -> u64 {
+        let name = meta.location.as_ref().to_ascii_lowercase();
+        match name.rsplit('.').next() {
+            Some("wav" | "wave") => 1,
+            Some("flac") => 5,
+            Some("mp3" | "ogg" | "oga" | "m4a" | "mp4" | "aac") => 10,
+            _ => 2,
+        }
     }
 
     fn batch(
@@ -289,7 +327,26 @@ fn build_column(col: usize, store_url: &ObjectStoreUrl, rows: &[Row]) -> ArrayRe
             let tags: Vec<_> = infos().map(|i| i.and_then(|i| i.tags.as_ref())).collect();
             Arc::new(audio_tags_array(&tags))
         }
-        COL_AUDIO => binary_column(rows.iter().map(|r| r.bytes.as_deref())),
+        COL_AUDIO => {
+            // One buffer per file, the bytes as read: no copy.
+            let mut b = BinaryViewBuilder::with_capacity(rows.len());
+            for r in rows {
+                match &r.bytes {
+                    Some(bytes) => match u32::try_from(bytes.len()) {
+                        Ok(len) => {
+                            let block = b.append_block(Buffer::from(bytes.clone()));
+                            if b.try_append_view(block, 0, len).is_err() {
+                                b.append_value(bytes);
+                            }
+                        }
+                        // Over 4 GiB: beyond what a view addresses.
+                        Err(_) => b.append_value(bytes),
+                    },
+                    None => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
         _ => string_column(rows.iter().map(|r| r.error.as_deref())),
     }
 }
@@ -303,8 +360,8 @@ impl TableFunctionImpl for ReadAudioFunction {
         let SplitArgs { locations, options } = split_args("read_audio", args.exprs())?;
         let location = single_location("read_audio", "clips/*.wav", &locations)?;
         let options: HashMap<String, String> = options.into_iter().collect();
-        let table = AudioTable::try_new(&location, &options)?;
-        check_location(args.session(), &table.url, &location)?;
+        let mut table = AudioTable::try_new(&location, &options)?;
+        table.listed = PlannedListing::new(list_location(args.session(), &table.url, &location)?);
         Ok(Arc::new(table))
     }
 }

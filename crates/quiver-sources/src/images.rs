@@ -43,9 +43,9 @@ use quiver_media::{MediaError, probe_image};
 use crate::listing::{SplitArgs, parse_location, split_args};
 pub use crate::media_scan::{BATCH_BYTES, MediaExec, OnError, file_address};
 use crate::media_scan::{
-    COL_FORMAT, MediaReader, MediaScan, Reads, ScanContext, binary_column, check_location,
-    filters_pushdown, listing_column, listing_fields, parse_options, single_location,
-    string_column,
+    COL_FORMAT, MediaReader, MediaScan, PlannedListing, Reads, ScanContext, binary_column,
+    filters_pushdown, list_location, listing_column, listing_fields, parse_options,
+    single_location, string_column,
 };
 
 /// Bytes read to find an image's header.
@@ -79,6 +79,8 @@ pub struct ImagesTable {
     url: ListingTableUrl,
     on_error: OnError,
     schema: SchemaRef,
+    /// The listing `read_*` made at planning, for the first scan.
+    listed: PlannedListing,
 }
 
 impl ImagesTable {
@@ -89,6 +91,7 @@ impl ImagesTable {
             url: parse_location(location)?,
             on_error: parse_options("image", options)?,
             schema: images_schema(),
+            listed: PlannedListing::default(),
         })
     }
 }
@@ -122,6 +125,7 @@ impl TableProvider for ImagesTable {
             url: &self.url,
             schema: &self.schema,
             on_error: self.on_error,
+            listed: self.listed.take(),
             header_columns: &[COL_FORMAT, COL_WIDTH, COL_HEIGHT, COL_EXIF, COL_ERROR],
         }
         .plan(state, projection, filters, limit)
@@ -175,7 +179,7 @@ impl ImagesReader {
         let mut data = if whole {
             scan.get_all(&row.meta).await?
         } else {
-            first(scan.get_ranges(&row.meta, &[0..HEADER_BYTES]).await?)
+            scan.get_range(&row.meta, 0..HEADER_BYTES).await?
         };
         let mut probed = probe_image(&data);
         if !whole && matches!(probed, Err(MediaError::Corrupt { .. })) {
@@ -208,11 +212,6 @@ impl ImagesReader {
         }
         Ok(Some(row))
     }
-}
-
-/// The first of the ranges read (there is always one).
-fn first(mut parts: Vec<bytes::Bytes>) -> bytes::Bytes {
-    parts.swap_remove(0)
 }
 
 impl MediaReader for ImagesReader {
@@ -275,8 +274,8 @@ impl TableFunctionImpl for ReadImagesFunction {
         let SplitArgs { locations, options } = split_args("read_images", args.exprs())?;
         let location = single_location("read_images", "photos/*.jpg", &locations)?;
         let options: HashMap<String, String> = options.into_iter().collect();
-        let table = ImagesTable::try_new(&location, &options)?;
-        check_location(args.session(), &table.url, &location)?;
+        let mut table = ImagesTable::try_new(&location, &options)?;
+        table.listed = PlannedListing::new(list_location(args.session(), &table.url, &location)?);
         Ok(Arc::new(table))
     }
 }

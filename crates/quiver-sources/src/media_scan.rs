@@ -238,10 +238,14 @@ pub async fn list_pruned(
     url: &ListingTableUrl,
     filters: &[Expr],
     limit: Option<usize>,
+    listed: Option<Vec<ObjectMeta>>,
 ) -> Result<(Vec<ObjectMeta>, Option<usize>)> {
     let store_url = url.object_store();
     let store = state.runtime_env().object_store(&store_url)?;
-    let mut listing = list_media_files(url, store.as_ref());
+    let mut listing = match listed {
+        Some(files) => futures::stream::iter(files.into_iter().map(Ok)).boxed(),
+        None => list_media_files(url, store.as_ref()),
+    };
     let predicate = filters
         .iter()
         .filter(|f| answerable_from_listing(f))
@@ -298,19 +302,21 @@ pub async fn list_pruned(
     Ok((files, stop_at))
 }
 
-/// Splits files into `partitions` groups of about equal bytes (decoding
-/// time follows size), largest first onto the lightest group, so that no
-/// core is left with the big files; each group is in path order.
-pub fn balance(mut files: Vec<ObjectMeta>, partitions: usize) -> Vec<Vec<ObjectMeta>> {
-    files.sort_by(|a, b| {
-        b.size
-            .cmp(&a.size)
-            .then_with(|| a.location.cmp(&b.location))
-    });
+/// Splits files into `partitions` groups of about equal work (`cost` of
+/// each file: decoding time follows size), largest first onto the lightest
+/// group, so that no core is left with the big files; each group is in
+/// path order.
+pub fn balance(
+    files: Vec<ObjectMeta>,
+    partitions: usize,
+    cost: impl Fn(&ObjectMeta) -> u64,
+) -> Vec<Vec<ObjectMeta>> {
+    let mut files: Vec<(u64, ObjectMeta)> = files.into_iter().map(|f| (cost(&f), f)).collect();
+    files.sort_by(|(ca, a), (cb, b)| cb.cmp(ca).then_with(|| a.location.cmp(&b.location)));
     let mut groups: Vec<(u64, Vec<ObjectMeta>)> = vec![(0, vec![]); partitions.max(1)];
-    for f in files {
-        if let Some(lightest) = groups.iter_mut().min_by_key(|(bytes, g)| (*bytes, g.len())) {
-            lightest.0 += f.size.max(1);
+    for (c, f) in files {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|(work, g)| (*work, g.len())) {
+            lightest.0 += c.max(1);
             lightest.1.push(f);
         }
     }
@@ -328,14 +334,18 @@ pub fn balance(mut files: Vec<ObjectMeta>, partitions: usize) -> Vec<Vec<ObjectM
 pub const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Splits a partition's files into batches of at most `batch_size` files
-/// and, when `bytes` are read, about [`BATCH_BYTES`].
-pub fn chunk_files(files: Vec<ObjectMeta>, batch_size: usize, bytes: bool) -> Vec<Vec<ObjectMeta>> {
+/// and, when the bytes are read, about `bytes` of them.
+pub fn chunk_files(
+    files: Vec<ObjectMeta>,
+    batch_size: usize,
+    bytes: Option<u64>,
+) -> Vec<Vec<ObjectMeta>> {
     let mut chunks = vec![];
     let mut chunk = vec![];
     let mut held = 0u64;
     for f in files {
         if !chunk.is_empty()
-            && (chunk.len() >= batch_size || (bytes && held + f.size > BATCH_BYTES))
+            && (chunk.len() >= batch_size || bytes.is_some_and(|max| held + f.size > max))
         {
             chunks.push(std::mem::take(&mut chunk));
             held = 0;
@@ -389,22 +399,43 @@ pub fn single_location(function: &str, example: &str, locations: &[String]) -> R
     }
 }
 
-/// Fails at planning, not mid-query, when `url` cannot be listed or holds
-/// no files.
-pub fn check_location(state: &dyn Session, url: &ListingTableUrl, location: &str) -> Result<()> {
+/// Lists `url` at planning, so that a location that cannot be listed or
+/// holds no files fails before the query runs; the listing is kept for
+/// the statement's scan ([`PlannedListing`]) rather than made twice.
+pub fn list_location(
+    state: &dyn Session,
+    url: &ListingTableUrl,
+    location: &str,
+) -> Result<Vec<ObjectMeta>> {
     block_on_planning(async {
         let store = state.runtime_env().object_store(url.object_store())?;
-        let mut files = list_media_files(url, store.as_ref());
-        match files.next().await {
-            Some(Err(e)) => Err(e),
-            None => match url.get_glob() {
+        let files: Vec<ObjectMeta> = list_media_files(url, store.as_ref()).try_collect().await?;
+        if files.is_empty() {
+            return match url.get_glob() {
                 Some(glob) => plan_err!("No files found at {url} matching {glob}"),
                 None => plan_err!("No files found at {url}"),
-            },
-            Some(Ok(_)) => Ok(()),
+            };
         }
+        Ok(files)
     })
     .map_err(|e| e.context(format!("reading {location}")))
+}
+
+/// The listing a table function made at planning, handed to the first
+/// scan of the same statement (later scans list again).
+#[derive(Debug, Default)]
+pub struct PlannedListing(std::sync::Mutex<Option<Vec<ObjectMeta>>>);
+
+impl PlannedListing {
+    /// Keeps `files` for the first scan.
+    pub fn new(files: Vec<ObjectMeta>) -> Self {
+        Self(std::sync::Mutex::new(Some(files)))
+    }
+
+    /// The listing, once.
+    pub fn take(&self) -> Option<Vec<ObjectMeta>> {
+        self.0.lock().ok().and_then(|mut l| l.take())
+    }
 }
 
 /// What a scan must read from each file.
@@ -425,6 +456,15 @@ pub trait MediaReader: fmt::Debug + Send + Sync + 'static {
     fn exec_name(&self) -> &'static str;
     /// The column of encoded bytes.
     fn bytes_column(&self) -> usize;
+    /// Bytes of files one batch holds at most when the bytes are read.
+    fn batch_bytes(&self) -> u64 {
+        BATCH_BYTES
+    }
+    /// The relative cost of decoding a byte of this file, guessed from its
+    /// name, to balance partitions; only a hint (1 by default).
+    fn cost_per_byte(&self, _meta: &ObjectMeta) -> u64 {
+        1
+    }
     /// Reads `chunk` as far as `scan.reads` says and builds one batch of
     /// `scan.projected` (rows of bad files follow `scan.on_error`).
     fn batch(
@@ -472,6 +512,14 @@ impl ScanContext {
             .await
             .map_err(|e| self.io_error(meta, e))?
             .bytes()
+            .await
+            .map_err(|e| self.io_error(meta, e))
+    }
+
+    /// One byte range of the file.
+    pub async fn get_range(&self, meta: &ObjectMeta, range: Range<u64>) -> Result<Bytes> {
+        self.store
+            .get_range(&meta.location, range)
             .await
             .map_err(|e| self.io_error(meta, e))
     }
@@ -542,6 +590,8 @@ pub struct MediaScan<'a> {
     pub on_error: OnError,
     /// Columns that are read from the header.
     pub header_columns: &'a [usize],
+    /// The listing made at planning, if any.
+    pub listed: Option<Vec<ObjectMeta>>,
 }
 
 impl MediaScan<'_> {
@@ -554,14 +604,17 @@ impl MediaScan<'_> {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (files, stop_at) = list_pruned(state, self.url, filters, limit).await?;
+        let (files, stop_at) = list_pruned(state, self.url, filters, limit, self.listed).await?;
         // Filters that need the format are checked on each file's header.
         let header_filter = header_filter(state, filters)?;
         let partitions = state
             .config()
             .target_partitions()
             .clamp(1, files.len().max(1));
-        let groups = balance(files, partitions);
+        let reader = Arc::clone(&self.reader);
+        let groups = balance(files, partitions, |f| {
+            f.size.saturating_mul(reader.cost_per_byte(f))
+        });
         let projection = projection
             .cloned()
             .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
@@ -726,7 +779,8 @@ impl ExecutionPlan for MediaExec {
             header_filter: self.header_filter.clone(),
             skipped,
         });
-        let chunks = chunk_files(files, batch_size, self.reads == Reads::Everything);
+        let bytes = (self.reads == Reads::Everything).then(|| self.reader.batch_bytes());
+        let chunks = chunk_files(files, batch_size, bytes);
         let reader = Arc::clone(&self.reader);
         Ok(partition_stream(
             Arc::clone(&self.projected),
@@ -747,9 +801,12 @@ pub fn string_column<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Array
     Arc::new(b.finish())
 }
 
-/// A `Binary` column of optional byte strings.
-pub fn binary_column<'a>(values: impl Iterator<Item = Option<&'a [u8]>>) -> ArrayRef {
-    let mut b = BinaryBuilder::new();
+/// A `Binary` column of optional byte strings, allocated once.
+pub fn binary_column<'a>(values: impl Iterator<Item = Option<&'a [u8]>> + Clone) -> ArrayRef {
+    let (rows, bytes) = values
+        .clone()
+        .fold((0, 0), |(n, b), v| (n + 1, b + v.map_or(0, <[u8]>::len)));
+    let mut b = BinaryBuilder::with_capacity(rows, bytes);
     for v in values {
         b.append_option(v);
     }

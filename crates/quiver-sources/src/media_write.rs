@@ -46,7 +46,7 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
-use quiver_media::arrow_types::{MEDIA_AUDIO, MEDIA_IMAGE, MEDIA_KEY, is_pcm, read_pcm};
+use quiver_media::arrow_types::{MEDIA_AUDIO, MEDIA_IMAGE, MEDIA_KEY, is_pcm, read_pcm_ref};
 use quiver_media::audio::{AudioEncoding, detect_audio_format, encode_audio};
 use quiver_media::detect_image_format;
 
@@ -441,10 +441,10 @@ impl MediaSink {
                     let failed = |e: quiver_media::MediaError| {
                         DataFusionError::Execution(format!("COPY … STORED AS AUDIO: row {n}: {e}"))
                     };
-                    match read_pcm(pcm, row).map_err(failed)? {
+                    match read_pcm_ref(pcm, row).map_err(failed)? {
                         None => Ok(None),
                         Some(p) => Ok(Some(bytes::Bytes::from(
-                            encode_audio(&p, self.encoding).map_err(failed)?,
+                            encode_audio(p, self.encoding).map_err(failed)?,
                         ))),
                     }
                 })

@@ -139,7 +139,7 @@ pub fn write_audio(dir: &Path) -> Result<Vec<PathBuf>> {
     for (name, rate, channels, seconds) in AUDIO {
         let pcm = clip(name, *rate, *channels, *seconds);
         let bytes = if name.ends_with(".flac") {
-            encode_audio(&pcm, AudioEncoding::Flac).map_err(media_err)?
+            encode_audio(pcm.view(), AudioEncoding::Flac).map_err(media_err)?
         } else {
             let bits = match *name {
                 "sweep-24bit.wav" => 24,
@@ -232,7 +232,7 @@ pub fn write_bad_audio(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let pcm = synth(16_000, 1, 1.0, |t, _| 0.5 * sine(300.0, t));
     let wav = wav_bytes(&pcm, 16)?;
-    let flac = encode_audio(&pcm, AudioEncoding::Flac).map_err(media_err)?;
+    let flac = encode_audio(pcm.view(), AudioEncoding::Flac).map_err(media_err)?;
     let mut huge = wav[..44].to_vec();
     // The RIFF and data chunk sizes of 2 GiB of samples.
     let declared: u32 = 0x7fff_fff0;
@@ -278,7 +278,7 @@ pub fn write_audio_corpus(dir: &Path, count: usize) -> Result<(Vec<PathBuf>, f64
         } else {
             (
                 format!("clip-{i:04}.flac"),
-                encode_audio(&pcm, AudioEncoding::Flac).map_err(media_err)?,
+                encode_audio(pcm.view(), AudioEncoding::Flac).map_err(media_err)?,
             )
         };
         let path = dir.join(name);
