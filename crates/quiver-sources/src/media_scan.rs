@@ -360,8 +360,8 @@ pub fn chunk_files(
 }
 
 /// The stream of one partition: `batch` builds a batch from each chunk of
-/// files, one chunk at a time, and the stream ends once `limit` rows are
-/// out.
+/// files, reading one chunk ahead, and the stream ends once `limit` rows
+/// are out.
 pub fn partition_stream(
     schema: SchemaRef,
     chunks: Vec<Vec<ObjectMeta>>,
@@ -370,8 +370,11 @@ pub fn partition_stream(
     batch: impl Fn(Vec<ObjectMeta>) -> BoxFuture<'static, Result<RecordBatch>> + Send + 'static,
 ) -> SendableRecordBatchStream {
     let limit = limit.unwrap_or(usize::MAX);
+    // One chunk read ahead: the next batch's files are being read (on the
+    // store's I/O threads) while the current one is decoded downstream.
     let stream = futures::stream::iter(chunks)
-        .then(batch)
+        .map(batch)
+        .buffered(2)
         .scan(0usize, move |emitted, batch| {
             let out = match batch {
                 Ok(_) if *emitted >= limit => None,
