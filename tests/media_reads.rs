@@ -1,0 +1,173 @@
+//! What media scans read: the sample media behind an object store that
+//! counts the bytes each request returns, so that "metadata-only queries
+//! read headers only" is measured, not assumed.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+use quiver::Quiver;
+
+/// A store that counts the bytes its reads return.
+#[derive(Debug)]
+struct Counting {
+    inner: LocalFileSystem,
+    bytes: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl fmt::Display for Counting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Counting({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Counting {
+    async fn put_opts(&self, l: &Path, p: PutPayload, o: PutOptions) -> Result<PutResult> {
+        self.inner.put_opts(l, p, o).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        l: &Path,
+        o: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(l, o).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let result = self.inner.get_opts(location, options).await?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(result.range.end - result.range.start, Ordering::Relaxed);
+        Ok(result)
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<bytes::Bytes>> {
+        let parts = self.inner.get_ranges(location, ranges).await?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let n: usize = parts.iter().map(bytes::Bytes::len).sum();
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(parts)
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, o: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, o).await
+    }
+}
+
+impl Counting {
+    fn take(&self) -> (u64, u64) {
+        (
+            self.requests.swap(0, Ordering::Relaxed),
+            self.bytes.swap(0, Ordering::Relaxed),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_queries_read_headers_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    quiver::sample::generate(dir.path()).expect("sample data");
+    let store = Arc::new(Counting {
+        inner: LocalFileSystem::new_with_prefix(dir.path()).expect("local store"),
+        bytes: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+    });
+    let q = Quiver::builder().build().expect("engine");
+    q.context().runtime_env().register_object_store(
+        &url::Url::parse("counted://sample").expect("url"),
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
+    );
+    let sizes: Vec<u64> = quiver::sample_audio::AUDIO
+        .iter()
+        .map(|(name, ..)| {
+            std::fs::metadata(dir.path().join("audio").join(name))
+                .expect("sample file")
+                .len()
+        })
+        .collect();
+    let total: u64 = sizes.iter().sum();
+
+    // count(*) reads the listing only.
+    q.collect("SELECT count(*) FROM read_audio('counted://sample/audio/')")
+        .await
+        .expect("count");
+    assert_eq!(store.take(), (0, 0), "count(*) read file bytes");
+
+    // Durations come from the two 16 KiB ends of each file (small files
+    // whole), one request per file.
+    q.collect(
+        "SELECT sum(duration), max(tags['title']) FROM read_audio('counted://sample/audio/')",
+    )
+    .await
+    .expect("durations");
+    let (requests, bytes) = store.take();
+    let bound: u64 = sizes.iter().map(|s| (*s).min(32 * 1024)).sum();
+    assert_eq!(requests, sizes.len() as u64);
+    assert!(
+        bytes <= bound && bytes < total / 4,
+        "read {bytes} bytes of {total} for headers (at most {bound} expected)"
+    );
+
+    // Decoding reads every file once, whole.
+    q.collect("SELECT sum(audio_rms(audio)) FROM read_audio('counted://sample/audio/')")
+        .await
+        .expect("decode");
+    assert_eq!(store.take(), (sizes.len() as u64, total));
+
+    // A filter on the format reads headers, and only the matching files
+    // further.
+    q.collect(
+        "SELECT count(audio) FROM read_audio('counted://sample/audio/') WHERE format = 'flac'",
+    )
+    .await
+    .expect("filtered");
+    let (_, bytes) = store.take();
+    let flac: u64 = quiver::sample_audio::AUDIO
+        .iter()
+        .zip(&sizes)
+        .filter(|((name, ..), _)| name.ends_with(".flac"))
+        .map(|(_, s)| *s)
+        .sum();
+    assert!(
+        bytes >= flac && bytes <= flac + bound,
+        "read {bytes} bytes; the FLAC files hold {flac}"
+    );
+
+    // Images: dimensions from the first 64 KiB of each file.
+    q.collect("SELECT sum(width * height) FROM read_images('counted://sample/images/')")
+        .await
+        .expect("image headers");
+    let (requests, _) = store.take();
+    assert_eq!(requests, quiver::sample::IMAGES.len() as u64);
+}
