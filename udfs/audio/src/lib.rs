@@ -153,7 +153,7 @@ impl AudioOp {
                     ),
                 ],
                 returns: "decoded audio",
-                description: "The samples from start_s to end_s. On encoded audio only the frames up to end_s are decoded and only the window is kept, so a window of a recording too long to decode whole still works.",
+                description: "The samples from start_s to end_s. On encoded audio the decoder seeks to start_s (sample-accurately, where the container allows; else it decodes from the start) and stops at end_s, so a window of a recording too long to decode whole still works and costs what the window costs.",
                 example: "SELECT audio_slice(audio, 1.0, 2.5) FROM read_audio('clips/')",
             },
             AudioOp::Encode => Spec {
