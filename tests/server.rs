@@ -18,9 +18,13 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Self::start_with(quiver::QuiverConfig::default()).await
+    }
+
+    async fn start_with(config: quiver::QuiverConfig) -> Server {
         let sample = tempfile::tempdir().expect("tempdir");
         quiver::sample::generate(sample.path()).expect("sample data");
-        let engine = Quiver::builder().build().expect("engine");
+        let engine = Quiver::builder().config(config).build().expect("engine");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -396,4 +400,65 @@ async fn refuses_to_listen_beyond_loopback_without_authentication() {
         .await
         .expect_err("0.0.0.0 must be refused");
     assert!(err.to_string().contains("loopback"), "{err}");
+}
+
+/// Beyond `server.max_connections`, a client gets SQLSTATE 53300 and a
+/// message (from tokio-postgres and from psql), not a dropped socket; a
+/// slot that frees up is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_connections_get_53300() {
+    let mut config = quiver::QuiverConfig::default();
+    config.server.max_connections = 2;
+    let server = Server::start_with(config).await;
+    let a = server.connect().await;
+    let b = server.connect().await;
+    let err = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=tester dbname=quiver",
+            server.addr.port()
+        ),
+        NoTls,
+    )
+    .await
+    .err()
+    .expect("a third connection is refused");
+    let db = err
+        .as_db_error()
+        .expect("an ErrorResponse, not a dropped socket");
+    assert_eq!(db.code(), &SqlState::TOO_MANY_CONNECTIONS);
+    assert!(
+        db.message().contains("too many clients"),
+        "{}",
+        db.message()
+    );
+    let out = psql(server.addr.port(), vec!["-c".into(), "SELECT 1".into()]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("too many clients"), "{stderr}");
+    // The first two still work; closing one frees a slot.
+    let row = a.query_one("SELECT 41 + 1", &[]).await.expect("query");
+    assert_eq!(row.get::<_, i64>(0), 42);
+    drop(b);
+    let mut served = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if let Ok((c, conn)) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=tester dbname=quiver",
+                server.addr.port()
+            ),
+            NoTls,
+        )
+        .await
+        {
+            tokio::spawn(conn);
+            served = Some(c);
+            break;
+        }
+    }
+    let c = served.expect("a freed slot is served again");
+    let row = c.query_one("SELECT 1 + 1", &[]).await.expect("query");
+    assert_eq!(row.get::<_, i64>(0), 2);
+    drop((a, c));
+    server.stop().await;
 }

@@ -12,7 +12,9 @@
 //! connections [`SHUTDOWN_GRACE`] to finish, and returns.
 //!
 //! This first slice authenticates nobody, so [`serve`] refuses a listener
-//! that is not on a loopback address.
+//! that is not on a loopback address. Beyond `server.max_connections`
+//! connections at once, a client gets SQLSTATE 53300 ("sorry, too many
+//! clients already"), as from Postgres.
 
 pub mod encode;
 pub mod errors;
@@ -34,6 +36,57 @@ pub const SERVER_VERSION: &str = concat!("16.6 (Quiver ", env!("CARGO_PKG_VERSIO
 /// How long running connections get to finish after shutdown is asked.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a refused client gets to send its startup message.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Refuses a connection beyond `server.max_connections` the way Postgres
+/// does: reads the client's startup (declining SSL), then answers with a
+/// FATAL ErrorResponse of SQLSTATE 53300 and closes, so that the client
+/// shows a message instead of a dropped socket.
+async fn refuse(mut socket: tokio::net::TcpStream, max: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        loop {
+            let len = socket.read_u32().await? as usize;
+            if !(8..=10_000).contains(&len) {
+                return Ok::<_, std::io::Error>(());
+            }
+            let mut body = vec![0u8; len - 4];
+            socket.read_exact(&mut body).await?;
+            // SSLRequest or GSSENCRequest: decline, then the startup follows.
+            if len == 8
+                && matches!(
+                    body[..4],
+                    [0x04, 0xd2, 0x16, 0x2f] | [0x04, 0xd2, 0x16, 0x30]
+                )
+            {
+                socket.write_all(b"N").await?;
+                continue;
+            }
+            break;
+        }
+        let message = format!("sorry, too many clients already (server.max_connections = {max})");
+        let mut fields = Vec::new();
+        for (tag, value) in [
+            (b'S', "FATAL"),
+            (b'V', "FATAL"),
+            (b'C', "53300"),
+            (b'M', message.as_str()),
+        ] {
+            fields.push(tag);
+            fields.extend_from_slice(value.as_bytes());
+            fields.push(0);
+        }
+        fields.push(0);
+        let mut frame = vec![b'E'];
+        frame.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+        frame.extend_from_slice(&fields);
+        socket.write_all(&frame).await?;
+        socket.shutdown().await
+    };
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, exchange).await;
+}
+
 /// Serves connections on `listener` until `shutdown` completes. Each
 /// connection gets its own session of `engine` (settings, temporary
 /// tables), sharing the memory pool and object stores.
@@ -48,7 +101,9 @@ pub async fn serve(
             "refusing to listen on {addr}: this server does not authenticate clients yet, so it only listens on a loopback address (127.0.0.1 or ::1)"
         )));
     }
+    let max_connections = engine.config().server.max_connections.max(1);
     let mut connections = JoinSet::new();
+    let mut refusals = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -59,6 +114,12 @@ pub async fn serve(
                     // A client that went away between connect and accept.
                     Err(_) => continue,
                 };
+                // Connections that ended but were not yet reaped do not count.
+                while connections.try_join_next().is_some() {}
+                if connections.len() >= max_connections {
+                    refusals.spawn(refuse(socket, max_connections));
+                    continue;
+                }
                 let session = match engine.new_session() {
                     Ok(s) => s,
                     Err(_) => continue,
@@ -70,6 +131,7 @@ pub async fn serve(
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
         }
     }
     drop(listener);

@@ -16,6 +16,9 @@
 //! max_image_alloc = 1073741824   # bytes per decode
 //! max_audio_alloc = 1073741824   # bytes of samples per audio decode
 //!
+//! [server]
+//! max_connections = 100          # more are refused with SQLSTATE 53300
+//!
 //! [object_store.s3]
 //! region = "us-east-1"
 //! endpoint = "http://127.0.0.1:9000"
@@ -72,6 +75,25 @@ pub struct QuiverConfig {
     pub object_store: ObjectStoreConfig,
     /// Limits on decoding media.
     pub media: MediaConfig,
+    /// The Postgres endpoint.
+    pub server: ServerConfig,
+}
+
+/// The Postgres endpoint (`quiver serve`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Connections served at once; more are refused with SQLSTATE 53300.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        // As Postgres.
+        Self {
+            max_connections: 100,
+        }
+    }
 }
 
 /// Limits on decoding media; the session defaults of
@@ -223,6 +245,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("QUIVER_MEDIA_MAX_IMAGE_PIXELS", "media.max_image_pixels"),
     ("QUIVER_MEDIA_MAX_IMAGE_ALLOC", "media.max_image_alloc"),
     ("QUIVER_MEDIA_MAX_AUDIO_ALLOC", "media.max_audio_alloc"),
+    ("QUIVER_SERVER_MAX_CONNECTIONS", "server.max_connections"),
     ("QUIVER_S3_REGION", "object_store.s3.region"),
     ("QUIVER_S3_ENDPOINT", "object_store.s3.endpoint"),
     ("QUIVER_S3_ACCESS_KEY_ID", "object_store.s3.access_key_id"),
@@ -359,6 +382,9 @@ impl QuiverConfig {
             "media.max_image_pixels" => self.media.max_image_pixels = positive()?,
             "media.max_image_alloc" => self.media.max_image_alloc = positive()?,
             "media.max_audio_alloc" => self.media.max_audio_alloc = positive()?,
+            "server.max_connections" => {
+                self.server.max_connections = usize::try_from(positive()?).unwrap_or(usize::MAX)
+            }
             "object_store.s3.region" => os.s3.region = text(),
             "object_store.s3.endpoint" => os.s3.endpoint = text(),
             "object_store.s3.access_key_id" => os.s3.access_key_id = text(),
@@ -393,6 +419,13 @@ impl QuiverConfig {
             .map_err(|reason| err("exec.memory_limit", self.exec.memory_limit.clone(), &reason))?;
         if self.exec.batch_size == 0 {
             return Err(err("exec.batch_size", "0".into(), "must be at least 1"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(err(
+                "server.max_connections",
+                "0".into(),
+                "must be at least 1",
+            ));
         }
         if let Some(endpoint) = &self.object_store.s3.endpoint {
             url::Url::parse(endpoint).map_err(|e| {
