@@ -462,3 +462,48 @@ async fn too_many_connections_get_53300() {
     drop((a, c));
     server.stop().await;
 }
+
+/// `server.read_only`: statements that write are refused with SQLSTATE
+/// 25006 before they run; reading and session tables still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_server_refuses_writes() {
+    let mut config = quiver::QuiverConfig::default();
+    config.server.read_only = true;
+    let server = Server::start_with(config).await;
+    let c = server.connect().await;
+    let data = server.data();
+    let out = server.sample.path().join("copied.csv");
+    let err = c
+        .batch_execute(&format!(
+            "COPY (SELECT * FROM read_csv('{data}/customers.csv')) TO '{}'",
+            out.display()
+        ))
+        .await
+        .expect_err("COPY TO is refused");
+    let db = err.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code(), &SqlState::READ_ONLY_SQL_TRANSACTION);
+    assert!(db.message().contains("read-only"), "{}", db.message());
+    assert!(!out.exists(), "the refused COPY wrote a file");
+    // Prepared through the extended protocol: refused too.
+    let err = c
+        .prepare(&format!("COPY (SELECT 1 AS x) TO '{}'", out.display()))
+        .await
+        .expect_err("a prepared COPY is refused");
+    assert_eq!(
+        err.as_db_error().map(|e| e.code()),
+        Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+    );
+    // Reading, external tables and session tables still work.
+    c.batch_execute(&format!(
+        "CREATE EXTERNAL TABLE customers STORED AS CSV LOCATION '{data}/customers.csv' OPTIONS ('format.has_header' 'true')"
+    ))
+    .await
+    .expect("external table");
+    let row = c
+        .query_one("SELECT count(*) FROM customers", &[])
+        .await
+        .expect("read");
+    assert_eq!(row.get::<_, i64>(0), quiver::sample::CUSTOMERS as i64);
+    drop(c);
+    server.stop().await;
+}

@@ -164,14 +164,33 @@ impl Parser {
     async fn parse(&self, sql: &str) -> PgWireResult<Statement> {
         let kind = match special(sql) {
             Some(kind) => kind,
-            None => Kind::Plan(Box::new(
-                self.quiver
+            None => {
+                let plan = self
+                    .quiver
                     .context()
                     .state()
                     .create_logical_plan(sql)
                     .await
-                    .map_err(to_pg)?,
-            )),
+                    .map_err(to_pg)?;
+                if self.quiver.config().server.read_only {
+                    // Writes (COPY … TO, INSERT, UPDATE, DELETE) anywhere in
+                    // the plan, prepared statements included.
+                    datafusion::execution::context::SQLOptions::new()
+                        .with_allow_dml(false)
+                        .verify_plan(&plan)
+                        .map_err(|e| {
+                            pg_error(
+                                "25006",
+                                format!(
+                                    "cannot write on a read-only server (server.read_only = true): {}",
+                                    e.strip_backtrace()
+                                        .trim_start_matches("Error during planning: ")
+                                ),
+                            )
+                        })?;
+                }
+                Kind::Plan(Box::new(plan))
+            }
         };
         Ok(Statement {
             sql: sql.to_string(),

@@ -18,6 +18,7 @@
 //!
 //! [server]
 //! max_connections = 100          # more are refused with SQLSTATE 53300
+//! read_only = false              # true: COPY TO / INSERT are refused (25006)
 //!
 //! [object_store.s3]
 //! region = "us-east-1"
@@ -85,6 +86,9 @@ pub struct QuiverConfig {
 pub struct ServerConfig {
     /// Connections served at once; more are refused with SQLSTATE 53300.
     pub max_connections: usize,
+    /// Refuse statements that write (COPY … TO, INSERT, UPDATE, DELETE)
+    /// with SQLSTATE 25006; reading and session tables stay allowed.
+    pub read_only: bool,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +96,7 @@ impl Default for ServerConfig {
         // As Postgres.
         Self {
             max_connections: 100,
+            read_only: false,
         }
     }
 }
@@ -246,6 +251,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("QUIVER_MEDIA_MAX_IMAGE_ALLOC", "media.max_image_alloc"),
     ("QUIVER_MEDIA_MAX_AUDIO_ALLOC", "media.max_audio_alloc"),
     ("QUIVER_SERVER_MAX_CONNECTIONS", "server.max_connections"),
+    ("QUIVER_SERVER_READ_ONLY", "server.read_only"),
     ("QUIVER_S3_REGION", "object_store.s3.region"),
     ("QUIVER_S3_ENDPOINT", "object_store.s3.endpoint"),
     ("QUIVER_S3_ACCESS_KEY_ID", "object_store.s3.access_key_id"),
@@ -382,6 +388,7 @@ impl QuiverConfig {
             "media.max_image_pixels" => self.media.max_image_pixels = positive()?,
             "media.max_image_alloc" => self.media.max_image_alloc = positive()?,
             "media.max_audio_alloc" => self.media.max_audio_alloc = positive()?,
+            "server.read_only" => self.server.read_only = flag()?.unwrap_or_default(),
             "server.max_connections" => {
                 self.server.max_connections = usize::try_from(positive()?).unwrap_or(usize::MAX)
             }
