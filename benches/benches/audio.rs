@@ -22,45 +22,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, Int64Array};
 use quiver::Quiver;
-use quiver_benches::{env_usize, median};
+use quiver_benches::{corpus_dir, count_of, each_file_in_parallel, env_usize, median};
 use quiver_media::AudioLimits;
-
-fn corpus_dir(count: usize) -> PathBuf {
-    let exe = std::env::current_exe().expect("bench binary path");
-    // target/release/deps/audio-… → target/bench-data/
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir);
-    target.join("bench-data").join(format!("clips-{count}"))
-}
 
 /// Reads and decodes every file, one worker per core; returns the frames.
 fn decode_only(paths: &[PathBuf], threads: usize) -> usize {
-    let next = AtomicUsize::new(0);
-    let frames = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                let limits = AudioLimits::default();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = paths.get(i) else { return };
-                    let bytes = std::fs::read(path).expect("read corpus file");
-                    let pcm = quiver_media::decode_audio(&bytes, &limits, None)
-                        .expect("decode corpus file");
-                    frames.fetch_add(pcm.frames(), Ordering::Relaxed);
-                }
-            });
-        }
-    });
-    frames.into_inner()
+    let limits = AudioLimits::default();
+    each_file_in_parallel(paths, threads, |bytes| {
+        quiver_media::decode_audio(bytes, &limits, None)
+            .expect("decode corpus file")
+            .frames()
+    })
 }
 
 /// Seconds `soundfile` takes to read every file to float32 in one Python
@@ -86,21 +61,12 @@ print(time.perf_counter() - t)
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
-async fn count_of(q: &Quiver, sql: &str) -> i64 {
-    let batches = q.collect(sql).await.expect("query");
-    let col = batches[0].column(0);
-    col.as_any()
-        .downcast_ref::<Int64Array>()
-        .map(|a| a.value(0))
-        .expect("count column")
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let count = env_usize("QUIVER_BENCH_CLIPS", 300);
     let rounds = env_usize("QUIVER_BENCH_ROUNDS", 3);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let dir = corpus_dir(count);
+    let dir = corpus_dir(&format!("clips-{count}"));
     let started = Instant::now();
     let (paths, seconds) =
         quiver::sample_audio::write_audio_corpus(&dir, count).expect("write corpus");

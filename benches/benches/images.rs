@@ -17,46 +17,20 @@
 //! `target/bench-data/` between runs. Rounds alternate between the three so
 //! that machine noise hits them alike; figures are medians.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, Int64Array};
 use quiver::Quiver;
-use quiver_benches::{env_usize, median};
+use quiver_benches::{corpus_dir, count_of, each_file_in_parallel, env_usize, median};
 use quiver_media::DecodeLimits;
-
-fn corpus_dir(count: usize) -> PathBuf {
-    let exe = std::env::current_exe().expect("bench binary path");
-    // target/release/deps/images-… → target/bench-data/
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir);
-    target.join("bench-data").join(format!("photos-{count}"))
-}
 
 /// Reads and fully decodes every file, one worker per core.
 fn decode_only(paths: &[PathBuf], threads: usize) -> usize {
-    let next = AtomicUsize::new(0);
-    let pixels = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                let limits = DecodeLimits::default();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = paths.get(i) else { return };
-                    let bytes = std::fs::read(path).expect("read corpus file");
-                    let img = quiver_media::pixels::decode(&bytes, &limits, None)
-                        .expect("decode corpus file");
-                    pixels.fetch_add((img.width * img.height) as usize, Ordering::Relaxed);
-                }
-            });
-        }
-    });
-    pixels.into_inner()
+    let limits = DecodeLimits::default();
+    each_file_in_parallel(paths, threads, |bytes| {
+        let img = quiver_media::pixels::decode(bytes, &limits, None).expect("decode corpus file");
+        (img.width * img.height) as usize
+    })
 }
 
 /// Single-thread milliseconds per image of each stage of the tensor path,
@@ -103,21 +77,12 @@ fn breakdown(paths: &[PathBuf]) {
     );
 }
 
-async fn count_of(q: &Quiver, sql: &str) -> i64 {
-    let batches = q.collect(sql).await.expect("query");
-    let col = batches[0].column(0);
-    col.as_any()
-        .downcast_ref::<Int64Array>()
-        .map(|a| a.value(0))
-        .expect("count column")
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let count = env_usize("QUIVER_BENCH_IMAGES", 1000);
     let rounds = env_usize("QUIVER_BENCH_ROUNDS", 3);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let dir = corpus_dir(count);
+    let dir = corpus_dir(&format!("photos-{count}"));
     let started = Instant::now();
     let paths = quiver::sample::write_photo_corpus(&dir, count, threads).expect("write corpus");
     let sizes: Vec<u64> = paths

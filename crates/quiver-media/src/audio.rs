@@ -410,16 +410,12 @@ pub struct Pcm {
 impl Pcm {
     /// Samples per channel.
     pub fn frames(&self) -> usize {
-        self.samples.len() / usize::from(self.channels.max(1))
+        self.view().frames()
     }
 
     /// Length in seconds.
     pub fn duration(&self) -> f64 {
-        if self.sample_rate == 0 {
-            0.0
-        } else {
-            self.frames() as f64 / f64::from(self.sample_rate)
-        }
+        self.view().duration()
     }
 }
 
