@@ -15,10 +15,8 @@
 //! Pruning, header filters on `format`, LIMIT and batching work as for
 //! images ([`crate::media_scan`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::{
     ArrayRef, BinaryViewBuilder, Float64Builder, RecordBatch, UInt16Builder, UInt32Builder,
@@ -26,26 +24,17 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{
-    Session, TableFunctionArgs, TableFunctionImpl, TableProvider, TableProviderFactory,
-};
-use datafusion::common::{Result, plan_err};
-use datafusion::datasource::TableType;
-use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::common::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::{CreateExternalTable, Expr, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use quiver_media::arrow_types::{audio_field, audio_tags_array, audio_tags_data_type};
 use quiver_media::{AudioInfo, MediaError, probe_audio};
 
-use crate::listing::{SplitArgs, parse_location, split_args};
 use crate::media_scan::{
-    COL_FORMAT, MediaReader, MediaScan, OnError, PlannedListing, Reads, ScanContext,
-    filters_pushdown, list_location, listing_column, listing_fields, parse_options,
-    single_location, string_column,
+    COL_FORMAT, MediaReader, MediaTableFactory, ReadMediaFunction, Reads, ScanContext,
+    listing_column, listing_fields, string_column,
 };
 
 /// Bytes read from each end of a file to find its headers: enough for WAV,
@@ -88,76 +77,6 @@ const COL_TAGS: usize = 10;
 const COL_AUDIO: usize = 11;
 const COL_ERROR: usize = 12;
 
-/// A table over the audio files at one location.
-#[derive(Debug)]
-pub struct AudioTable {
-    url: ListingTableUrl,
-    on_error: OnError,
-    schema: SchemaRef,
-    /// The listing `read_*` made at planning, for the first scan.
-    listed: PlannedListing,
-}
-
-impl AudioTable {
-    /// A table over `location` (path, prefix ending in `/`, or glob) with
-    /// options `on_error`.
-    pub fn try_new(location: &str, options: &HashMap<String, String>) -> Result<Self> {
-        Ok(Self {
-            url: parse_location(location)?,
-            on_error: parse_options("audio", options)?,
-            schema: audio_schema(),
-            listed: PlannedListing::default(),
-        })
-    }
-}
-
-#[async_trait]
-impl TableProvider for AudioTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters_pushdown(filters))
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        MediaScan {
-            reader: Arc::new(AudioReader),
-            url: &self.url,
-            schema: &self.schema,
-            on_error: self.on_error,
-            listed: self.listed.take(),
-            header_columns: &[
-                COL_FORMAT,
-                COL_CODEC,
-                COL_SAMPLE_RATE,
-                COL_CHANNELS,
-                COL_DURATION,
-                COL_FRAMES,
-                COL_BIT_DEPTH,
-                COL_TAGS,
-                COL_ERROR,
-            ],
-        }
-        .plan(state, projection, filters, limit)
-        .await
-    }
-}
-
 /// One file's row before projection.
 struct Row {
     meta: ObjectMeta,
@@ -168,7 +87,7 @@ struct Row {
 
 /// Reads audio files for the shared media scan.
 #[derive(Debug)]
-struct AudioReader;
+pub struct AudioReader;
 
 impl AudioReader {
     /// Reads one file as far as the query needs; `None` when a header
@@ -235,6 +154,36 @@ impl AudioReader {
 }
 
 impl MediaReader for AudioReader {
+    fn kind(&self) -> &'static str {
+        "audio"
+    }
+
+    fn stored_as(&self) -> &'static str {
+        "AUDIO"
+    }
+
+    fn table_function(&self) -> (&'static str, &'static str) {
+        ("read_audio", "clips/*.wav")
+    }
+
+    fn schema(&self) -> SchemaRef {
+        audio_schema()
+    }
+
+    fn header_columns(&self) -> &'static [usize] {
+        &[
+            COL_FORMAT,
+            COL_CODEC,
+            COL_SAMPLE_RATE,
+            COL_CHANNELS,
+            COL_DURATION,
+            COL_FRAMES,
+            COL_BIT_DEPTH,
+            COL_TAGS,
+            COL_ERROR,
+        ]
+    }
+
     fn exec_name(&self) -> &'static str {
         "AudioExec"
     }
@@ -352,34 +301,11 @@ fn build_column(col: usize, store_url: &ObjectStoreUrl, rows: &[Row]) -> ArrayRe
 }
 
 /// `read_audio(location [, 'on_error=fail|null|skip'])`.
-#[derive(Debug)]
-pub struct ReadAudioFunction;
-
-impl TableFunctionImpl for ReadAudioFunction {
-    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let SplitArgs { locations, options } = split_args("read_audio", args.exprs())?;
-        let location = single_location("read_audio", "clips/*.wav", &locations)?;
-        let options: HashMap<String, String> = options.into_iter().collect();
-        let mut table = AudioTable::try_new(&location, &options)?;
-        table.listed = PlannedListing::new(list_location(args.session(), &table.url, &location)?);
-        Ok(Arc::new(table))
-    }
+pub fn read_audio_function() -> ReadMediaFunction {
+    ReadMediaFunction(Arc::new(AudioReader))
 }
 
-/// `CREATE EXTERNAL TABLE t STORED AS AUDIO LOCATION '…' [OPTIONS ('on_error' 'skip')]`.
-#[derive(Debug, Default)]
-pub struct AudioTableFactory;
-
-#[async_trait]
-impl TableProviderFactory for AudioTableFactory {
-    async fn create(
-        &self,
-        _state: &dyn Session,
-        cmd: &CreateExternalTable,
-    ) -> Result<Arc<dyn TableProvider>> {
-        let [location] = cmd.locations.as_slice() else {
-            return plan_err!("an AUDIO table takes one LOCATION");
-        };
-        Ok(Arc::new(AudioTable::try_new(location, &cmd.options)?))
-    }
+/// `CREATE EXTERNAL TABLE t STORED AS AUDIO LOCATION '…'`.
+pub fn audio_table_factory() -> MediaTableFactory {
+    MediaTableFactory(Arc::new(AudioReader))
 }

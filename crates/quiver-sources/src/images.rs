@@ -18,21 +18,12 @@
 //! about [`BATCH_BYTES`] of them, so memory stays bounded whatever the
 //! listing's size.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Builder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{
-    Session, TableFunctionArgs, TableFunctionImpl, TableProvider, TableProviderFactory,
-};
-use datafusion::common::{Result, plan_err};
-use datafusion::datasource::TableType;
-use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::common::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::{CreateExternalTable, Expr, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
@@ -40,12 +31,10 @@ use quiver_media::arrow_types::{exif_array, exif_data_type, image_field};
 use quiver_media::exif::{ExifInfo, read_exif};
 use quiver_media::{MediaError, probe_image};
 
-use crate::listing::{SplitArgs, parse_location, split_args};
 pub use crate::media_scan::{BATCH_BYTES, MediaExec, OnError, file_address};
 use crate::media_scan::{
-    COL_FORMAT, MediaReader, MediaScan, PlannedListing, Reads, ScanContext, binary_column,
-    filters_pushdown, list_location, listing_column, listing_fields, parse_options,
-    single_location, string_column,
+    COL_FORMAT, MediaReader, MediaTableFactory, ReadMediaFunction, Reads, ScanContext,
+    binary_column, listing_column, listing_fields, string_column,
 };
 
 /// Bytes read to find an image's header.
@@ -72,66 +61,6 @@ const COL_HEIGHT: usize = 5;
 const COL_IMAGE: usize = 6;
 const COL_EXIF: usize = 7;
 const COL_ERROR: usize = 8;
-
-/// A table over the image files at one location.
-#[derive(Debug)]
-pub struct ImagesTable {
-    url: ListingTableUrl,
-    on_error: OnError,
-    schema: SchemaRef,
-    /// The listing `read_*` made at planning, for the first scan.
-    listed: PlannedListing,
-}
-
-impl ImagesTable {
-    /// A table over `location` (path, prefix ending in `/`, or glob) with
-    /// options `on_error`.
-    pub fn try_new(location: &str, options: &HashMap<String, String>) -> Result<Self> {
-        Ok(Self {
-            url: parse_location(location)?,
-            on_error: parse_options("image", options)?,
-            schema: images_schema(),
-            listed: PlannedListing::default(),
-        })
-    }
-}
-
-#[async_trait]
-impl TableProvider for ImagesTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters_pushdown(filters))
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        MediaScan {
-            reader: Arc::new(ImagesReader),
-            url: &self.url,
-            schema: &self.schema,
-            on_error: self.on_error,
-            listed: self.listed.take(),
-            header_columns: &[COL_FORMAT, COL_WIDTH, COL_HEIGHT, COL_EXIF, COL_ERROR],
-        }
-        .plan(state, projection, filters, limit)
-        .await
-    }
-}
 
 /// One file's row before projection.
 struct Row {
@@ -162,7 +91,7 @@ impl Row {
 /// Reads image files for [`MediaExec`]: headers from the first 64 KiB,
 /// EXIF from the bytes read, the whole file when `image` is selected.
 #[derive(Debug)]
-struct ImagesReader;
+pub struct ImagesReader;
 
 impl ImagesReader {
     /// Reads one file as far as the query needs; `None` when a header
@@ -215,6 +144,26 @@ impl ImagesReader {
 }
 
 impl MediaReader for ImagesReader {
+    fn kind(&self) -> &'static str {
+        "image"
+    }
+
+    fn stored_as(&self) -> &'static str {
+        "IMAGES"
+    }
+
+    fn table_function(&self) -> (&'static str, &'static str) {
+        ("read_images", "photos/*.jpg")
+    }
+
+    fn schema(&self) -> SchemaRef {
+        images_schema()
+    }
+
+    fn header_columns(&self) -> &'static [usize] {
+        &[COL_FORMAT, COL_WIDTH, COL_HEIGHT, COL_EXIF, COL_ERROR]
+    }
+
     fn exec_name(&self) -> &'static str {
         "ImagesExec"
     }
@@ -266,34 +215,11 @@ fn build_column(col: usize, store_url: &ObjectStoreUrl, rows: &[Row]) -> ArrayRe
 }
 
 /// `read_images(location [, 'on_error=fail|null|skip'])`.
-#[derive(Debug)]
-pub struct ReadImagesFunction;
-
-impl TableFunctionImpl for ReadImagesFunction {
-    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let SplitArgs { locations, options } = split_args("read_images", args.exprs())?;
-        let location = single_location("read_images", "photos/*.jpg", &locations)?;
-        let options: HashMap<String, String> = options.into_iter().collect();
-        let mut table = ImagesTable::try_new(&location, &options)?;
-        table.listed = PlannedListing::new(list_location(args.session(), &table.url, &location)?);
-        Ok(Arc::new(table))
-    }
+pub fn read_images_function() -> ReadMediaFunction {
+    ReadMediaFunction(Arc::new(ImagesReader))
 }
 
-/// `CREATE EXTERNAL TABLE t STORED AS IMAGES LOCATION '…' [OPTIONS ('on_error' 'skip')]`.
-#[derive(Debug, Default)]
-pub struct ImagesTableFactory;
-
-#[async_trait]
-impl TableProviderFactory for ImagesTableFactory {
-    async fn create(
-        &self,
-        _state: &dyn Session,
-        cmd: &CreateExternalTable,
-    ) -> Result<Arc<dyn TableProvider>> {
-        let [location] = cmd.locations.as_slice() else {
-            return plan_err!("an IMAGES table takes one LOCATION");
-        };
-        Ok(Arc::new(ImagesTable::try_new(location, &cmd.options)?))
-    }
+/// `CREATE EXTERNAL TABLE t STORED AS IMAGES LOCATION '…'`.
+pub fn images_table_factory() -> MediaTableFactory {
+    MediaTableFactory(Arc::new(ImagesReader))
 }

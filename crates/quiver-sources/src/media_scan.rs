@@ -4,6 +4,7 @@
 //! bytes, batches bounded in files and bytes, a LIMIT that stops reading,
 //! and the planning-time check that a location has files.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -44,7 +45,14 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 
-use crate::listing::{block_on_planning, list_media_files};
+use async_trait::async_trait;
+use datafusion::catalog::{
+    TableFunctionArgs, TableFunctionImpl, TableProvider, TableProviderFactory,
+};
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::CreateExternalTable;
+
+use crate::listing::{SplitArgs, block_on_planning, list_media_files, parse_location, split_args};
 
 /// What to do with a file that cannot be read as the table's media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -457,6 +465,16 @@ pub enum Reads {
 pub trait MediaReader: fmt::Debug + Send + Sync + 'static {
     /// The operator's name in plans: `ImagesExec`, `AudioExec`.
     fn exec_name(&self) -> &'static str;
+    /// The kind in messages: `image`, `audio`.
+    fn kind(&self) -> &'static str;
+    /// The `STORED AS` name: `IMAGES`, `AUDIO`.
+    fn stored_as(&self) -> &'static str;
+    /// The table function and an example location, for messages.
+    fn table_function(&self) -> (&'static str, &'static str);
+    /// The schema of every table of this kind.
+    fn schema(&self) -> SchemaRef;
+    /// The columns read from each file's header.
+    fn header_columns(&self) -> &'static [usize];
     /// The column of encoded bytes.
     fn bytes_column(&self) -> usize;
     /// Bytes of files one batch holds at most when the bytes are read.
@@ -814,4 +832,111 @@ pub fn binary_column<'a>(values: impl Iterator<Item = Option<&'a [u8]>> + Clone)
         b.append_option(v);
     }
     Arc::new(b.finish())
+}
+
+/// A table over the media files at one location: `read_images(…)`,
+/// `read_audio(…)`, `CREATE EXTERNAL TABLE … STORED AS IMAGES | AUDIO`.
+#[derive(Debug)]
+pub struct MediaTable {
+    reader: Arc<dyn MediaReader>,
+    url: ListingTableUrl,
+    on_error: OnError,
+    schema: SchemaRef,
+    /// The listing the table function made at planning, for the first scan.
+    listed: PlannedListing,
+}
+
+impl MediaTable {
+    /// A table over `location` (path, prefix ending in `/`, or glob) with
+    /// options `on_error`.
+    pub fn try_new(
+        reader: Arc<dyn MediaReader>,
+        location: &str,
+        options: &HashMap<String, String>,
+    ) -> Result<Self> {
+        Ok(Self {
+            url: parse_location(location)?,
+            on_error: parse_options(reader.kind(), options)?,
+            schema: reader.schema(),
+            listed: PlannedListing::default(),
+            reader,
+        })
+    }
+}
+
+#[async_trait]
+impl TableProvider for MediaTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters_pushdown(filters))
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        MediaScan {
+            reader: Arc::clone(&self.reader),
+            url: &self.url,
+            schema: &self.schema,
+            on_error: self.on_error,
+            header_columns: self.reader.header_columns(),
+            listed: self.listed.take(),
+        }
+        .plan(state, projection, filters, limit)
+        .await
+    }
+}
+
+/// `read_images(location [, 'on_error=…'])`, `read_audio(…)`: the table
+/// function of one kind of media.
+#[derive(Debug)]
+pub struct ReadMediaFunction(pub Arc<dyn MediaReader>);
+
+impl TableFunctionImpl for ReadMediaFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let (function, example) = self.0.table_function();
+        let SplitArgs { locations, options } = split_args(function, args.exprs())?;
+        let location = single_location(function, example, &locations)?;
+        let options: HashMap<String, String> = options.into_iter().collect();
+        let mut table = MediaTable::try_new(Arc::clone(&self.0), &location, &options)?;
+        table.listed = PlannedListing::new(list_location(args.session(), &table.url, &location)?);
+        Ok(Arc::new(table))
+    }
+}
+
+/// `CREATE EXTERNAL TABLE t STORED AS IMAGES | AUDIO LOCATION '…' [OPTIONS
+/// ('on_error' 'skip')]`.
+#[derive(Debug)]
+pub struct MediaTableFactory(pub Arc<dyn MediaReader>);
+
+#[async_trait]
+impl TableProviderFactory for MediaTableFactory {
+    async fn create(
+        &self,
+        _state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let [location] = cmd.locations.as_slice() else {
+            return plan_err!("an {} table takes one LOCATION", self.0.stored_as());
+        };
+        Ok(Arc::new(MediaTable::try_new(
+            Arc::clone(&self.0),
+            location,
+            &cmd.options,
+        )?))
+    }
 }

@@ -23,13 +23,11 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
 use quiver_settings::QuiverSettings;
-use quiver_sources::audio::{AudioTableFactory, ReadAudioFunction};
 use quiver_sources::download::UrlDownload;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
 
 use crate::config::QuiverConfig;
 use crate::object_stores::QuiverObjectStoreRegistry;
-use quiver_sources::images::{ImagesTableFactory, ReadImagesFunction};
 use quiver_sources::listing::{FileKind, GlobbingTableFactory, ReadFileFunction, file_table};
 
 /// Builds a [`Quiver`] from a [`QuiverConfig`].
@@ -111,12 +109,14 @@ fn new_context(runtime: Arc<RuntimeEnv>, config: &QuiverConfig) -> Result<Sessio
             Arc::new(GlobbingTableFactory::default()),
         );
     }
-    state
-        .table_factories_mut()
-        .insert("IMAGES".to_string(), Arc::new(ImagesTableFactory));
-    state
-        .table_factories_mut()
-        .insert("AUDIO".to_string(), Arc::new(AudioTableFactory));
+    state.table_factories_mut().insert(
+        "IMAGES".to_string(),
+        Arc::new(quiver_sources::images::images_table_factory()),
+    );
+    state.table_factories_mut().insert(
+        "AUDIO".to_string(),
+        Arc::new(quiver_sources::audio::audio_table_factory()),
+    );
     // COPY … STORED AS IMAGES / AUDIO writes one file per row.
     state.register_file_format(Arc::new(ImagesFormatFactory), true)?;
     state.register_file_format(Arc::new(AudioFormatFactory), true)?;
@@ -124,8 +124,14 @@ fn new_context(runtime: Arc<RuntimeEnv>, config: &QuiverConfig) -> Result<Sessio
     for kind in [FileKind::Parquet, FileKind::Csv, FileKind::Json] {
         ctx.register_udtf(kind.function_name(), Arc::new(ReadFileFunction::new(kind)));
     }
-    ctx.register_udtf("read_images", Arc::new(ReadImagesFunction));
-    ctx.register_udtf("read_audio", Arc::new(ReadAudioFunction));
+    ctx.register_udtf(
+        "read_images",
+        Arc::new(quiver_sources::images::read_images_function()),
+    );
+    ctx.register_udtf(
+        "read_audio",
+        Arc::new(quiver_sources::audio::read_audio_function()),
+    );
     quiver_udf_image::register_all(&ctx);
     quiver_udf_audio::register_all(&ctx);
     ctx.register_udf(
