@@ -126,3 +126,51 @@ impl<'a> BinaryValues<'a> {
         }
     }
 }
+
+/// Checks that a function taking `required` to `total` arguments got
+/// `got`; the error shows `usage`.
+pub fn check_arity(
+    function: &str,
+    usage: &str,
+    required: usize,
+    total: usize,
+    got: usize,
+) -> Result<()> {
+    if (required..=total).contains(&got) {
+        return Ok(());
+    }
+    let expected = if required == total {
+        required.to_string()
+    } else {
+        format!("{required} to {total}")
+    };
+    datafusion::common::plan_err!("{function} takes {expected} arguments, got {got}: {usage}")
+}
+
+/// The arguments after the first, each one value or one per row.
+pub fn rest_args(args: &[datafusion::logical_expr::ColumnarValue]) -> Vec<Arg> {
+    use datafusion::logical_expr::ColumnarValue;
+    args.iter()
+        .skip(1)
+        .map(|a| match a {
+            ColumnarValue::Scalar(s) => Arg::Scalar(s.clone()),
+            ColumnarValue::Array(a) => Arg::Array(std::sync::Arc::clone(a)),
+        })
+        .collect()
+}
+
+/// A function's result: a scalar when every argument was one (the array
+/// then has one row), else the array.
+pub fn columnar_result(
+    args: &[datafusion::logical_expr::ColumnarValue],
+    array: ArrayRef,
+) -> Result<datafusion::logical_expr::ColumnarValue> {
+    use datafusion::logical_expr::ColumnarValue;
+    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &array, 0,
+        )?))
+    } else {
+        Ok(ColumnarValue::Array(array))
+    }
+}

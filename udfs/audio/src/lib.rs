@@ -46,8 +46,8 @@ use quiver_media::mel::{MelParams, MelSpectrogram, log_mel_spectrogram};
 use quiver_media::{AudioLimits, MediaError, Pcm};
 use quiver_settings::QuiverSettings;
 use quiver_settings::args::{
-    Arg, BinaryValues, is_binary, is_integer, is_text, row_error, scalar_bool, scalar_float,
-    scalar_int, scalar_text,
+    BinaryValues, check_arity, columnar_result, is_binary, is_integer, is_text, rest_args,
+    row_error, scalar_bool, scalar_float, scalar_int, scalar_text,
 };
 
 /// Which function.
@@ -680,18 +680,13 @@ impl ScalarUDFImpl for AudioUdf {
         let params = self.params();
         let required = 1 + params.iter().filter(|p| !p.2).count();
         let usage = self.doc.syntax_example.clone();
-        if arg_types.len() < required || arg_types.len() > 1 + params.len() {
-            return plan_err!(
-                "{} takes {} arguments, got {}: {usage}",
-                self.name,
-                if required == 1 + params.len() {
-                    required.to_string()
-                } else {
-                    format!("{required} to {}", 1 + params.len())
-                },
-                arg_types.len()
-            );
-        }
+        check_arity(
+            &self.name,
+            &usage,
+            required,
+            1 + params.len(),
+            arg_types.len(),
+        )?;
         let mut out = Vec::with_capacity(arg_types.len());
         let first = &arg_types[0];
         if first == &DataType::Null {
@@ -761,18 +756,8 @@ impl ScalarUDFImpl for AudioUdf {
         let Some((first, rest)) = args.args.split_first() else {
             return plan_err!("{}: missing the audio argument", self.name);
         };
-        let all_scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let first = first.to_array(rows)?;
-        let extra: Vec<Arg> = rest
-            .iter()
-            .map(|a| match a {
-                ColumnarValue::Scalar(s) => Arg::Scalar(s.clone()),
-                ColumnarValue::Array(a) => Arg::Array(Arc::clone(a)),
-            })
-            .collect();
+        let extra = rest_args(&args.args);
         let limits = QuiverSettings::from_options(&args.config_options).audio_limits;
         // An untyped NULL column reads as NULLs below.
         let binary = BinaryValues::of(&first);
@@ -827,13 +812,7 @@ impl ScalarUDFImpl for AudioUdf {
             }
         }
         let array = self.build(outs, column)?;
-        if all_scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &array, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(array))
-        }
+        columnar_result(&args.args, array)
     }
 
     fn documentation(&self) -> Option<&Documentation> {

@@ -31,7 +31,10 @@ use quiver_media::pixels::{
 use quiver_media::{DecodeLimits, MediaError, Pixels};
 use quiver_settings::QuiverSettings;
 
-use quiver_settings::args::{Arg, is_binary, is_integer, row_error, scalar_int, scalar_text};
+use quiver_settings::args::{
+    check_arity, columnar_result, is_binary, is_integer, rest_args, row_error, scalar_int,
+    scalar_text,
+};
 
 /// Which function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -638,18 +641,13 @@ impl ScalarUDFImpl for ImageUdf {
         let params = self.params();
         let required = 1 + params.iter().filter(|p| !p.2).count();
         let usage = self.doc.syntax_example.clone();
-        if arg_types.len() < required || arg_types.len() > 1 + params.len() {
-            return plan_err!(
-                "{} takes {} arguments, got {}: {usage}",
-                self.name,
-                if required == 1 + params.len() {
-                    required.to_string()
-                } else {
-                    format!("{required} to {}", 1 + params.len())
-                },
-                arg_types.len()
-            );
-        }
+        check_arity(
+            &self.name,
+            &usage,
+            required,
+            1 + params.len(),
+            arg_types.len(),
+        )?;
         let mut out = Vec::with_capacity(arg_types.len());
         let image = &arg_types[0];
         if is_binary(image) {
@@ -713,21 +711,11 @@ impl ScalarUDFImpl for ImageUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let Some((image, rest)) = args.args.split_first() else {
+        let Some(image) = args.args.first() else {
             return plan_err!("{}: missing the image argument", self.name);
         };
-        let all_scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let image = image.to_array(rows)?;
-        let extra: Vec<Arg> = rest
-            .iter()
-            .map(|a| match a {
-                ColumnarValue::Scalar(s) => Arg::Scalar(s.clone()),
-                ColumnarValue::Array(a) => Arg::Array(Arc::clone(a)),
-            })
-            .collect();
+        let extra = rest_args(&args.args);
         let limits = QuiverSettings::from_options(&args.config_options).decode_limits;
         let encoded: Option<ArrayRef> = if is_pixels(image.data_type()) {
             None
@@ -773,13 +761,7 @@ impl ScalarUDFImpl for ImageUdf {
             }
         }
         let array = self.build(outs, &args.return_field)?;
-        if all_scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &array, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(array))
-        }
+        columnar_result(&args.args, array)
     }
 
     fn documentation(&self) -> Option<&Documentation> {
