@@ -8,7 +8,7 @@
 //!
 //! Files see `${SAMPLE_DIR}` (the generated sample dataset, with damaged
 //! files under `images-bad/` and `audio-bad/` and lossy audio under
-//! `audio-lossy/`) and
+//! `audio-lossy/`, models under `models/`) and
 //! `$__TEST_DIR__` (a fresh temporary directory) after
 //! `control substitution on`.
 
@@ -18,6 +18,20 @@ use std::process::ExitCode;
 use quiver::QuiverConfig;
 use quiver_tests::QuiverDb;
 use sqllogictest::{Runner, default_normalizer, default_validator, strict_column_validator};
+
+/// The generated sample directory, written back as `${SAMPLE_DIR}` in
+/// results (paths in `SHOW MODELS`, say), so that expected output does not
+/// depend on where the temporary directory is.
+static SAMPLE_DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+#[allow(clippy::ptr_arg)] // sqllogictest's Normalizer takes &String
+fn normalizer(s: &String) -> String {
+    let s = default_normalizer(s);
+    match SAMPLE_DIR.get() {
+        Some(dir) => s.replace(dir.as_str(), "${SAMPLE_DIR}"),
+        None => s,
+    }
+}
 
 fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -87,24 +101,29 @@ async fn main() -> ExitCode {
         // MP3, Ogg and AAC fixtures need the ffmpeg command (.ci/setup
         // installs it).
         .and_then(|_| quiver::sample_audio::write_lossy_audio(&sample.path().join("audio-lossy")))
+        // The tiny BERT and all-MiniLM-L6-v2 (from the wheel .ci/setup
+        // downloads).
+        .and_then(|_| quiver::sample::write_models(sample.path()))
     {
         eprintln!("cannot generate sample data: {e}");
         return ExitCode::FAILURE;
     }
     let sample_dir = sample.path().to_string_lossy().into_owned();
+    let _ = SAMPLE_DIR.set(sample_dir.clone());
 
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in selected {
         let mut runner = Runner::new(|| async { QuiverDb::new(QuiverConfig::default()) });
         runner.set_var("SAMPLE_DIR".into(), sample_dir.clone());
         runner.with_column_validator(strict_column_validator);
+        runner.with_normalizer(normalizer);
         let result = if complete {
             runner
                 .update_test_file(
                     file,
                     " ",
                     default_validator,
-                    default_normalizer,
+                    normalizer,
                     strict_column_validator,
                 )
                 .await

@@ -45,6 +45,10 @@ pub const QUERIES: &[(&str, &str)] = &[
         "queries/08_audio.sql",
         include_str!("../../../queries/08_audio.sql"),
     ),
+    (
+        "queries/09_models.sql",
+        include_str!("../../../queries/09_models.sql"),
+    ),
 ];
 
 /// Generates `workdir/sample-data` and runs every example query there.
@@ -57,7 +61,8 @@ pub async fn run_demo(
         .with_context(|| format!("cannot create {}", workdir.display()))?;
     std::env::set_current_dir(workdir)
         .with_context(|| format!("cannot enter {}", workdir.display()))?;
-    let files = quiver::sample::generate(Path::new("sample-data"))?;
+    let mut files = quiver::sample::generate(Path::new("sample-data"))?;
+    files.extend(quiver::sample::write_models(Path::new("sample-data"))?);
     println!(
         "Sample data: {} files in {}",
         files.len(),

@@ -22,6 +22,7 @@ fn repo() -> PathBuf {
 fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     quiver::sample::generate(&dir.path().join("sample-data")).expect("sample data");
+    quiver::sample::write_models(&dir.path().join("sample-data")).expect("sample models");
     dir
 }
 

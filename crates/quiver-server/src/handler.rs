@@ -165,13 +165,7 @@ impl Parser {
         let kind = match special(sql) {
             Some(kind) => kind,
             None => {
-                let plan = self
-                    .quiver
-                    .context()
-                    .state()
-                    .create_logical_plan(sql)
-                    .await
-                    .map_err(to_pg)?;
+                let plan = self.quiver.create_logical_plan(sql).await.map_err(to_pg)?;
                 if self.quiver.config().server.read_only {
                     // Writes (COPY … TO, INSERT, UPDATE, DELETE) anywhere in
                     // the plan, prepared statements included.
@@ -461,10 +455,15 @@ fn command_tag(sql: &str, plan: &LogicalPlan) -> &'static str {
                 (Some("create"), Some("external")) | (Some("create"), Some("table")) => {
                     "CREATE TABLE"
                 }
+                (Some("create"), Some("or")) if w.get(3).is_some_and(|x| x == "model") => {
+                    "CREATE MODEL"
+                }
                 (Some("create"), Some("view")) | (Some("create"), Some("or")) => "CREATE VIEW",
                 (Some("create"), Some("schema")) => "CREATE SCHEMA",
                 (Some("create"), Some("database")) => "CREATE DATABASE",
                 (Some("create"), Some("function")) => "CREATE FUNCTION",
+                (Some("create"), Some("model")) => "CREATE MODEL",
+                (Some("drop"), Some("model")) => "DROP MODEL",
                 (Some("drop"), Some("table")) => "DROP TABLE",
                 (Some("drop"), Some("view")) => "DROP VIEW",
                 (Some("drop"), Some("schema")) => "DROP SCHEMA",

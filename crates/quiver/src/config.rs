@@ -78,6 +78,48 @@ pub struct QuiverConfig {
     pub media: MediaConfig,
     /// The Postgres endpoint.
     pub server: ServerConfig,
+    /// Models registered when the engine starts, by name
+    /// (`[models.minilm] type = "bert", path = "…"`).
+    pub models: std::collections::BTreeMap<String, ModelDeclaration>,
+}
+
+/// A model declared in the configuration file, as `CREATE MODEL` would.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDeclaration {
+    /// The architecture (`bert`).
+    #[serde(rename = "type")]
+    pub architecture: String,
+    /// The model directory (Hugging Face layout).
+    pub path: PathBuf,
+    /// `cpu` (default) or `cuda`.
+    pub device: Option<String>,
+    /// `f32` (default), `f16` or `bf16`.
+    pub dtype: Option<String>,
+    /// Rows per forward pass.
+    pub batch_size: Option<usize>,
+    /// Class labels, one per line (classifiers).
+    pub labels: Option<PathBuf>,
+}
+
+impl ModelDeclaration {
+    /// The registry entry this declares.
+    pub fn spec(&self, name: &str) -> Result<quiver_models::ModelSpec, quiver_models::ModelError> {
+        let mut spec = quiver_models::ModelSpec::new(name, self.architecture.parse()?, &self.path);
+        if let Some(d) = &self.device {
+            spec.set_option("device", d)?;
+        }
+        if let Some(d) = &self.dtype {
+            spec.set_option("dtype", d)?;
+        }
+        if let Some(b) = self.batch_size {
+            spec.set_option("batch_size", &b.to_string())?;
+        }
+        if let Some(l) = &self.labels {
+            spec.labels = Some(l.clone());
+        }
+        Ok(spec)
+    }
 }
 
 /// The Postgres endpoint (`quiver serve`).

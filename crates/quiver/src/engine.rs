@@ -27,7 +27,9 @@ use quiver_sources::download::UrlDownload;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
 
 use crate::config::QuiverConfig;
+use crate::models::{parse_model_statement, run_model_statement};
 use crate::object_stores::QuiverObjectStoreRegistry;
+use quiver_models::ModelRegistry;
 use quiver_sources::listing::{FileKind, GlobbingTableFactory, ReadFileFunction, file_table};
 
 /// Builds a [`Quiver`] from a [`QuiverConfig`].
@@ -72,15 +74,32 @@ impl QuiverBuilder {
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(disk_mode))
             .with_object_store_registry(Arc::new(registry))
             .build_arc()?;
-        let ctx = new_context(runtime, &config)?;
-        Ok(Quiver { ctx, config })
+        let models = Arc::new(ModelRegistry::new());
+        for (name, declared) in &config.models {
+            let spec = declared.spec(name).map_err(|e| {
+                DataFusionError::External(Box::new(e)).context(format!("config: [models.{name}]"))
+            })?;
+            models.register(spec, true).map_err(|e| {
+                DataFusionError::External(Box::new(e)).context(format!("config: [models.{name}]"))
+            })?;
+        }
+        let ctx = new_context(runtime, &config, &models)?;
+        Ok(Quiver {
+            ctx,
+            config,
+            models,
+        })
     }
 }
 
 /// A session over `runtime` (shared memory pool, disk manager and object
 /// stores) with every Quiver function, table function and factory
 /// registered, and its own settings and temporary tables.
-fn new_context(runtime: Arc<RuntimeEnv>, config: &QuiverConfig) -> Result<SessionContext> {
+fn new_context(
+    runtime: Arc<RuntimeEnv>,
+    config: &QuiverConfig,
+    models: &Arc<ModelRegistry>,
+) -> Result<SessionContext> {
     let session_config = SessionConfig::new()
         .with_target_partitions(config.target_partitions())
         .with_batch_size(config.exec.batch_size)
@@ -117,6 +136,8 @@ fn new_context(runtime: Arc<RuntimeEnv>, config: &QuiverConfig) -> Result<Sessio
         "AUDIO".to_string(),
         Arc::new(quiver_sources::audio::audio_table_factory()),
     );
+    // ORDER BY may call model (async) functions.
+    state.add_analyzer_rule(Arc::new(crate::async_sort::AsyncSortKeys));
     // COPY … STORED AS IMAGES / AUDIO writes one file per row.
     state.register_file_format(Arc::new(ImagesFormatFactory), true)?;
     state.register_file_format(Arc::new(AudioFormatFactory), true)?;
@@ -134,6 +155,7 @@ fn new_context(runtime: Arc<RuntimeEnv>, config: &QuiverConfig) -> Result<Sessio
     );
     quiver_udf_image::register_all(&ctx);
     quiver_udf_audio::register_all(&ctx);
+    quiver_udf_models::register_all(&ctx, models);
     ctx.register_udf(
         AsyncScalarUDF::new(Arc::new(UrlDownload::new(ctx.runtime_env()))).into_scalar_udf(),
     );
@@ -154,6 +176,9 @@ fn new_context(runtime: Arc<RuntimeEnv>, config: &QuiverConfig) -> Result<Sessio
 pub struct Quiver {
     ctx: SessionContext,
     config: QuiverConfig,
+    /// Shared by every session of the engine: a model registered (and
+    /// loaded) once serves all of them.
+    models: Arc<ModelRegistry>,
 }
 
 impl std::fmt::Debug for Quiver {
@@ -186,15 +211,36 @@ impl Quiver {
     /// tables and prepared statements (one per server connection).
     pub fn new_session(&self) -> Result<Quiver> {
         Ok(Quiver {
-            ctx: new_context(self.ctx.runtime_env(), &self.config)?,
+            ctx: new_context(self.ctx.runtime_env(), &self.config, &self.models)?,
             config: self.config.clone(),
+            models: self.models.clone(),
         })
     }
 
-    /// Plans one SQL statement. DDL (`CREATE`, `DROP`, `SET`) takes effect
-    /// here; queries run when the frame is executed.
+    /// The engine's models (`CREATE MODEL`, the config's `[models.*]`).
+    pub fn models(&self) -> &Arc<ModelRegistry> {
+        &self.models
+    }
+
+    /// Plans one SQL statement. DDL (`CREATE`, `DROP`, `SET`, and the model
+    /// statements) takes effect here; queries run when the frame is
+    /// executed.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        if let Some(stmt) = parse_model_statement(sql)? {
+            let plan = run_model_statement(&self.ctx, &self.models, stmt)?;
+            return self.ctx.execute_logical_plan(plan).await;
+        }
         self.ctx.sql(sql).await
+    }
+
+    /// Plans one SQL statement without running it, as
+    /// `SessionState::create_logical_plan` does, model statements included
+    /// (those take effect here).
+    pub async fn create_logical_plan(&self, sql: &str) -> Result<LogicalPlan> {
+        if let Some(stmt) = parse_model_statement(sql)? {
+            return run_model_statement(&self.ctx, &self.models, stmt);
+        }
+        self.ctx.state().create_logical_plan(sql).await
     }
 
     /// Plans and runs one statement, streaming its result. A `COPY … TO`

@@ -7,6 +7,7 @@
 //! | [`listing`] | (from `quiver-sources`) `read_parquet` / `read_csv` / `read_json` and globbing `CREATE EXTERNAL TABLE` on every object store |
 //! | [`images`] | (from `quiver-sources`) `read_images` and `STORED AS IMAGES` tables |
 //! | [`object_stores`] | lazily built `s3://`, `gs://`, `az://`, `http(s)://` stores; local data roots |
+//! | [`models`] | `CREATE MODEL`, `DROP MODEL`, `SHOW MODELS`, `DESCRIBE MODEL` |
 //! | [`statements`] | splitting SQL scripts into statements with their line and column |
 //! | [`sample`] | the built-in sample dataset and benchmark data generators |
 //! | [`sample_audio`] | generated audio: the sample clips, lossy copies via ffmpeg, damaged files, the benchmark corpus |
@@ -23,9 +24,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod async_sort;
 pub mod config;
 pub mod display;
 pub mod engine;
+pub mod models;
 pub mod object_stores;
 pub mod sample;
 pub mod sample_audio;

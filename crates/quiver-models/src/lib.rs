@@ -1,0 +1,16 @@
+//! Quiver's models: a registry of local weights (Hugging Face layout),
+//! device choice, and the forward passes of the architectures Quiver runs,
+//! with Candle. Knows nothing of SQL or DataFusion.
+
+pub mod device;
+pub mod error;
+pub mod import;
+pub mod registry;
+pub mod testing;
+pub mod text;
+pub mod weights;
+mod worker;
+
+pub use device::{DeviceChoice, Precision};
+pub use error::{ModelError, Result};
+pub use registry::{Architecture, Model, ModelInfo, ModelListing, ModelRegistry, ModelSpec};

@@ -1,0 +1,388 @@
+//! The model registry: names → architecture, local weights and options.
+//! Models load on first use, once per registry (one per engine, shared by
+//! every session and connection), and run on a dedicated worker thread.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use crate::device::{DeviceChoice, Precision, device_name, pick_device};
+use crate::error::{ModelError, Result};
+use crate::text::{TextEmbedder, TextEmbedderInfo};
+use crate::worker::Worker;
+
+/// The architectures Quiver runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Architecture {
+    /// A BERT-family sentence embedder (sentence-transformers layout:
+    /// MiniLM, MPNet-free BERT, BGE, E5 …): `embed_text`.
+    Bert,
+}
+
+impl Architecture {
+    /// Every architecture, as `CREATE MODEL … TYPE` names it.
+    pub const ALL: [Architecture; 1] = [Architecture::Bert];
+
+    /// The name used in `TYPE`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bert => "bert",
+        }
+    }
+
+    /// What the model computes, in words.
+    pub fn task(self) -> &'static str {
+        match self {
+            Self::Bert => "text embedding",
+        }
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "bert" | "sentence-transformer" | "sentence-transformers" | "minilm" => Ok(Self::Bert),
+            _ => Err(ModelError::UnknownArchitecture {
+                given: s.to_string(),
+                expected: Self::ALL.map(Self::name).join(", "),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Rows per forward pass when a model does not say.
+pub const DEFAULT_BATCH_SIZE: usize = 64;
+
+/// A registered model: what `CREATE MODEL` (or the config file) declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub architecture: Architecture,
+    /// The model directory (Hugging Face layout).
+    pub path: PathBuf,
+    pub device: DeviceChoice,
+    pub precision: Precision,
+    /// Rows per forward pass.
+    pub batch_size: usize,
+    /// A file of class labels, one per line (classifiers).
+    pub labels: Option<PathBuf>,
+}
+
+impl ModelSpec {
+    /// A spec with default options.
+    pub fn new(name: &str, architecture: Architecture, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.to_string(),
+            architecture,
+            path: path.into(),
+            device: DeviceChoice::default(),
+            precision: Precision::default(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            labels: None,
+        }
+    }
+
+    /// Applies one `OPTIONS (key 'value')` entry.
+    pub fn set_option(&mut self, key: &str, value: &str) -> Result<()> {
+        match key.to_ascii_lowercase().as_str() {
+            "device" => self.device = value.parse()?,
+            "dtype" => self.precision = value.parse()?,
+            "batch_size" => {
+                self.batch_size = value
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| ModelError::BadOption {
+                        option: "batch_size".into(),
+                        reason: format!("'{value}' is not a positive whole number"),
+                    })?
+            }
+            "labels" => self.labels = Some(PathBuf::from(value)),
+            other => {
+                return Err(ModelError::BadOption {
+                    option: other.to_string(),
+                    reason: "unknown option (expected device, dtype, batch_size or labels)".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a model outputs, read from its configuration at registration (no
+/// weights loaded).
+#[derive(Debug, Clone)]
+pub enum ModelInfo {
+    TextEmbedder(TextEmbedderInfo),
+}
+
+impl ModelInfo {
+    fn read(spec: &ModelSpec) -> Result<Self> {
+        if !spec.path.is_dir() {
+            return Err(ModelError::Io {
+                model: spec.name.clone(),
+                path: spec.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such model directory",
+                ),
+            });
+        }
+        match spec.architecture {
+            Architecture::Bert => Ok(Self::TextEmbedder(TextEmbedderInfo::read(
+                &spec.name, &spec.path,
+            )?)),
+        }
+    }
+
+    /// The length of the model's embeddings, if it makes embeddings.
+    pub fn embedding_dim(&self) -> Option<usize> {
+        match self {
+            Self::TextEmbedder(i) => Some(i.dim),
+        }
+    }
+
+    /// Whether its embeddings have unit length.
+    pub fn normalized(&self) -> bool {
+        match self {
+            Self::TextEmbedder(i) => i.normalize,
+        }
+    }
+}
+
+/// The forward passes of a loaded model.
+#[derive(Debug)]
+pub enum LoadedKind {
+    TextEmbedder(TextEmbedder),
+}
+
+/// A loaded model: its weights on a device and the worker thread that runs
+/// it. Shared (`Arc`) by every query using it.
+#[derive(Debug)]
+pub struct Model {
+    spec: ModelSpec,
+    device: String,
+    warning: Option<String>,
+    load_time: std::time::Duration,
+    worker: Worker,
+}
+
+impl Model {
+    fn load(spec: &ModelSpec) -> Result<Self> {
+        let started = Instant::now();
+        let (device, warning) = pick_device(spec.device);
+        let kind = match spec.architecture {
+            Architecture::Bert => LoadedKind::TextEmbedder(TextEmbedder::load(
+                &spec.name,
+                &spec.path,
+                &device,
+                spec.precision.dtype(),
+            )?),
+        };
+        Ok(Self {
+            spec: spec.clone(),
+            device: device_name(&device),
+            warning,
+            load_time: started.elapsed(),
+            worker: Worker::spawn(&spec.name, kind)?,
+        })
+    }
+
+    /// What was registered.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The device it runs on (`cpu`, `cuda:0`).
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Why it does not run where it was asked to, if so.
+    pub fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
+    }
+
+    /// How long loading took.
+    pub fn load_time(&self) -> std::time::Duration {
+        self.load_time
+    }
+
+    /// Embeds `texts` in one forward pass on the model's worker thread;
+    /// `texts.len() × dim` floats. Dropping the future before the worker
+    /// reaches it skips the pass.
+    pub async fn embed_texts(&self, texts: Vec<String>) -> Result<Vec<f32>> {
+        self.worker
+            .run(move |kind| match kind {
+                LoadedKind::TextEmbedder(m) => {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    m.embed(&refs)
+                }
+            })
+            .await
+    }
+
+    /// Token counts of `texts`, to group like lengths into one batch.
+    pub async fn token_counts(&self, texts: Vec<String>) -> Result<Vec<usize>> {
+        self.worker
+            .run(move |kind| match kind {
+                LoadedKind::TextEmbedder(m) => {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    m.token_counts(&refs)
+                }
+            })
+            .await
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    spec: ModelSpec,
+    info: ModelInfo,
+    /// Filled on first use; shared with every other name for the same
+    /// weights, device and precision.
+    slot: Slot,
+}
+
+/// Where a model is kept once loaded.
+type Slot = Arc<Mutex<Option<Arc<Model>>>>;
+
+/// Weights are shared between names that load the same files the same way.
+type LoadKey = (Architecture, PathBuf, DeviceChoice, Precision);
+
+/// Registered models, by lower-case name.
+#[derive(Debug, Default)]
+pub struct ModelRegistry {
+    entries: RwLock<BTreeMap<String, Entry>>,
+    slots: Mutex<HashMap<LoadKey, Slot>>,
+}
+
+/// One row of `SHOW MODELS`.
+#[derive(Debug, Clone)]
+pub struct ModelListing {
+    pub spec: ModelSpec,
+    pub info: ModelInfo,
+    /// Set once loaded: the device it runs on.
+    pub loaded_on: Option<String>,
+}
+
+fn key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+impl ModelRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `spec`, after checking that its directory and
+    /// configuration read (weights load on first use). With `replace`, an
+    /// existing model of that name is replaced.
+    pub fn register(&self, spec: ModelSpec, replace: bool) -> Result<()> {
+        let info = ModelInfo::read(&spec)?;
+        let canonical = std::fs::canonicalize(&spec.path).unwrap_or_else(|_| spec.path.clone());
+        let load_key = (spec.architecture, canonical, spec.device, spec.precision);
+        let slot = self
+            .slots
+            .lock()
+            .map_err(|_| ModelError::WorkerGone(spec.name.clone()))?
+            .entry(load_key)
+            .or_default()
+            .clone();
+        let mut entries = self
+            .entries
+            .write()
+            .map_err(|_| ModelError::WorkerGone(spec.name.clone()))?;
+        let k = key(&spec.name);
+        if entries.contains_key(&k) && !replace {
+            return Err(ModelError::Exists(spec.name));
+        }
+        entries.insert(k, Entry { spec, info, slot });
+        Ok(())
+    }
+
+    /// Removes a model; `Ok(false)` when there was none of that name.
+    pub fn drop_model(&self, name: &str) -> Result<bool> {
+        let mut entries = self
+            .entries
+            .write()
+            .map_err(|_| ModelError::WorkerGone(name.to_string()))?;
+        Ok(entries.remove(&key(name)).is_some())
+    }
+
+    /// The registered models, by name.
+    pub fn list(&self) -> Vec<ModelListing> {
+        let Ok(entries) = self.entries.read() else {
+            return vec![];
+        };
+        entries
+            .values()
+            .map(|e| ModelListing {
+                spec: e.spec.clone(),
+                info: e.info.clone(),
+                loaded_on: e
+                    .slot
+                    .try_lock()
+                    .ok()
+                    .and_then(|s| s.as_ref().map(|m| m.device().to_string())),
+            })
+            .collect()
+    }
+
+    /// The spec and info of `name`.
+    pub fn describe(&self, name: &str) -> Result<(ModelSpec, ModelInfo)> {
+        let entries = self
+            .entries
+            .read()
+            .map_err(|_| ModelError::WorkerGone(name.to_string()))?;
+        let e = entries
+            .get(&key(name))
+            .ok_or_else(|| ModelError::UnknownModel(name.to_string()))?;
+        Ok((e.spec.clone(), e.info.clone()))
+    }
+
+    /// The loaded model `name`, loading it on first use. Blocks while
+    /// loading: call from a blocking thread.
+    pub fn get(&self, name: &str) -> Result<Arc<Model>> {
+        let (spec, slot) = {
+            let entries = self
+                .entries
+                .read()
+                .map_err(|_| ModelError::WorkerGone(name.to_string()))?;
+            let e = entries
+                .get(&key(name))
+                .ok_or_else(|| ModelError::UnknownModel(name.to_string()))?;
+            (e.spec.clone(), e.slot.clone())
+        };
+        let mut slot = slot
+            .lock()
+            .map_err(|_| ModelError::WorkerGone(name.to_string()))?;
+        if let Some(model) = slot.as_ref() {
+            return Ok(model.clone());
+        }
+        let model = Arc::new(Model::load(&spec)?);
+        *slot = Some(model.clone());
+        Ok(model)
+    }
+}
+
+/// Whether `path` looks like a model directory of `architecture`.
+pub fn looks_like(architecture: Architecture, path: &Path) -> bool {
+    match architecture {
+        Architecture::Bert => {
+            path.join("config.json").is_file() && path.join("tokenizer.json").is_file()
+        }
+    }
+}

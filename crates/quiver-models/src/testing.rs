@@ -1,0 +1,226 @@
+//! Tiny models with the real layouts and deterministic pseudo-random
+//! weights, generated on the spot, for tests and the demo: they check
+//! shapes, batching, determinism and the SQL around models without
+//! shipping or downloading weights. Their outputs mean nothing.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use candle_transformers::models::bert::{BertModel, Config, HiddenAct};
+use serde_json::json;
+
+use crate::error::{ModelError, Result};
+
+/// A deterministic generator (SplitMix64), so that a seed gives the same
+/// weights on every machine.
+#[derive(Debug, Clone)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-scale, scale).
+    pub fn next_f32(&mut self, scale: f32) -> f32 {
+        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        (unit * 2.0 - 1.0) * scale
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> ModelError {
+    ModelError::Io {
+        model: "tiny".into(),
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|source| ModelError::Config {
+        model: "tiny".into(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    std::fs::write(path, text).map_err(|e| io(path, e))
+}
+
+/// The tiny BERT's vocabulary: special tokens, the letters and digits (so
+/// that any lower-case ASCII text tokenises, piece by piece) and a few
+/// whole words.
+fn tiny_vocab() -> Vec<String> {
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for c in ('a'..='z').chain('0'..='9') {
+        vocab.push(c.to_string());
+        vocab.push(format!("##{c}"));
+    }
+    for p in [".", ",", "!", "?", "'", "-"] {
+        vocab.push(p.to_string());
+    }
+    for w in [
+        "the", "a", "cat", "dog", "sat", "on", "mat", "bird", "sky", "sea", "image", "sound",
+        "photo", "of", "is", "and", "in", "car", "red", "blue",
+    ] {
+        vocab.push(w.to_string());
+    }
+    vocab
+}
+
+/// Writes a BERT sentence embedder (hidden size `dim`, 2 layers) in the
+/// Hugging Face + sentence-transformers layout to `dir`: `config.json`,
+/// `tokenizer.json` (WordPiece, lower-casing), `model.safetensors`,
+/// `modules.json` (Transformer → Pooling → Normalize),
+/// `sentence_bert_config.json` and `1_Pooling/config.json`.
+pub fn write_tiny_bert(dir: &Path, dim: usize, seed: u64) -> Result<()> {
+    std::fs::create_dir_all(dir.join("1_Pooling")).map_err(|e| io(dir, e))?;
+    let vocab = tiny_vocab();
+    let config = Config {
+        vocab_size: vocab.len(),
+        hidden_size: dim,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: dim * 2,
+        hidden_act: HiddenAct::Gelu,
+        hidden_dropout_prob: 0.0,
+        max_position_embeddings: 64,
+        type_vocab_size: 2,
+        initializer_range: 0.02,
+        layer_norm_eps: 1e-12,
+        pad_token_id: 0,
+        position_embedding_type: Default::default(),
+        use_cache: false,
+        classifier_dropout: None,
+        model_type: Some("bert".into()),
+    };
+    write_json(
+        &dir.join("config.json"),
+        &json!({
+            "architectures": ["BertModel"],
+            "model_type": "bert",
+            "vocab_size": config.vocab_size,
+            "hidden_size": dim,
+            "num_hidden_layers": config.num_hidden_layers,
+            "num_attention_heads": config.num_attention_heads,
+            "intermediate_size": config.intermediate_size,
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+            "max_position_embeddings": config.max_position_embeddings,
+            "type_vocab_size": 2,
+            "initializer_range": 0.02,
+            "layer_norm_eps": 1e-12,
+            "pad_token_id": 0,
+            "position_embedding_type": "absolute",
+        }),
+    )?;
+    write_json(
+        &dir.join("sentence_bert_config.json"),
+        &json!({"max_seq_length": 48, "do_lower_case": false}),
+    )?;
+    write_json(
+        &dir.join("1_Pooling").join("config.json"),
+        &json!({"word_embedding_dimension": dim, "pooling_mode_mean_tokens": true, "pooling_mode_cls_token": false}),
+    )?;
+    write_json(
+        &dir.join("modules.json"),
+        &json!([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+        ]),
+    )?;
+    write_bert_tokenizer(&dir.join("tokenizer.json"), &vocab)?;
+
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    BertModel::load(vb, &config).map_err(|e| crate::weights::load_error("tiny", dir, e))?;
+    fill_deterministic(&varmap, seed).map_err(|e| crate::weights::load_error("tiny", dir, e))?;
+    let path = dir.join("model.safetensors");
+    varmap
+        .save(&path)
+        .map_err(|e| crate::weights::load_error("tiny", &path, e))
+}
+
+/// Overwrites every variable, in name order, with values from `seed`:
+/// LayerNorm scales near 1, everything else small.
+fn fill_deterministic(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("variable map poisoned".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = SplitMix::new(seed);
+    for name in names {
+        let var = &data[name];
+        let n = var.elem_count();
+        let values: Vec<f32> = if name.contains("LayerNorm.weight") {
+            (0..n).map(|_| 1.0 + rng.next_f32(0.1)).collect()
+        } else {
+            (0..n).map(|_| rng.next_f32(0.2)).collect()
+        };
+        var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu)?)?;
+    }
+    Ok(())
+}
+
+/// Writes a WordPiece tokenizer over `vocab` as BERT's uncased tokenizers
+/// are: BertNormalizer (lower-casing), BertPreTokenizer, `[CLS] … [SEP]`.
+pub fn write_bert_tokenizer(path: &Path, vocab: &[String]) -> Result<()> {
+    let id = |t: &str| vocab.iter().position(|v| v == t).unwrap_or(0);
+    let special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+    let added: Vec<_> = special
+        .iter()
+        .map(|t| {
+            json!({"id": id(t), "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": false, "special": true})
+        })
+        .collect();
+    let vocab_map: serde_json::Map<String, serde_json::Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    write_json(
+        path,
+        &json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                           "strip_accents": null, "lowercase": true},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": {
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                           {"Sequence": {"id": "A", "type_id": 0}},
+                           {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                         {"Sequence": {"id": "A", "type_id": 0}},
+                         {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+                         {"Sequence": {"id": "B", "type_id": 1}},
+                         {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+                "special_tokens": {
+                    "[CLS]": {"id": "[CLS]", "ids": [id("[CLS]")], "tokens": ["[CLS]"]},
+                    "[SEP]": {"id": "[SEP]", "ids": [id("[SEP]")], "tokens": ["[SEP]"]}
+                }
+            },
+            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                      "max_input_chars_per_word": 100, "vocab": vocab_map}
+        }),
+    )
+}

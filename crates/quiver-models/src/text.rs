@@ -1,0 +1,260 @@
+//! Sentence embeddings from BERT-family encoders, as sentence-transformers
+//! computes them: tokenise (padding each batch to its longest input,
+//! truncating at `max_seq_length`), encode, mean-pool over the attention
+//! mask (or take `[CLS]`), and L2-normalise when the model's pipeline ends
+//! in `Normalize`.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_transformers::models::bert::{BertModel, Config};
+use serde::Deserialize;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use crate::error::{ModelError, Result};
+use crate::weights::{load_error, var_builder, weights_file};
+
+/// How token vectors become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The mean over real (unpadded) tokens.
+    Mean,
+    /// The `[CLS]` token's vector.
+    Cls,
+}
+
+/// What a BERT model directory declares, read without loading weights.
+#[derive(Debug, Clone)]
+pub struct TextEmbedderInfo {
+    /// The embedding's length (`hidden_size`).
+    pub dim: usize,
+    /// Inputs are truncated to this many tokens.
+    pub max_tokens: usize,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    config: Config,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(model: &str, path: &Path) -> Result<T> {
+    let text = std::fs::read(path).map_err(|source| ModelError::Io {
+        model: model.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|source| ModelError::Config {
+        model: model.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+}
+
+#[derive(Deserialize)]
+struct Module {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+impl TextEmbedderInfo {
+    /// Reads `config.json` and the sentence-transformers files beside it
+    /// (`sentence_bert_config.json`, `1_Pooling/config.json`,
+    /// `modules.json`; each optional).
+    pub fn read(model: &str, dir: &Path) -> Result<Self> {
+        let config: Config = read_json(model, &dir.join("config.json"))?;
+        let st_path = dir.join("sentence_bert_config.json");
+        let max_seq = if st_path.is_file() {
+            read_json::<SentenceBertConfig>(model, &st_path)?.max_seq_length
+        } else {
+            None
+        };
+        let max_tokens = max_seq
+            .unwrap_or(config.max_position_embeddings)
+            .min(config.max_position_embeddings);
+        let pool_path = dir.join("1_Pooling").join("config.json");
+        let pooling = if pool_path.is_file()
+            && read_json::<PoolingConfig>(model, &pool_path)?.pooling_mode_cls_token
+        {
+            Pooling::Cls
+        } else {
+            Pooling::Mean
+        };
+        let modules_path = dir.join("modules.json");
+        // A bare encoder (no modules.json) is normalised, so that its
+        // embeddings compare by cosine as sentence-transformers' do.
+        let normalize = if modules_path.is_file() {
+            read_json::<Vec<Module>>(model, &modules_path)?
+                .iter()
+                .any(|m| m.kind.ends_with("Normalize"))
+        } else {
+            true
+        };
+        Ok(Self {
+            dim: config.hidden_size,
+            max_tokens,
+            pooling,
+            normalize,
+            config,
+        })
+    }
+}
+
+/// A loaded sentence embedder.
+pub struct TextEmbedder {
+    name: String,
+    info: TextEmbedderInfo,
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+}
+
+impl std::fmt::Debug for TextEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextEmbedder")
+            .field("name", &self.name)
+            .field("info", &self.info)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+/// Loads `dir/tokenizer.json`, padding each batch to its longest input and
+/// truncating at `max_tokens` (Hugging Face exports often fix padding at
+/// 128, which wastes work on short inputs and differs from
+/// sentence-transformers).
+pub fn load_tokenizer(model: &str, dir: &Path, max_tokens: usize) -> Result<Tokenizer> {
+    let path = dir.join("tokenizer.json");
+    let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
+        model: model.to_string(),
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let pad = tokenizer.get_padding().cloned().unwrap_or_default();
+    tokenizer.with_padding(Some(PaddingParams {
+        strategy: PaddingStrategy::BatchLongest,
+        ..pad
+    }));
+    let trunc = tokenizer.get_truncation().cloned().unwrap_or_default();
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_tokens,
+            ..trunc
+        }))
+        .map_err(|e| ModelError::Tokenizer {
+            model: model.to_string(),
+            path,
+            message: e.to_string(),
+        })?;
+    Ok(tokenizer)
+}
+
+impl TextEmbedder {
+    /// Loads the encoder in `dir` onto `device` as `dtype`.
+    pub fn load(name: &str, dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let info = TextEmbedderInfo::read(name, dir)?;
+        let tokenizer = load_tokenizer(name, dir, info.max_tokens)?;
+        let weights: PathBuf = weights_file(name, dir)?;
+        let vb = var_builder(name, &weights, dtype, device)?;
+        let model = BertModel::load(vb, &info.config).map_err(|e| load_error(name, &weights, e))?;
+        Ok(Self {
+            name: name.to_string(),
+            info,
+            model,
+            tokenizer,
+            device: device.clone(),
+        })
+    }
+
+    /// What the model declares.
+    pub fn info(&self) -> &TextEmbedderInfo {
+        &self.info
+    }
+
+    /// Token counts of `texts` (after truncation), to group inputs of like
+    /// length into one batch.
+    pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| self.tokenize_error(e))?;
+        Ok(encodings
+            .iter()
+            .map(|e| e.get_attention_mask().iter().filter(|&&m| m != 0).count())
+            .collect())
+    }
+
+    fn tokenize_error(&self, e: tokenizers::Error) -> ModelError {
+        ModelError::Tokenize {
+            model: self.name.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Embeds `texts` in one forward pass: `texts.len() × dim` floats, row
+    /// by row.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        if texts.is_empty() {
+            return Ok(vec![]);
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| self.tokenize_error(e))?;
+        let n = encodings.len();
+        let len = encodings.first().map_or(0, |e| e.get_ids().len());
+        let mut ids = Vec::with_capacity(n * len);
+        let mut mask = Vec::with_capacity(n * len);
+        for e in &encodings {
+            ids.extend_from_slice(e.get_ids());
+            mask.extend_from_slice(e.get_attention_mask());
+        }
+        self.forward(ids, mask, n, len)
+            .map_err(|source| ModelError::Forward {
+                model: self.name.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    fn forward(
+        &self,
+        ids: Vec<u32>,
+        mask: Vec<u32>,
+        n: usize,
+        len: usize,
+    ) -> candle_core::Result<Vec<f32>> {
+        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
+        let types = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let hidden = hidden.to_dtype(DType::F32)?;
+        let pooled = match self.info.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => {
+                let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+                let summed = hidden.broadcast_mul(&m)?.sum(1)?;
+                let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+                summed.broadcast_div(&counts)?
+            }
+        };
+        let pooled = if self.info.normalize {
+            let norms = pooled
+                .sqr()?
+                .sum_keepdim(D::Minus1)?
+                .sqrt()?
+                .clamp(1e-12, f64::MAX)?;
+            pooled.broadcast_div(&norms)?
+        } else {
+            pooled
+        };
+        pooled.flatten_all()?.to_vec1::<f32>()
+    }
+}

@@ -1,0 +1,253 @@
+//! `embed_text(model, text)`: a sentence embedding per row.
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, StringArray};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::async_udf::AsyncScalarUDFImpl;
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use quiver_models::{Model, ModelError, ModelRegistry};
+use quiver_settings::args::scalar_text;
+
+/// An embedding column: `FixedSizeList<Float32, dim>` tagged
+/// `quiver.embedding = {"model": …, "dim": …, "normalized": …}`.
+pub fn embedding_field(name: &str, model: &str, dim: usize, normalized: bool) -> Field {
+    let len = i32::try_from(dim).unwrap_or(i32::MAX);
+    Field::new(
+        name,
+        DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), len),
+        true,
+    )
+    .with_metadata(
+        [(
+            "quiver.embedding".to_string(),
+            serde_json_string(model, dim, normalized),
+        )]
+        .into(),
+    )
+}
+
+fn serde_json_string(model: &str, dim: usize, normalized: bool) -> String {
+    let model = model.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("{{\"model\":\"{model}\",\"dim\":{dim},\"normalized\":{normalized}}}")
+}
+
+fn model_error(e: ModelError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// `embed_text(model, text)`.
+#[derive(Debug)]
+pub struct EmbedText {
+    signature: Signature,
+    registry: Arc<ModelRegistry>,
+    /// The last constant text embedded, so that `embed_text('m', 'query')`
+    /// runs the model once per query, not once per batch.
+    constant: Mutex<Option<(String, String, ScalarValue)>>,
+}
+
+impl PartialEq for EmbedText {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.registry, &other.registry)
+    }
+}
+impl Eq for EmbedText {}
+impl Hash for EmbedText {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        "embed_text".hash(state);
+        (Arc::as_ptr(&self.registry) as usize).hash(state);
+    }
+}
+
+impl EmbedText {
+    pub fn new(registry: Arc<ModelRegistry>) -> Self {
+        Self {
+            // Two strings of any string type (the wrapper DataFusion puts around
+            // async functions does not forward `coerce_types`).
+            signature: Signature::string(2, Volatility::Immutable),
+            registry,
+            constant: Mutex::new(None),
+        }
+    }
+
+    fn model_name(&self, arg: Option<&ScalarValue>) -> Result<String> {
+        match arg.and_then(scalar_text) {
+            Some(name) => Ok(name),
+            None => plan_err!(
+                "embed_text: the model must be a constant string naming a model (SHOW MODELS)"
+            ),
+        }
+    }
+
+    /// The loaded model (loading it on first use, off the async runtime).
+    async fn model(&self, name: &str) -> Result<Arc<Model>> {
+        let registry = self.registry.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || registry.get(&name))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .map_err(model_error)
+    }
+
+    /// Embeds the non-null rows of `texts`: inputs of like token length go
+    /// into the same forward pass (less padding), `batch_size` rows each;
+    /// all passes are queued on the model's thread at once, and dropping
+    /// this future (a cancelled query) skips those not yet started.
+    async fn embed(
+        &self,
+        model: &Model,
+        texts: &StringArray,
+        field: &FieldRef,
+    ) -> Result<ArrayRef> {
+        let DataType::FixedSizeList(item, dim) = field.data_type() else {
+            return exec_err!("embed_text: unexpected return type {}", field.data_type());
+        };
+        let dim = usize::try_from(*dim).unwrap_or(0);
+        let rows: Vec<usize> = (0..texts.len()).filter(|&i| texts.is_valid(i)).collect();
+        let owned: Vec<String> = rows.iter().map(|&i| texts.value(i).to_string()).collect();
+        let lengths = model
+            .token_counts(owned.clone())
+            .await
+            .map_err(model_error)?;
+        let mut order: Vec<usize> = (0..owned.len()).collect();
+        order.sort_by_key(|&k| lengths.get(k).copied().unwrap_or(0));
+        let batch = model.spec().batch_size.max(1);
+        let passes = order.chunks(batch).map(|chunk| {
+            let inputs: Vec<String> = chunk.iter().map(|&k| owned[k].clone()).collect();
+            model.embed_texts(inputs)
+        });
+        let results = futures::future::try_join_all(passes)
+            .await
+            .map_err(model_error)?;
+        let mut values = vec![0f32; texts.len() * dim];
+        for (chunk, vectors) in order.chunks(batch).zip(results) {
+            if vectors.len() != chunk.len() * dim {
+                return exec_err!(
+                    "embed_text: the model returned {} values for {} rows of dimension {dim}",
+                    vectors.len(),
+                    chunk.len()
+                );
+            }
+            for (&k, v) in chunk.iter().zip(vectors.chunks(dim)) {
+                let row = rows[k];
+                values[row * dim..(row + 1) * dim].copy_from_slice(v);
+            }
+        }
+        let nulls = texts
+            .nulls()
+            .cloned()
+            .or_else(|| Some(NullBuffer::new_valid(texts.len())));
+        Ok(Arc::new(FixedSizeListArray::try_new(
+            item.clone(),
+            i32::try_from(dim).unwrap_or(i32::MAX),
+            Arc::new(Float32Array::from(values)),
+            nulls.filter(|n| n.null_count() > 0),
+        )?))
+    }
+}
+
+impl ScalarUDFImpl for EmbedText {
+    fn name(&self) -> &str {
+        "embed_text"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        plan_err!("embed_text: return_field_from_args is used instead")
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let name = self.model_name(args.scalar_arguments.first().copied().flatten())?;
+        let (spec, info) = self.registry.describe(&name).map_err(model_error)?;
+        let Some(dim) = info.embedding_dim() else {
+            return plan_err!(
+                "embed_text: model '{name}' is a {} model, which makes no text embeddings",
+                spec.architecture.task()
+            );
+        };
+        Ok(Arc::new(embedding_field(
+            self.name(),
+            &spec.name,
+            dim,
+            info.normalized(),
+        )))
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        exec_err!("embed_text runs asynchronously")
+    }
+}
+
+#[async_trait]
+impl AsyncScalarUDFImpl for EmbedText {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [model_arg, text_arg] = args.args.as_slice() else {
+            return exec_err!("embed_text(model, text) takes 2 arguments");
+        };
+        let ColumnarValue::Scalar(model_name) = model_arg else {
+            return plan_err!("embed_text: the model must be a constant string naming a model");
+        };
+        let name = self.model_name(Some(model_name))?;
+        if let ColumnarValue::Scalar(text) = text_arg {
+            let Some(text) = scalar_text(text) else {
+                return Ok(ColumnarValue::Array(
+                    datafusion::arrow::array::new_null_array(
+                        args.return_field.data_type(),
+                        args.number_rows,
+                    ),
+                ));
+            };
+            if let Ok(cache) = self.constant.lock()
+                && let Some((m, t, v)) = cache.as_ref()
+                && *m == name
+                && *t == text
+            {
+                return Ok(ColumnarValue::Array(v.to_array_of_size(args.number_rows)?));
+            }
+            let model = self.model(&name).await?;
+            let array = self
+                .embed(
+                    &model,
+                    &StringArray::from(vec![text.clone()]),
+                    &args.return_field,
+                )
+                .await?;
+            let value = ScalarValue::try_from_array(&array, 0)?;
+            if let Ok(mut cache) = self.constant.lock() {
+                *cache = Some((name, text, value.clone()));
+            }
+            // As an array: DataFusion's async operator takes a scalar result
+            // for one row.
+            return Ok(ColumnarValue::Array(
+                value.to_array_of_size(args.number_rows)?,
+            ));
+        }
+        let texts = text_arg.to_array(args.number_rows)?;
+        let texts = cast(&texts, &DataType::Utf8)?;
+        let Some(texts) = texts.as_any().downcast_ref::<StringArray>() else {
+            return exec_err!("embed_text: the text must be text");
+        };
+        if texts.null_count() == texts.len() {
+            return Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_null_array(
+                    args.return_field.data_type(),
+                    texts.len(),
+                ),
+            ));
+        }
+        let model = self.model(&name).await?;
+        Ok(ColumnarValue::Array(
+            self.embed(&model, texts, &args.return_field).await?,
+        ))
+    }
+}

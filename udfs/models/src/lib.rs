@@ -1,0 +1,42 @@
+//! SQL functions over models and vectors.
+//!
+//! | function | returns |
+//! |---|---|
+//! | `embed_text(model, text)` | embedding: `FixedSizeList<Float32, dim>` tagged `quiver.embedding` |
+//! | `cosine_similarity(a, b)`, `inner_product(a, b)`, `l2_distance(a, b)` | `float64` |
+//!
+//! `model` names a model of the engine's [`ModelRegistry`] (`CREATE MODEL`)
+//! and must be a constant. Model functions run one forward pass per
+//! `batch_size` rows on the model's own thread, never on the async
+//! runtime's workers; NULL in gives NULL out.
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::async_udf::AsyncScalarUDF;
+use datafusion::prelude::SessionContext;
+use quiver_models::ModelRegistry;
+
+mod embed_text;
+mod vectors;
+
+pub use embed_text::{EmbedText, embedding_field};
+pub use vectors::{VectorOp, VectorUdf};
+
+/// Every model and vector function, the model functions bound to `registry`.
+pub fn functions(registry: &Arc<ModelRegistry>) -> Vec<Arc<ScalarUDF>> {
+    let mut out = vec![Arc::new(
+        AsyncScalarUDF::new(Arc::new(EmbedText::new(registry.clone()))).into_scalar_udf(),
+    )];
+    for op in VectorOp::ALL {
+        out.push(Arc::new(ScalarUDF::new_from_impl(VectorUdf::new(op))));
+    }
+    out
+}
+
+/// Registers [`functions`] with `ctx`.
+pub fn register_all(ctx: &SessionContext, registry: &Arc<ModelRegistry>) {
+    for f in functions(registry) {
+        ctx.register_udf(f.as_ref().clone());
+    }
+}
