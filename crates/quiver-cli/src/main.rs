@@ -3,6 +3,7 @@
 
 mod args;
 mod demo;
+mod models;
 mod output;
 mod progress;
 mod run;
@@ -124,6 +125,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(quiver, &listen).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Models { action } => models::run(&cli.engine, action, engine).await,
         Command::GenerateData { dir } => {
             let files = quiver::sample::generate(&dir)?;
             for f in files {
@@ -173,7 +175,7 @@ pub async fn serve(quiver: quiver::Quiver, listen: &str) -> anyhow::Result<()> {
 
 /// Commits the output file on success and discards it on failure, so a
 /// failed run never leaves half-written output.
-fn finish(sink: output::Sink, keep: bool, failed: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn finish(sink: output::Sink, keep: bool, failed: bool) -> anyhow::Result<ExitCode> {
     if keep {
         sink.commit()?;
     } else {

@@ -10,7 +10,8 @@ fn quiver() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
     cmd.env_remove("QUIVER_CONFIG")
         .env("QUIVER_HISTORY", "/dev/null")
-        .env("NO_COLOR", "1");
+        .env("NO_COLOR", "1")
+        .env_remove("QUIVER_MODELS_DIR");
     cmd
 }
 
@@ -313,6 +314,73 @@ fn data_roots_confine_local_paths() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("outside the allowed data roots"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn models_import_check_and_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A checkpoint as downloaded: a model directory inside another.
+    let download = dir.path().join("download/snapshot");
+    quiver_models::testing::write_tiny_bert(&download, 32, 7).expect("tiny");
+    let out = run_in(
+        dir.path(),
+        &[
+            "models", "import", "download", "--name", "tiny", "--dir", "models",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("imported tiny (bert)"), "{stdout}");
+    assert!(
+        stdout.contains("CREATE MODEL tiny TYPE bert FROM 'models/tiny'"),
+        "{stdout}"
+    );
+    assert!(dir.path().join("models/tiny/model.safetensors").is_file());
+
+    let out = run_in(dir.path(), &["models", "check", "models/tiny"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("32 floats (expected 32), length 1.0000"),
+        "{stdout}"
+    );
+
+    std::fs::write(
+        dir.path().join("quiver.toml"),
+        "[models.tiny]\ntype = \"bert\"\npath = \"models/tiny\"\nbatch_size = 16\n",
+    )
+    .expect("config");
+    let out = run_in(
+        dir.path(),
+        &[
+            "--config",
+            "quiver.toml",
+            "models",
+            "list",
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("tiny,bert,text embedding,models/tiny,cpu,f32,16,32,"),
+        "{stdout}"
+    );
+    let out = run_in(
+        dir.path(),
+        &["--config", "quiver.toml", "models", "check", "tiny"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Not a model: a clear error, no panic.
+    let out = run_in(dir.path(), &["models", "import", "quiver.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a readable zip archive"),
         "{}",
         text(&out.stderr)
     );

@@ -107,7 +107,7 @@ fn special(sql: &str) -> Option<Kind> {
         ("deallocate", _) => Some(Kind::Nothing { tag: "DEALLOCATE" }),
         ("set", _) => parse_set(sql),
         ("show", Some(name))
-            if !name.contains('.') && name != "all" && name != "tables" && name != "columns" =>
+            if !name.contains('.') && !matches!(name, "all" | "tables" | "columns" | "models") =>
         {
             Some(Kind::ShowClient {
                 name: name.trim_matches('"').to_string(),

