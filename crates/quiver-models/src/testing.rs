@@ -78,23 +78,55 @@ fn tiny_vocab() -> Vec<String> {
     vocab
 }
 
+/// The shape of a generated BERT.
+#[derive(Debug, Clone, Copy)]
+pub struct BertShape {
+    pub dim: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+}
+
+impl BertShape {
+    /// all-MiniLM-L6-v2's shape (384 wide, 6 layers, 12 heads), for
+    /// throughput checks where the weights do not matter.
+    pub const MINILM: BertShape = BertShape {
+        dim: 384,
+        layers: 6,
+        heads: 12,
+        intermediate: 1536,
+    };
+}
+
 /// Writes a BERT sentence embedder (hidden size `dim`, 2 layers) in the
 /// Hugging Face + sentence-transformers layout to `dir`: `config.json`,
 /// `tokenizer.json` (WordPiece, lower-casing), `model.safetensors`,
 /// `modules.json` (Transformer → Pooling → Normalize),
 /// `sentence_bert_config.json` and `1_Pooling/config.json`.
 pub fn write_tiny_bert(dir: &Path, dim: usize, seed: u64) -> Result<()> {
+    let shape = BertShape {
+        dim,
+        layers: 2,
+        heads: 4,
+        intermediate: dim * 2,
+    };
+    write_bert(dir, shape, seed)
+}
+
+/// [`write_tiny_bert`] with any shape.
+pub fn write_bert(dir: &Path, shape: BertShape, seed: u64) -> Result<()> {
+    let dim = shape.dim;
     std::fs::create_dir_all(dir.join("1_Pooling")).map_err(|e| io(dir, e))?;
     let vocab = tiny_vocab();
     let config = Config {
         vocab_size: vocab.len(),
         hidden_size: dim,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        intermediate_size: dim * 2,
+        num_hidden_layers: shape.layers,
+        num_attention_heads: shape.heads,
+        intermediate_size: shape.intermediate,
         hidden_act: HiddenAct::Gelu,
         hidden_dropout_prob: 0.0,
-        max_position_embeddings: 64,
+        max_position_embeddings: 128,
         type_vocab_size: 2,
         initializer_range: 0.02,
         layer_norm_eps: 1e-12,
