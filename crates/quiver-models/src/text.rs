@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{D, DType, Device, Tensor};
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
+
+use crate::bert::Bert;
 use serde::Deserialize;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
@@ -112,7 +114,7 @@ impl TextEmbedderInfo {
 pub struct TextEmbedder {
     name: String,
     info: TextEmbedderInfo,
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
     device: Device,
 }
@@ -164,7 +166,7 @@ impl TextEmbedder {
         let tokenizer = load_tokenizer(name, dir, info.max_tokens)?;
         let weights: PathBuf = weights_file(name, dir)?;
         let vb = var_builder(name, &weights, dtype, device)?;
-        let model = BertModel::load(vb, &info.config).map_err(|e| load_error(name, &weights, e))?;
+        let model = Bert::load(vb, &info.config).map_err(|e| load_error(name, &weights, e))?;
         Ok(Self {
             name: name.to_string(),
             info,
@@ -233,8 +235,7 @@ impl TextEmbedder {
     ) -> candle_core::Result<Vec<f32>> {
         let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
-        let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let hidden = self.model.forward(&ids, &mask)?;
         let hidden = hidden.to_dtype(DType::F32)?;
         let pooled = match self.info.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
