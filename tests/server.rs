@@ -504,6 +504,19 @@ async fn read_only_server_refuses_writes() {
         .await
         .expect("read");
     assert_eq!(row.get::<_, i64>(0), quiver::sample::CUSTOMERS as i64);
+    // Models are shared by every connection: no client registers or drops
+    // them on a read-only server.
+    for sql in [
+        format!("CREATE MODEL m TYPE bert FROM '{data}'"),
+        "DROP MODEL IF EXISTS m".to_string(),
+    ] {
+        let err = c.batch_execute(&sql).await.expect_err(&sql);
+        assert_eq!(
+            err.as_db_error().map(|e| e.code()),
+            Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
+            "{sql}"
+        );
+    }
     drop(c);
     server.stop().await;
 }

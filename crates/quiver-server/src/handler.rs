@@ -165,6 +165,20 @@ impl Parser {
         let kind = match special(sql) {
             Some(kind) => kind,
             None => {
+                if self.quiver.config().server.read_only
+                    && matches!(
+                        quiver::models::parse_model_statement(sql),
+                        Ok(Some(
+                            quiver::models::ModelStatement::Create { .. }
+                                | quiver::models::ModelStatement::Drop { .. }
+                        ))
+                    )
+                {
+                    return Err(pg_error(
+                        "25006",
+                        "cannot register or drop models on a read-only server (server.read_only = true); declare them in the config's [models.*]",
+                    ));
+                }
                 let plan = self.quiver.create_logical_plan(sql).await.map_err(to_pg)?;
                 if self.quiver.config().server.read_only {
                     // Writes (COPY … TO, INSERT, UPDATE, DELETE) anywhere in

@@ -27,7 +27,7 @@ use quiver_sources::download::UrlDownload;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
 
 use crate::config::QuiverConfig;
-use crate::models::{parse_model_statement, run_model_statement};
+use crate::models::{ModelStatement, parse_model_statement, run_model_statement};
 use crate::object_stores::QuiverObjectStoreRegistry;
 use quiver_models::ModelRegistry;
 use quiver_sources::listing::{FileKind, GlobbingTableFactory, ReadFileFunction, file_table};
@@ -217,6 +217,15 @@ impl Quiver {
         })
     }
 
+    /// Runs a model statement; `CREATE MODEL` may only read model
+    /// directories under `data.roots` when those are set.
+    fn run_model_statement(&self, stmt: ModelStatement) -> Result<LogicalPlan> {
+        if let ModelStatement::Create { spec, .. } = &stmt {
+            crate::object_stores::check_local_path(&self.config.data.roots, &spec.path)?;
+        }
+        run_model_statement(&self.ctx, &self.models, stmt)
+    }
+
     /// The engine's models (`CREATE MODEL`, the config's `[models.*]`).
     pub fn models(&self) -> &Arc<ModelRegistry> {
         &self.models
@@ -227,7 +236,7 @@ impl Quiver {
     /// executed.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         if let Some(stmt) = parse_model_statement(sql)? {
-            let plan = run_model_statement(&self.ctx, &self.models, stmt)?;
+            let plan = self.run_model_statement(stmt)?;
             return self.ctx.execute_logical_plan(plan).await;
         }
         self.ctx.sql(sql).await
@@ -238,7 +247,7 @@ impl Quiver {
     /// (those take effect here).
     pub async fn create_logical_plan(&self, sql: &str) -> Result<LogicalPlan> {
         if let Some(stmt) = parse_model_statement(sql)? {
-            return run_model_statement(&self.ctx, &self.models, stmt);
+            return self.run_model_statement(stmt);
         }
         self.ctx.state().create_logical_plan(sql).await
     }

@@ -468,5 +468,24 @@ mod tests {
             .expect_err("bad model");
         assert!(err.to_string().contains("[models.x]"), "{err}");
         assert!(err.to_string().contains("/no/such/model"), "{err}");
+
+        // With data roots set, CREATE MODEL reads only under them.
+        let mut rooted = crate::QuiverConfig::default();
+        rooted.data.roots = vec![dir.path().join("allowed")];
+        let q = crate::Quiver::builder()
+            .config(rooted)
+            .build()
+            .expect("engine");
+        let err = q
+            .sql(&format!(
+                "CREATE MODEL tiny TYPE bert FROM '{}'",
+                dir.path().display()
+            ))
+            .await
+            .expect_err("outside the roots");
+        assert!(
+            err.to_string().contains("outside the allowed data roots"),
+            "{err}"
+        );
     }
 }

@@ -314,21 +314,44 @@ impl RootedStore {
     /// Confines `inner` to `roots` (relative roots are taken from the current
     /// directory; existing ones are canonicalised so links resolve).
     pub fn new(inner: Arc<dyn ObjectStore>, roots: &[PathBuf]) -> Result<Self> {
-        let cwd = std::env::current_dir()
-            .map_err(|e| DataFusionError::IoError(e).context("reading the current directory"))?;
-        let roots = roots
-            .iter()
-            .map(|r| {
-                let abs = normalize(&cwd.join(r));
-                std::fs::canonicalize(&abs).unwrap_or(abs)
-            })
-            .collect();
-        Ok(Self { inner, roots })
+        Ok(Self {
+            inner,
+            roots: canonical_roots(roots)?,
+        })
     }
 
     fn check(&self, location: &Path) -> object_store::Result<()> {
         check_in_roots(&self.roots, location)
     }
+}
+
+/// `roots` made absolute (from the current directory) and, where they
+/// exist, canonical, so that links resolve.
+fn canonical_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| DataFusionError::IoError(e).context("reading the current directory"))?;
+    Ok(roots
+        .iter()
+        .map(|r| {
+            let abs = normalize(&cwd.join(r));
+            std::fs::canonicalize(&abs).unwrap_or(abs)
+        })
+        .collect())
+}
+
+/// `Ok` when the local `path` (a model directory, say) lies under one of
+/// `roots`, or no roots are set; else an error naming the path and the
+/// roots (links are resolved first).
+pub fn check_local_path(roots: &[PathBuf], path: &std::path::Path) -> Result<()> {
+    if roots.is_empty() {
+        return Ok(());
+    }
+    let roots = canonical_roots(roots)?;
+    let location = canonical_roots(&[path.to_path_buf()])?
+        .pop()
+        .unwrap_or_else(|| path.to_path_buf());
+    let location = Path::from(location.to_string_lossy().trim_start_matches('/'));
+    check_in_roots(&roots, &location).map_err(|e| DataFusionError::Plan(e.to_string()))
 }
 
 /// `Ok` when `location` lies under one of `roots`, else `PermissionDenied`
