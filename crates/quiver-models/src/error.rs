@@ -71,10 +71,24 @@ pub enum ModelError {
     /// A checkpoint to import is not one Quiver recognises.
     #[error("import {}: {reason}", path.display())]
     Import { path: PathBuf, reason: String },
+    /// The query that asked stopped before the model got to it.
+    #[error("model '{0}': cancelled")]
+    Cancelled(String),
     /// The model's worker thread stopped (it panicked, or the engine is
     /// shutting down).
     #[error("model '{0}': its worker thread stopped")]
     WorkerGone(String),
+}
+
+impl ModelError {
+    /// A file of `model` that cannot be read.
+    pub fn io(model: &str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io {
+            model: model.to_string(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// Results of this crate.

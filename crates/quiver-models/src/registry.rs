@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -130,14 +130,11 @@ pub enum ModelInfo {
 impl ModelInfo {
     fn read(spec: &ModelSpec) -> Result<Self> {
         if !spec.path.is_dir() {
-            return Err(ModelError::Io {
-                model: spec.name.clone(),
-                path: spec.path.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no such model directory",
-                ),
-            });
+            return Err(ModelError::io(
+                &spec.name,
+                &spec.path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such model directory"),
+            ));
         }
         match spec.architecture {
             Architecture::Bert => Ok(Self::TextEmbedder(TextEmbedderInfo::read(
@@ -219,27 +216,16 @@ impl Model {
         self.load_time
     }
 
-    /// Embeds `texts` in one forward pass on the model's worker thread;
-    /// `texts.len() × dim` floats. Dropping the future before the worker
-    /// reaches it skips the pass.
+    /// Embeds `texts` on the model's worker thread, `batch_size` rows per
+    /// forward pass (like lengths together); `texts.len() × dim` floats in
+    /// input order. Dropping the future stops before the next pass.
     pub async fn embed_texts(&self, texts: Vec<String>) -> Result<Vec<f32>> {
+        let batch = self.spec.batch_size;
         self.worker
-            .run(move |kind| match kind {
+            .run(move |kind, stop| match kind {
                 LoadedKind::TextEmbedder(m) => {
                     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    m.embed(&refs)
-                }
-            })
-            .await
-    }
-
-    /// Token counts of `texts`, to group like lengths into one batch.
-    pub async fn token_counts(&self, texts: Vec<String>) -> Result<Vec<usize>> {
-        self.worker
-            .run(move |kind| match kind {
-                LoadedKind::TextEmbedder(m) => {
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    m.token_counts(&refs)
+                    m.embed(&refs, batch, stop)
                 }
             })
             .await
@@ -375,14 +361,5 @@ impl ModelRegistry {
         let model = Arc::new(Model::load(&spec)?);
         *slot = Some(model.clone());
         Ok(model)
-    }
-}
-
-/// Whether `path` looks like a model directory of `architecture`.
-pub fn looks_like(architecture: Architecture, path: &Path) -> bool {
-    match architecture {
-        Architecture::Bert => {
-            path.join("config.json").is_file() && path.join("tokenizer.json").is_file()
-        }
     }
 }

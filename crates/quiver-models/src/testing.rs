@@ -38,11 +38,7 @@ impl SplitMix {
 }
 
 fn io(path: &Path, source: std::io::Error) -> ModelError {
-    ModelError::Io {
-        model: "tiny".into(),
-        path: path.to_path_buf(),
-        source,
-    }
+    ModelError::io("tiny", path, source)
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {

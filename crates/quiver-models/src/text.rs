@@ -11,7 +11,7 @@ use candle_transformers::models::bert::Config;
 
 use crate::bert::Bert;
 use serde::Deserialize;
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::error::{ModelError, Result};
 use crate::weights::{load_error, var_builder, weights_file};
@@ -38,11 +38,7 @@ pub struct TextEmbedderInfo {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(model: &str, path: &Path) -> Result<T> {
-    let text = std::fs::read(path).map_err(|source| ModelError::Io {
-        model: model.to_string(),
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read(path).map_err(|source| ModelError::io(model, path, source))?;
     serde_json::from_slice(&text).map_err(|source| ModelError::Config {
         model: model.to_string(),
         path: path.to_path_buf(),
@@ -116,6 +112,7 @@ pub struct TextEmbedder {
     info: TextEmbedderInfo,
     model: Bert,
     tokenizer: Tokenizer,
+    pad_id: u32,
     device: Device,
 }
 
@@ -129,41 +126,35 @@ impl std::fmt::Debug for TextEmbedder {
     }
 }
 
-/// Loads `dir/tokenizer.json`, padding each batch to its longest input and
-/// truncating at `max_tokens` (Hugging Face exports often fix padding at
-/// 128, which wastes work on short inputs and differs from
-/// sentence-transformers).
-pub fn load_tokenizer(model: &str, dir: &Path, max_tokens: usize) -> Result<Tokenizer> {
+/// Loads `dir/tokenizer.json`, truncating at `max_tokens` and without
+/// padding (Hugging Face exports often fix padding at 128; the embedder pads
+/// each forward pass to its own longest input instead, as
+/// sentence-transformers does). Returns the padding token's id too.
+pub fn load_tokenizer(model: &str, dir: &Path, max_tokens: usize) -> Result<(Tokenizer, u32)> {
     let path = dir.join("tokenizer.json");
-    let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
+    let tokenizer_error = |e: tokenizers::Error| ModelError::Tokenizer {
         model: model.to_string(),
         path: path.clone(),
         message: e.to_string(),
-    })?;
-    let pad = tokenizer.get_padding().cloned().unwrap_or_default();
-    tokenizer.with_padding(Some(PaddingParams {
-        strategy: PaddingStrategy::BatchLongest,
-        ..pad
-    }));
+    };
+    let mut tokenizer = Tokenizer::from_file(&path).map_err(tokenizer_error)?;
+    let pad_id = tokenizer.get_padding().map_or(0, |p| p.pad_id);
+    tokenizer.with_padding(None);
     let trunc = tokenizer.get_truncation().cloned().unwrap_or_default();
     tokenizer
         .with_truncation(Some(TruncationParams {
             max_length: max_tokens,
             ..trunc
         }))
-        .map_err(|e| ModelError::Tokenizer {
-            model: model.to_string(),
-            path,
-            message: e.to_string(),
-        })?;
-    Ok(tokenizer)
+        .map_err(tokenizer_error)?;
+    Ok((tokenizer, pad_id))
 }
 
 impl TextEmbedder {
     /// Loads the encoder in `dir` onto `device` as `dtype`.
     pub fn load(name: &str, dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let info = TextEmbedderInfo::read(name, dir)?;
-        let tokenizer = load_tokenizer(name, dir, info.max_tokens)?;
+        let (tokenizer, pad_id) = load_tokenizer(name, dir, info.max_tokens)?;
         let weights: PathBuf = weights_file(name, dir)?;
         let vb = var_builder(name, &weights, dtype, device)?;
         let model = Bert::load(vb, &info.config).map_err(|e| load_error(name, &weights, e))?;
@@ -172,6 +163,7 @@ impl TextEmbedder {
             info,
             model,
             tokenizer,
+            pad_id,
             device: device.clone(),
         })
     }
@@ -181,49 +173,45 @@ impl TextEmbedder {
         &self.info
     }
 
-    /// Token counts of `texts` (after truncation), to group inputs of like
-    /// length into one batch.
-    pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>> {
+    /// Embeds `texts`, `texts.len() × dim` floats in input order. Each text
+    /// is tokenised once; texts of like token length share a forward pass
+    /// of at most `batch` rows, padded to its longest; `stop` is asked
+    /// before each pass (the caller has gone away).
+    pub fn embed(&self, texts: &[&str], batch: usize, stop: &dyn Fn() -> bool) -> Result<Vec<f32>> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
-            .map_err(|e| self.tokenize_error(e))?;
-        Ok(encodings
-            .iter()
-            .map(|e| e.get_attention_mask().iter().filter(|&&m| m != 0).count())
-            .collect())
-    }
-
-    fn tokenize_error(&self, e: tokenizers::Error) -> ModelError {
-        ModelError::Tokenize {
-            model: self.name.clone(),
-            message: e.to_string(),
-        }
-    }
-
-    /// Embeds `texts` in one forward pass: `texts.len() × dim` floats, row
-    /// by row.
-    pub fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
-        if texts.is_empty() {
-            return Ok(vec![]);
-        }
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| self.tokenize_error(e))?;
-        let n = encodings.len();
-        let len = encodings.first().map_or(0, |e| e.get_ids().len());
-        let mut ids = Vec::with_capacity(n * len);
-        let mut mask = Vec::with_capacity(n * len);
-        for e in &encodings {
-            ids.extend_from_slice(e.get_ids());
-            mask.extend_from_slice(e.get_attention_mask());
-        }
-        self.forward(ids, mask, n, len)
-            .map_err(|source| ModelError::Forward {
+            .map_err(|e| ModelError::Tokenize {
                 model: self.name.clone(),
-                source: Box::new(source),
-            })
+                message: e.to_string(),
+            })?;
+        let dim = self.info.dim;
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings[i].len());
+        let mut out = vec![0f32; encodings.len() * dim];
+        for pass in order.chunks(batch.max(1)) {
+            if stop() {
+                return Err(ModelError::Cancelled(self.name.clone()));
+            }
+            let len = pass.iter().map(|&i| encodings[i].len()).max().unwrap_or(0);
+            let mut ids = vec![self.pad_id; pass.len() * len];
+            let mut mask = vec![0u32; pass.len() * len];
+            for (row, &i) in pass.iter().enumerate() {
+                let e = &encodings[i];
+                ids[row * len..row * len + e.len()].copy_from_slice(e.get_ids());
+                mask[row * len..row * len + e.len()].copy_from_slice(e.get_attention_mask());
+            }
+            let vectors =
+                self.forward(ids, mask, pass.len(), len)
+                    .map_err(|source| ModelError::Forward {
+                        model: self.name.clone(),
+                        source: Box::new(source),
+                    })?;
+            for (&i, v) in pass.iter().zip(vectors.chunks(dim)) {
+                out[i * dim..(i + 1) * dim].copy_from_slice(v);
+            }
+        }
+        Ok(out)
     }
 
     fn forward(

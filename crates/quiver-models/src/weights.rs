@@ -7,24 +7,27 @@ use candle_nn::VarBuilder;
 
 use crate::error::{ModelError, Result};
 
-/// The weights file of a Hugging Face model directory: `model.safetensors`
-/// (memory-mapped) or, failing that, `pytorch_model.bin` (read through
-/// Candle's pickle support).
+/// The names a Hugging Face model directory's weights go by, in order of
+/// preference: `model.safetensors` (memory-mapped), `pytorch_model.bin`
+/// (read through Candle's pickle support).
+pub const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+
+/// The weights file of a Hugging Face model directory (see [`WEIGHT_FILES`]).
 pub fn weights_file(model: &str, dir: &Path) -> Result<PathBuf> {
-    for name in ["model.safetensors", "pytorch_model.bin"] {
+    for name in WEIGHT_FILES {
         let path = dir.join(name);
         if path.is_file() {
             return Ok(path);
         }
     }
-    Err(ModelError::Io {
-        model: model.to_string(),
-        path: dir.join("model.safetensors"),
-        source: std::io::Error::new(
+    Err(ModelError::io(
+        model,
+        &dir.join(WEIGHT_FILES[0]),
+        std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "neither model.safetensors nor pytorch_model.bin is in the model directory",
         ),
-    })
+    ))
 }
 
 /// A [`VarBuilder`] over `path` holding tensors as `dtype` on `device`.

@@ -13,6 +13,9 @@ use crate::registry::LoadedKind;
 
 type Job = Box<dyn FnOnce(&LoadedKind) + Send>;
 
+/// Asked between forward passes: whether the caller has gone away.
+pub type Stop<'a> = &'a dyn Fn() -> bool;
+
 /// The sending end of a model's worker thread.
 #[derive(Debug)]
 pub struct Worker {
@@ -33,10 +36,8 @@ impl Worker {
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&kind)));
                 }
             })
-            .map_err(|source| ModelError::Io {
-                model: name.to_string(),
-                path: "worker thread".into(),
-                source,
+            .map_err(|source| {
+                ModelError::io(name, std::path::Path::new("worker thread"), source)
             })?;
         Ok(Self {
             name: name.to_string(),
@@ -44,18 +45,21 @@ impl Worker {
         })
     }
 
-    /// Runs `f` on the worker and awaits its result.
+    /// Runs `f` on the worker and awaits its result. `f` is skipped when
+    /// the caller has gone away before the worker reaches it, and may ask
+    /// its [`Stop`] between passes.
     pub async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&LoadedKind) -> Result<T> + Send + 'static,
+        F: FnOnce(&LoadedKind, Stop) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |kind| {
             if tx.is_canceled() {
                 return;
             }
-            let _ = tx.send(f(kind));
+            let result = f(kind, &|| tx.is_canceled());
+            let _ = tx.send(result);
         });
         let sent = self
             .jobs

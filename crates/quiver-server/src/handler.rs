@@ -20,6 +20,7 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use quiver::Quiver;
+use quiver::models::ModelStatement;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
@@ -162,23 +163,28 @@ pub struct Parser {
 
 impl Parser {
     async fn parse(&self, sql: &str) -> PgWireResult<Statement> {
-        let kind = match special(sql) {
+        // Model statements go to the engine as they are (`SHOW MODELS` is
+        // no client setting); clients may not change the shared models of
+        // a read-only server.
+        let model_statement = quiver::models::parse_model_statement(sql).map_err(to_pg)?;
+        if self.quiver.config().server.read_only
+            && matches!(
+                model_statement,
+                Some(ModelStatement::Create { .. } | ModelStatement::Drop { .. })
+            )
+        {
+            return Err(pg_error(
+                "25006",
+                "cannot register or drop models on a read-only server (server.read_only = true); declare them in the config's [models.*]",
+            ));
+        }
+        let special = match model_statement {
+            Some(_) => None,
+            None => special(sql),
+        };
+        let kind = match special {
             Some(kind) => kind,
             None => {
-                if self.quiver.config().server.read_only
-                    && matches!(
-                        quiver::models::parse_model_statement(sql),
-                        Ok(Some(
-                            quiver::models::ModelStatement::Create { .. }
-                                | quiver::models::ModelStatement::Drop { .. }
-                        ))
-                    )
-                {
-                    return Err(pg_error(
-                        "25006",
-                        "cannot register or drop models on a read-only server (server.read_only = true); declare them in the config's [models.*]",
-                    ));
-                }
                 let plan = self.quiver.create_logical_plan(sql).await.map_err(to_pg)?;
                 if self.quiver.config().server.read_only {
                     // Writes (COPY … TO, INSERT, UPDATE, DELETE) anywhere in

@@ -316,7 +316,7 @@ impl RootedStore {
     pub fn new(inner: Arc<dyn ObjectStore>, roots: &[PathBuf]) -> Result<Self> {
         Ok(Self {
             inner,
-            roots: canonical_roots(roots)?,
+            roots: canonical_paths(roots)?,
         })
     }
 
@@ -325,12 +325,12 @@ impl RootedStore {
     }
 }
 
-/// `roots` made absolute (from the current directory) and, where they
+/// `paths` made absolute (from the current directory) and, where they
 /// exist, canonical, so that links resolve.
-fn canonical_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
+fn canonical_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let cwd = std::env::current_dir()
         .map_err(|e| DataFusionError::IoError(e).context("reading the current directory"))?;
-    Ok(roots
+    Ok(paths
         .iter()
         .map(|r| {
             let abs = normalize(&cwd.join(r));
@@ -346,12 +346,11 @@ pub fn check_local_path(roots: &[PathBuf], path: &std::path::Path) -> Result<()>
     if roots.is_empty() {
         return Ok(());
     }
-    let roots = canonical_roots(roots)?;
-    let location = canonical_roots(&[path.to_path_buf()])?
-        .pop()
-        .unwrap_or_else(|| path.to_path_buf());
+    // The roots and the path, resolved alike; the path is the last.
+    let mut resolved = canonical_paths(&[roots, &[path.to_path_buf()]].concat())?;
+    let location = resolved.pop().unwrap_or_else(|| path.to_path_buf());
     let location = Path::from(location.to_string_lossy().trim_start_matches('/'));
-    check_in_roots(&roots, &location).map_err(|e| DataFusionError::Plan(e.to_string()))
+    check_in_roots(&resolved, &location).map_err(|e| DataFusionError::Plan(e.to_string()))
 }
 
 /// `Ok` when `location` lies under one of `roots`, else `PermissionDenied`

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, StringArray};
-use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
@@ -28,15 +27,10 @@ pub fn embedding_field(name: &str, model: &str, dim: usize, normalized: bool) ->
     .with_metadata(
         [(
             "quiver.embedding".to_string(),
-            serde_json_string(model, dim, normalized),
+            serde_json::json!({"model": model, "dim": dim, "normalized": normalized}).to_string(),
         )]
         .into(),
     )
-}
-
-fn serde_json_string(model: &str, dim: usize, normalized: bool) -> String {
-    let model = model.replace('\\', "\\\\").replace('"', "\\\"");
-    format!("{{\"model\":\"{model}\",\"dim\":{dim},\"normalized\":{normalized}}}")
 }
 
 fn model_error(e: ModelError) -> DataFusionError {
@@ -96,10 +90,9 @@ impl EmbedText {
             .map_err(model_error)
     }
 
-    /// Embeds the non-null rows of `texts`: inputs of like token length go
-    /// into the same forward pass (less padding), `batch_size` rows each;
-    /// all passes are queued on the model's thread at once, and dropping
-    /// this future (a cancelled query) skips those not yet started.
+    /// Embeds the non-null rows of `texts` (the model groups like lengths
+    /// into `batch_size` passes on its own thread; dropping this future, as
+    /// a cancelled query does, stops it before its next pass).
     async fn embed(
         &self,
         model: &Model,
@@ -109,46 +102,32 @@ impl EmbedText {
         let DataType::FixedSizeList(item, dim) = field.data_type() else {
             return exec_err!("embed_text: unexpected return type {}", field.data_type());
         };
-        let dim = usize::try_from(*dim).unwrap_or(0);
+        let width = usize::try_from(*dim).unwrap_or(0);
         let rows: Vec<usize> = (0..texts.len()).filter(|&i| texts.is_valid(i)).collect();
-        let owned: Vec<String> = rows.iter().map(|&i| texts.value(i).to_string()).collect();
-        let lengths = model
-            .token_counts(owned.clone())
-            .await
-            .map_err(model_error)?;
-        let mut order: Vec<usize> = (0..owned.len()).collect();
-        order.sort_by_key(|&k| lengths.get(k).copied().unwrap_or(0));
-        let batch = model.spec().batch_size.max(1);
-        let passes = order.chunks(batch).map(|chunk| {
-            let inputs: Vec<String> = chunk.iter().map(|&k| owned[k].clone()).collect();
-            model.embed_texts(inputs)
-        });
-        let results = futures::future::try_join_all(passes)
-            .await
-            .map_err(model_error)?;
-        let mut values = vec![0f32; texts.len() * dim];
-        for (chunk, vectors) in order.chunks(batch).zip(results) {
-            if vectors.len() != chunk.len() * dim {
-                return exec_err!(
-                    "embed_text: the model returned {} values for {} rows of dimension {dim}",
-                    vectors.len(),
-                    chunk.len()
-                );
-            }
-            for (&k, v) in chunk.iter().zip(vectors.chunks(dim)) {
-                let row = rows[k];
-                values[row * dim..(row + 1) * dim].copy_from_slice(v);
-            }
+        let inputs: Vec<String> = rows.iter().map(|&i| texts.value(i).to_string()).collect();
+        let vectors = model.embed_texts(inputs).await.map_err(model_error)?;
+        if vectors.len() != rows.len() * width {
+            return exec_err!(
+                "embed_text: the model returned {} values for {} rows of dimension {width}",
+                vectors.len(),
+                rows.len()
+            );
         }
-        let nulls = texts
-            .nulls()
-            .cloned()
-            .or_else(|| Some(NullBuffer::new_valid(texts.len())));
+        // NULL rows keep zeros under the null bit.
+        let values = if rows.len() == texts.len() {
+            vectors
+        } else {
+            let mut values = vec![0f32; texts.len() * width];
+            for (&row, v) in rows.iter().zip(vectors.chunks(width.max(1))) {
+                values[row * width..(row + 1) * width].copy_from_slice(v);
+            }
+            values
+        };
         Ok(Arc::new(FixedSizeListArray::try_new(
             item.clone(),
-            i32::try_from(dim).unwrap_or(i32::MAX),
+            *dim,
             Arc::new(Float32Array::from(values)),
-            nulls.filter(|n| n.null_count() > 0),
+            texts.nulls().cloned(),
         )?))
     }
 }
