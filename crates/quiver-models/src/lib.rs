@@ -3,12 +3,16 @@
 //! with Candle. Knows nothing of SQL or DataFusion.
 
 pub mod bert;
+pub mod convnet;
 pub mod device;
+pub mod efficientnet;
 pub mod error;
 pub mod import;
+pub mod pth;
 pub mod registry;
 pub mod testing;
 pub mod text;
+pub mod vision;
 pub mod weights;
 mod worker;
 

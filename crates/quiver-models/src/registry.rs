@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::device::{DeviceChoice, Precision, device_name, pick_device};
 use crate::error::{ModelError, Result};
 use crate::text::{TextEmbedder, TextEmbedderInfo};
+use crate::vision::{ImageClassifier, ImageClassifierInfo, Ranking};
 use crate::worker::Worker;
 
 /// The architectures Quiver runs.
@@ -20,16 +21,19 @@ pub enum Architecture {
     /// A BERT-family sentence embedder (sentence-transformers layout:
     /// MiniLM, MPNet-free BERT, BGE, E5 …): `embed_text`.
     Bert,
+    /// An EfficientNet-Lite image classifier: `classify_image`.
+    EfficientNet,
 }
 
 impl Architecture {
     /// Every architecture, as `CREATE MODEL … TYPE` names it.
-    pub const ALL: [Architecture; 1] = [Architecture::Bert];
+    pub const ALL: [Architecture; 2] = [Architecture::Bert, Architecture::EfficientNet];
 
     /// The name used in `TYPE`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Bert => "bert",
+            Self::EfficientNet => "efficientnet",
         }
     }
 
@@ -37,6 +41,7 @@ impl Architecture {
     pub fn task(self) -> &'static str {
         match self {
             Self::Bert => "text embedding",
+            Self::EfficientNet => "image classification",
         }
     }
 }
@@ -46,6 +51,7 @@ impl FromStr for Architecture {
     fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "bert" | "sentence-transformer" | "sentence-transformers" | "minilm" => Ok(Self::Bert),
+            "efficientnet" | "efficientnet-lite" | "efficientnet-lite0" => Ok(Self::EfficientNet),
             _ => Err(ModelError::UnknownArchitecture {
                 given: s.to_string(),
                 expected: Self::ALL.map(Self::name).join(", "),
@@ -125,6 +131,7 @@ impl ModelSpec {
 #[derive(Debug, Clone)]
 pub enum ModelInfo {
     TextEmbedder(TextEmbedderInfo),
+    ImageClassifier(ImageClassifierInfo),
 }
 
 impl ModelInfo {
@@ -140,6 +147,11 @@ impl ModelInfo {
             Architecture::Bert => Ok(Self::TextEmbedder(TextEmbedderInfo::read(
                 &spec.name, &spec.path,
             )?)),
+            Architecture::EfficientNet => Ok(Self::ImageClassifier(ImageClassifierInfo::read(
+                &spec.name,
+                &spec.path,
+                spec.labels.as_deref(),
+            )?)),
         }
     }
 
@@ -147,6 +159,7 @@ impl ModelInfo {
     pub fn embedding_dim(&self) -> Option<usize> {
         match self {
             Self::TextEmbedder(i) => Some(i.dim),
+            Self::ImageClassifier(_) => None,
         }
     }
 
@@ -154,6 +167,7 @@ impl ModelInfo {
     pub fn normalized(&self) -> bool {
         match self {
             Self::TextEmbedder(i) => i.normalize,
+            Self::ImageClassifier(_) => false,
         }
     }
 }
@@ -161,7 +175,22 @@ impl ModelInfo {
 /// The forward passes of a loaded model.
 #[derive(Debug)]
 pub enum LoadedKind {
-    TextEmbedder(TextEmbedder),
+    TextEmbedder(Box<TextEmbedder>),
+    ImageClassifier(Box<ImageClassifier>),
+}
+
+impl LoadedKind {
+    fn wrong_kind(&self, function: &str) -> ModelError {
+        let (model, architecture) = match self {
+            Self::TextEmbedder(m) => (m.name(), Architecture::Bert),
+            Self::ImageClassifier(m) => (m.name(), Architecture::EfficientNet),
+        };
+        ModelError::WrongKind {
+            model: model.to_string(),
+            architecture: architecture.name().to_string(),
+            function: function.to_string(),
+        }
+    }
 }
 
 /// A loaded model: its weights on a device and the worker thread that runs
@@ -178,14 +207,30 @@ pub struct Model {
 impl Model {
     fn load(spec: &ModelSpec) -> Result<Self> {
         let started = Instant::now();
-        let (device, warning) = pick_device(spec.device);
+        let (mut device, mut warning) = pick_device(spec.device);
         let kind = match spec.architecture {
-            Architecture::Bert => LoadedKind::TextEmbedder(TextEmbedder::load(
+            Architecture::Bert => LoadedKind::TextEmbedder(Box::new(TextEmbedder::load(
                 &spec.name,
                 &spec.path,
                 &device,
                 spec.precision.dtype(),
-            )?),
+            )?)),
+            Architecture::EfficientNet => {
+                // Quiver's own channels-last kernels: CPU and f32 only.
+                if !device.is_cpu() || spec.precision != Precision::F32 {
+                    warning = Some(format!(
+                        "model '{}': efficientnet runs on the CPU in f32 (Quiver's own kernels); \
+                         device '{}' and dtype '{}' are not used",
+                        spec.name, spec.device, spec.precision
+                    ));
+                    device = candle_core::Device::Cpu;
+                }
+                let info =
+                    ImageClassifierInfo::read(&spec.name, &spec.path, spec.labels.as_deref())?;
+                LoadedKind::ImageClassifier(Box::new(ImageClassifier::load(
+                    &spec.name, &spec.path, &info,
+                )?))
+            }
         };
         Ok(Self {
             spec: spec.clone(),
@@ -227,6 +272,20 @@ impl Model {
                     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                     m.embed(&refs, batch, stop)
                 }
+                other => Err(other.wrong_kind("embed_text")),
+            })
+            .await
+    }
+
+    /// Classifies images (RGB bytes, the model's `image_size`² each) on
+    /// the model's worker thread, `batch_size` per forward pass: the
+    /// `top_k` classes of each with their probabilities.
+    pub async fn classify_images(&self, rgb: Vec<u8>, top_k: usize) -> Result<Vec<Ranking>> {
+        let batch = self.spec.batch_size;
+        self.worker
+            .run(move |kind, stop| match kind {
+                LoadedKind::ImageClassifier(m) => m.classify(&rgb, batch, top_k, stop),
+                other => Err(other.wrong_kind("classify_image")),
             })
             .await
     }

@@ -252,3 +252,102 @@ pub fn write_bert_tokenizer(path: &Path, vocab: &[String]) -> Result<()> {
         }),
     )
 }
+
+/// Writes a tiny EfficientNet-Lite-layout classifier to `dir`: 32×32
+/// inputs, three blocks (one without expansion, one strided, one
+/// residual), `labels.len()` classes named by `labels.txt`.
+pub fn write_tiny_efficientnet(dir: &Path, labels: &[&str], seed: u64) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let classes = labels.len();
+    let mut config = crate::vision::ClassifierConfig::efficientnet_lite0(classes);
+    config.variant = Some("tiny".into());
+    config.image_size = 32;
+    config.blocks = vec!["r1_k3_s11_e1_i8_o8".into(), "r2_k5_s22_e4_i8_o12".into()];
+    let json = serde_json::to_value(&config)
+        .map_err(|e| ModelError::io("tiny", dir, std::io::Error::other(e)))?;
+    write_json(&dir.join("config.json"), &json)?;
+    std::fs::write(dir.join("labels.txt"), labels.join("\n") + "\n")
+        .map_err(|e| io(&dir.join("labels.txt"), e))?;
+
+    let mut rng = SplitMix::new(seed);
+    let mut tensors: Vec<(String, Vec<usize>)> = vec![];
+    let bn = |tensors: &mut Vec<(String, Vec<usize>)>, p: &str, c: usize| {
+        for f in ["weight", "bias", "running_mean", "running_var"] {
+            tensors.push((format!("{p}.{f}"), vec![c]));
+        }
+    };
+    tensors.push(("_conv_stem.weight".into(), vec![8, 3, 3, 3]));
+    bn(&mut tensors, "_bn0", 8);
+    // (input, expanded, output, kernel)
+    for (i, (cin, mid, cout, k)) in [(8, 8, 8, 3), (8, 32, 12, 5), (12, 48, 12, 5)]
+        .into_iter()
+        .enumerate()
+    {
+        let p = format!("_blocks.{i}");
+        if mid != cin {
+            tensors.push((format!("{p}._expand_conv.weight"), vec![mid, cin, 1, 1]));
+            bn(&mut tensors, &format!("{p}._bn0"), mid);
+        }
+        tensors.push((format!("{p}._depthwise_conv.weight"), vec![mid, 1, k, k]));
+        bn(&mut tensors, &format!("{p}._bn1"), mid);
+        tensors.push((format!("{p}._project_conv.weight"), vec![cout, mid, 1, 1]));
+        bn(&mut tensors, &format!("{p}._bn2"), cout);
+    }
+    tensors.push(("_conv_head.weight".into(), vec![16, 12, 1, 1]));
+    bn(&mut tensors, "_bn1", 16);
+    tensors.push(("_fc.weight".into(), vec![classes, 16]));
+    tensors.push(("_fc.bias".into(), vec![classes]));
+    let mut map = std::collections::HashMap::new();
+    for (name, shape) in tensors {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = if name.ends_with("running_var") || name.ends_with("bn0.weight") {
+            (0..n).map(|_| 1.0 + rng.next_f32(0.5).abs()).collect()
+        } else {
+            (0..n).map(|_| rng.next_f32(0.5)).collect()
+        };
+        let t = Tensor::from_vec(values, shape, &Device::Cpu)
+            .map_err(|e| crate::weights::load_error("tiny", dir, e))?;
+        map.insert(name, t);
+    }
+    let path = dir.join("model.safetensors");
+    candle_core::safetensors::save(&map, &path)
+        .map_err(|e| crate::weights::load_error("tiny", &path, e))
+}
+
+/// A deterministic `size`×`size` RGB test pattern (`kind` 0–3: gradient,
+/// checkerboard, rings, noise), the same bytes the EfficientNet reference
+/// script computes.
+pub fn pattern_image(kind: u64, size: usize) -> Vec<u8> {
+    let mut rng = SplitMix::new(kind);
+    let mut out = Vec::with_capacity(size * size * 3);
+    for y in 0..size {
+        for x in 0..size {
+            let px = match kind {
+                0 => [
+                    (x * 255 / (size - 1)) as u8,
+                    (y * 255 / (size - 1)) as u8,
+                    128,
+                ],
+                1 => {
+                    let v: usize = if ((x / 16) + (y / 16)) % 2 == 1 {
+                        255
+                    } else {
+                        0
+                    };
+                    [v as u8, (v / 2) as u8, (255 - v) as u8]
+                }
+                2 => {
+                    let (dx, dy) = (x as i64 - 112, y as i64 - 112);
+                    let v = ((dx * dx + dy * dy) / 64 % 256) as usize;
+                    [v as u8, (255 - v) as u8, (v * 3 % 256) as u8]
+                }
+                _ => {
+                    let z = rng.next_u64();
+                    [z as u8, (z >> 8) as u8, (z >> 16) as u8]
+                }
+            };
+            out.extend_from_slice(&px);
+        }
+    }
+    out
+}

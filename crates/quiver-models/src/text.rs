@@ -152,6 +152,11 @@ pub fn load_tokenizer(model: &str, dir: &Path, max_tokens: usize) -> Result<(Tok
 
 impl TextEmbedder {
     /// Loads the encoder in `dir` onto `device` as `dtype`.
+    /// The name it was registered under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn load(name: &str, dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let info = TextEmbedderInfo::read(name, dir)?;
         let (tokenizer, pad_id) = load_tokenizer(name, dir, info.max_tokens)?;

@@ -356,6 +356,19 @@ pub fn describe_model(registry: &ModelRegistry, name: &str) -> Result<RecordBatc
             rows.push(("max_tokens", t.max_tokens.to_string()));
             rows.push(("pooling", format!("{:?}", t.pooling).to_ascii_lowercase()));
         }
+        ModelInfo::ImageClassifier(c) => {
+            rows.push((
+                "output",
+                format!("list of {{label, score}} over {} classes", c.num_classes),
+            ));
+            rows.push(("image_size", format!("{0}x{0}", c.image_size)));
+            rows.push((
+                "labels_file",
+                c.labels_file
+                    .as_ref()
+                    .map_or("(none: class_N)".to_string(), |p| p.display().to_string()),
+            ));
+        }
     }
     let loaded = registry
         .list()

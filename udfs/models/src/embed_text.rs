@@ -33,8 +33,19 @@ pub fn embedding_field(name: &str, model: &str, dim: usize, normalized: bool) ->
     )
 }
 
-fn model_error(e: ModelError) -> DataFusionError {
+pub(crate) fn model_error(e: ModelError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
+}
+
+/// The loaded model `name` (loading it on first use, off the async
+/// runtime).
+pub(crate) async fn load_model(registry: &Arc<ModelRegistry>, name: &str) -> Result<Arc<Model>> {
+    let registry = registry.clone();
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || registry.get(&name))
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .map_err(model_error)
 }
 
 /// `embed_text(model, text)`.
@@ -78,16 +89,6 @@ impl EmbedText {
                 "embed_text: the model must be a constant string naming a model (SHOW MODELS)"
             ),
         }
-    }
-
-    /// The loaded model (loading it on first use, off the async runtime).
-    async fn model(&self, name: &str) -> Result<Arc<Model>> {
-        let registry = self.registry.clone();
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || registry.get(&name))
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .map_err(model_error)
     }
 
     /// Embeds the non-null rows of `texts` (the model groups like lengths
@@ -193,7 +194,7 @@ impl AsyncScalarUDFImpl for EmbedText {
             {
                 return Ok(ColumnarValue::Array(v.to_array_of_size(args.number_rows)?));
             }
-            let model = self.model(&name).await?;
+            let model = load_model(&self.registry, &name).await?;
             let array = self
                 .embed(
                     &model,
@@ -224,7 +225,7 @@ impl AsyncScalarUDFImpl for EmbedText {
                 ),
             ));
         }
-        let model = self.model(&name).await?;
+        let model = load_model(&self.registry, &name).await?;
         Ok(ColumnarValue::Array(
             self.embed(&model, texts, &args.return_field).await?,
         ))

@@ -3,6 +3,7 @@
 //! | function | returns |
 //! |---|---|
 //! | `embed_text(model, text)` | embedding: `FixedSizeList<Float32, dim>` tagged `quiver.embedding` |
+//! | `classify_image(model, image [, top_k])`, `try_classify_image` | `List<Struct{label, score}>`, most probable first |
 //! | `cosine_similarity(a, b)`, `inner_product(a, b)`, `l2_distance(a, b)` | `float64` |
 //!
 //! `model` names a model of the engine's [`ModelRegistry`] (`CREATE MODEL`)
@@ -17,17 +18,27 @@ use datafusion::logical_expr::async_udf::AsyncScalarUDF;
 use datafusion::prelude::SessionContext;
 use quiver_models::ModelRegistry;
 
+mod classify_image;
 mod embed_text;
 mod vectors;
 
+pub use classify_image::{ClassifyImage, classification_type};
 pub use embed_text::{EmbedText, embedding_field};
 pub use vectors::{VectorOp, VectorUdf};
 
 /// Every model and vector function, the model functions bound to `registry`.
 pub fn functions(registry: &Arc<ModelRegistry>) -> Vec<Arc<ScalarUDF>> {
-    let mut out = vec![Arc::new(
-        AsyncScalarUDF::new(Arc::new(EmbedText::new(registry.clone()))).into_scalar_udf(),
-    )];
+    let mut out = vec![
+        Arc::new(AsyncScalarUDF::new(Arc::new(EmbedText::new(registry.clone()))).into_scalar_udf()),
+        Arc::new(
+            AsyncScalarUDF::new(Arc::new(ClassifyImage::new(registry.clone(), false)))
+                .into_scalar_udf(),
+        ),
+        Arc::new(
+            AsyncScalarUDF::new(Arc::new(ClassifyImage::new(registry.clone(), true)))
+                .into_scalar_udf(),
+        ),
+    ];
     for op in VectorOp::ALL {
         out.push(Arc::new(ScalarUDF::new_from_impl(VectorUdf::new(op))));
     }

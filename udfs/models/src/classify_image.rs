@@ -1,0 +1,333 @@
+//! `classify_image(model, image [, top_k])`: the `top_k` (default 5) most
+//! probable classes of each image, `[{label, score}]`, most probable first.
+//! `try_classify_image` gives NULL for an image that does not decode
+//! instead of stopping the query.
+//!
+//! Preprocessing is the model's: the centred square of `crop_fraction` of
+//! the shorter side (TensorFlow's evaluation crop, 0.875), resized to the
+//! model's input size (bilinear), RGB. JPEGs are decoded in the DCT domain
+//! at the smallest scale that still covers the crop. Images are decoded on
+//! the blocking pool, several at once; forward passes run on the model's
+//! own thread, `batch_size` images each.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, Float32Array, ListArray, StringArray, StructArray, new_null_array,
+};
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::async_udf::AsyncScalarUDFImpl;
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use quiver_media::arrow_types::{is_pixels, read_pixels};
+use quiver_media::pixels::{ColorMode, ResizeFilter, convert, crop, decode_with, resize};
+use quiver_media::{DecodeLimits, MediaError, Pixels};
+use quiver_models::vision::ImageClassifierInfo;
+use quiver_models::{ModelInfo, ModelRegistry};
+use quiver_settings::QuiverSettings;
+use quiver_settings::args::{BinaryValues, check_arity, row_error, scalar_text};
+
+use crate::embed_text::{load_model, model_error};
+
+const USAGE: &str = "classify_image(model, image [, top_k])";
+
+/// Rows decoded per blocking task.
+const DECODE_CHUNK: usize = 8;
+
+/// The element type of the result: `{label: text, score: float4}`.
+pub fn class_score_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("label", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+    ])
+}
+
+/// `List<Struct{label, score}>`.
+pub fn classification_type() -> DataType {
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(class_score_fields()),
+        true,
+    )))
+}
+
+/// `classify_image` (or, lenient, `try_classify_image`).
+#[derive(Debug)]
+pub struct ClassifyImage {
+    name: &'static str,
+    lenient: bool,
+    signature: Signature,
+    registry: Arc<ModelRegistry>,
+}
+
+impl PartialEq for ClassifyImage {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && Arc::ptr_eq(&self.registry, &other.registry)
+    }
+}
+impl Eq for ClassifyImage {}
+impl Hash for ClassifyImage {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        (Arc::as_ptr(&self.registry) as usize).hash(state);
+    }
+}
+
+impl ClassifyImage {
+    /// `classify_image`, or `try_classify_image` when `lenient`.
+    pub fn new(registry: Arc<ModelRegistry>, lenient: bool) -> Self {
+        Self {
+            name: if lenient {
+                "try_classify_image"
+            } else {
+                "classify_image"
+            },
+            lenient,
+            signature: Signature::variadic_any(Volatility::Immutable),
+            registry,
+        }
+    }
+
+    fn classifier(&self, arg: Option<&ScalarValue>) -> Result<(String, ImageClassifierInfo)> {
+        let Some(name) = arg.and_then(scalar_text) else {
+            return plan_err!(
+                "{}: the model must be a constant string naming a model (SHOW MODELS)",
+                self.name
+            );
+        };
+        let (spec, info) = self.registry.describe(&name).map_err(model_error)?;
+        match info {
+            ModelInfo::ImageClassifier(info) => Ok((spec.name, info)),
+            _ => plan_err!(
+                "{}: model '{name}' is a {} model, not an image classifier",
+                self.name,
+                spec.architecture.task()
+            ),
+        }
+    }
+
+    fn top_k(&self, arg: Option<&ColumnarValue>, classes: usize) -> Result<usize> {
+        let Some(arg) = arg else {
+            return Ok(5.min(classes));
+        };
+        let ColumnarValue::Scalar(value) = arg else {
+            return plan_err!("{}: top_k must be a constant", self.name);
+        };
+        let k = match value.cast_to(&DataType::Int64)? {
+            ScalarValue::Int64(Some(k)) => k,
+            _ => return plan_err!("{}: top_k must be a whole number", self.name),
+        };
+        if k < 1 {
+            return plan_err!("{}: top_k must be at least 1, got {k}", self.name);
+        }
+        Ok((k as usize).min(classes))
+    }
+}
+
+/// One image made ready for the model: `size`² RGB bytes.
+fn prepare(
+    image: Input<'_>,
+    info: &ImageClassifierInfo,
+    limits: &DecodeLimits,
+) -> Result<Vec<u8>, MediaError> {
+    let size = info.image_size as u32;
+    let crop_fraction = f64::from(info.crop_fraction);
+    let pixels = match image {
+        Input::Encoded(bytes) => decode_with(bytes, limits, |header| {
+            // The decoded image must keep a crop of at least `size`.
+            let short = header.width.min(header.height).max(1);
+            let scale = (f64::from(size) / crop_fraction / f64::from(short)).min(1.0);
+            Some((
+                (f64::from(header.width) * scale).ceil() as u32,
+                (f64::from(header.height) * scale).ceil() as u32,
+            ))
+        })?,
+        Input::Decoded(p) => p,
+    };
+    let rgb = convert(&pixels, ColorMode::Rgb);
+    let side = ((f64::from(rgb.width.min(rgb.height)) * crop_fraction).round() as u32).max(1);
+    let x = (rgb.width - side) / 2;
+    let y = (rgb.height - side) / 2;
+    let square = crop(&rgb, x.into(), y.into(), side.into(), side.into())?;
+    let sized = resize(&square, size.into(), size.into(), ResizeFilter::Bilinear)?;
+    Ok(sized.data)
+}
+
+enum Input<'a> {
+    Encoded(&'a [u8]),
+    Decoded(Pixels),
+}
+
+/// A row made ready: `None` for NULL, else the image's bytes or why it
+/// could not be read.
+type Prepared = Option<Result<Vec<u8>, MediaError>>;
+
+/// Decodes rows `rows` of `images`, each to `size`² RGB, on this thread.
+fn prepare_rows(
+    images: &ArrayRef,
+    rows: std::ops::Range<usize>,
+    info: &ImageClassifierInfo,
+    limits: &DecodeLimits,
+) -> Vec<(usize, Prepared)> {
+    let binary = BinaryValues::of(images);
+    let decoded = images.as_any().downcast_ref::<StructArray>();
+    rows.map(|row| {
+        if images.is_null(row) {
+            return (row, None);
+        }
+        let input = match (binary, decoded) {
+            (Some(b), _) => Ok(Input::Encoded(b.value(row))),
+            (None, Some(s)) => match read_pixels(s, row) {
+                Ok(Some(p)) => Ok(Input::Decoded(p)),
+                Ok(None) => return (row, None),
+                Err(e) => Err(e),
+            },
+            (None, None) => Err(MediaError::Invalid(format!(
+                "an image must be encoded bytes or decoded pixels, not {}",
+                images.data_type()
+            ))),
+        };
+        (row, Some(input.and_then(|i| prepare(i, info, limits))))
+    })
+    .collect()
+}
+
+impl ScalarUDFImpl for ClassifyImage {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(classification_type())
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        check_arity(self.name, USAGE, 2, 3, args.arg_fields.len())?;
+        self.classifier(args.scalar_arguments.first().copied().flatten())?;
+        let image = args.arg_fields[1].data_type();
+        let fits = matches!(
+            image,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::Null
+        ) || is_pixels(image);
+        if !fits {
+            return plan_err!(
+                "{}: the image must be encoded bytes (bytea) or image_decode's pixels, not {image}",
+                self.name
+            );
+        }
+        Ok(Arc::new(Field::new(self.name, classification_type(), true)))
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        exec_err!("{} runs asynchronously", self.name)
+    }
+}
+
+#[async_trait]
+impl AsyncScalarUDFImpl for ClassifyImage {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        check_arity(self.name, USAGE, 2, 3, args.args.len())?;
+        let ColumnarValue::Scalar(model_arg) = &args.args[0] else {
+            return plan_err!("{}: the model must be a constant string", self.name);
+        };
+        let (name, info) = self.classifier(Some(model_arg))?;
+        let top_k = self.top_k(args.args.get(2), info.num_classes)?;
+        let rows = args.number_rows;
+        let images = args.args[1].to_array(rows)?;
+        if images.null_count() == rows {
+            return Ok(ColumnarValue::Array(new_null_array(
+                &classification_type(),
+                rows,
+            )));
+        }
+        let limits = QuiverSettings::from_options(&args.config_options).decode_limits;
+
+        // Decode on the blocking pool, a few rows per task.
+        let info = Arc::new(info);
+        let mut tasks = vec![];
+        for start in (0..rows).step_by(DECODE_CHUNK) {
+            let (images, info) = (images.clone(), info.clone());
+            let end = (start + DECODE_CHUNK).min(rows);
+            tasks.push(tokio::task::spawn_blocking(move || {
+                prepare_rows(&images, start..end, &info, &limits)
+            }));
+        }
+        let per_image = info.image_size * info.image_size * 3;
+        let mut rgb = Vec::with_capacity(rows * per_image);
+        let mut present = vec![false; rows];
+        for task in tasks {
+            let prepared = task
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            for (row, result) in prepared {
+                match result {
+                    None => {}
+                    Some(Ok(bytes)) => {
+                        rgb.extend_from_slice(&bytes);
+                        present[row] = true;
+                    }
+                    Some(Err(_)) if self.lenient => {}
+                    Some(Err(e)) => return Err(row_error(self.name, row, e)),
+                }
+            }
+        }
+        let model = load_model(&self.registry, &name).await?;
+        let ranked = if rgb.is_empty() {
+            vec![]
+        } else {
+            model
+                .classify_images(rgb, top_k)
+                .await
+                .map_err(model_error)?
+        };
+
+        let mut labels = Vec::with_capacity(ranked.len() * top_k);
+        let mut scores = Vec::with_capacity(ranked.len() * top_k);
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0i32);
+        let mut ranked = ranked.into_iter();
+        for &ok in &present {
+            if ok {
+                let Some(classes) = ranked.next() else {
+                    return exec_err!("{}: the model returned too few results", self.name);
+                };
+                for (class, score) in classes {
+                    labels.push(
+                        info.labels
+                            .get(class)
+                            .map_or("?", String::as_str)
+                            .to_string(),
+                    );
+                    scores.push(score);
+                }
+            }
+            offsets.push(i32::try_from(labels.len()).unwrap_or(i32::MAX));
+        }
+        let values = StructArray::try_new(
+            class_score_fields(),
+            vec![
+                Arc::new(StringArray::from(labels)) as ArrayRef,
+                Arc::new(Float32Array::from(scores)),
+            ],
+            None,
+        )?;
+        let DataType::List(item) = classification_type() else {
+            return exec_err!("{}: unexpected result type", self.name);
+        };
+        Ok(ColumnarValue::Array(Arc::new(ListArray::try_new(
+            item,
+            OffsetBuffer::new(offsets.into()),
+            Arc::new(values),
+            Some(NullBuffer::from(present)),
+        )?)))
+    }
+}
