@@ -49,6 +49,10 @@ pub const QUERIES: &[(&str, &str)] = &[
         "queries/09_models.sql",
         include_str!("../../../queries/09_models.sql"),
     ),
+    (
+        "queries/10_classify.sql",
+        include_str!("../../../queries/10_classify.sql"),
+    ),
 ];
 
 /// Generates `workdir/sample-data` and runs every example query there.
