@@ -53,6 +53,10 @@ pub const QUERIES: &[(&str, &str)] = &[
         "queries/10_classify.sql",
         include_str!("../../../queries/10_classify.sql"),
     ),
+    (
+        "queries/11_transcribe.sql",
+        include_str!("../../../queries/11_transcribe.sql"),
+    ),
 ];
 
 /// Generates `workdir/sample-data` and runs every example query there.

@@ -86,6 +86,23 @@ pub async fn run(
                 loaded.device(),
                 loaded.load_time().as_secs_f64()
             );
+            if let quiver_models::ModelInfo::Speech(w) = &info {
+                // Thirty seconds of silence: checks the weights load and run.
+                let started = Instant::now();
+                let text = loaded
+                    .transcribe(vec![-1.5; w.n_mels * 3000], vec![1], None)
+                    .await?;
+                println!(
+                    "transcribed 30 s of silence: {:?}, {:.1} ms",
+                    text.first().map(String::as_str).unwrap_or_default(),
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                return Ok(if text.len() == 1 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
             if let quiver_models::ModelInfo::ImageClassifier(c) = &info {
                 // A mid-grey image: checks the weights load and run end to end.
                 let rgb = vec![128u8; c.image_size * c.image_size * 3];

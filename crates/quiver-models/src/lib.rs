@@ -4,12 +4,14 @@
 
 pub mod bert;
 pub mod convnet;
+pub mod ct2;
 pub mod device;
 pub mod efficientnet;
 pub mod error;
 pub mod import;
 pub mod pth;
 pub mod registry;
+pub mod speech;
 pub mod testing;
 pub mod text;
 pub mod vision;

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::device::{DeviceChoice, Precision, device_name, pick_device};
 use crate::error::{ModelError, Result};
+use crate::speech::{SpeechInfo, Transcriber};
 use crate::text::{TextEmbedder, TextEmbedderInfo};
 use crate::vision::{ImageClassifier, ImageClassifierInfo, Ranking};
 use crate::worker::Worker;
@@ -23,17 +24,24 @@ pub enum Architecture {
     Bert,
     /// An EfficientNet-Lite image classifier: `classify_image`.
     EfficientNet,
+    /// Whisper speech recognition: `transcribe`.
+    Whisper,
 }
 
 impl Architecture {
     /// Every architecture, as `CREATE MODEL … TYPE` names it.
-    pub const ALL: [Architecture; 2] = [Architecture::Bert, Architecture::EfficientNet];
+    pub const ALL: [Architecture; 3] = [
+        Architecture::Bert,
+        Architecture::EfficientNet,
+        Architecture::Whisper,
+    ];
 
     /// The name used in `TYPE`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Bert => "bert",
             Self::EfficientNet => "efficientnet",
+            Self::Whisper => "whisper",
         }
     }
 
@@ -42,6 +50,7 @@ impl Architecture {
         match self {
             Self::Bert => "text embedding",
             Self::EfficientNet => "image classification",
+            Self::Whisper => "speech to text",
         }
     }
 }
@@ -52,6 +61,7 @@ impl FromStr for Architecture {
         match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "bert" | "sentence-transformer" | "sentence-transformers" | "minilm" => Ok(Self::Bert),
             "efficientnet" | "efficientnet-lite" | "efficientnet-lite0" => Ok(Self::EfficientNet),
+            "whisper" => Ok(Self::Whisper),
             _ => Err(ModelError::UnknownArchitecture {
                 given: s.to_string(),
                 expected: Self::ALL.map(Self::name).join(", "),
@@ -132,6 +142,7 @@ impl ModelSpec {
 pub enum ModelInfo {
     TextEmbedder(TextEmbedderInfo),
     ImageClassifier(ImageClassifierInfo),
+    Speech(SpeechInfo),
 }
 
 impl ModelInfo {
@@ -152,6 +163,7 @@ impl ModelInfo {
                 &spec.path,
                 spec.labels.as_deref(),
             )?)),
+            Architecture::Whisper => Ok(Self::Speech(SpeechInfo::read(&spec.name, &spec.path)?)),
         }
     }
 
@@ -159,7 +171,7 @@ impl ModelInfo {
     pub fn embedding_dim(&self) -> Option<usize> {
         match self {
             Self::TextEmbedder(i) => Some(i.dim),
-            Self::ImageClassifier(_) => None,
+            Self::ImageClassifier(_) | Self::Speech(_) => None,
         }
     }
 
@@ -167,7 +179,7 @@ impl ModelInfo {
     pub fn normalized(&self) -> bool {
         match self {
             Self::TextEmbedder(i) => i.normalize,
-            Self::ImageClassifier(_) => false,
+            Self::ImageClassifier(_) | Self::Speech(_) => false,
         }
     }
 }
@@ -177,6 +189,7 @@ impl ModelInfo {
 pub enum LoadedKind {
     TextEmbedder(Box<TextEmbedder>),
     ImageClassifier(Box<ImageClassifier>),
+    Speech(Box<Transcriber>),
 }
 
 impl LoadedKind {
@@ -184,6 +197,7 @@ impl LoadedKind {
         let (model, architecture) = match self {
             Self::TextEmbedder(m) => (m.name(), Architecture::Bert),
             Self::ImageClassifier(m) => (m.name(), Architecture::EfficientNet),
+            Self::Speech(m) => (m.name(), Architecture::Whisper),
         };
         ModelError::WrongKind {
             model: model.to_string(),
@@ -231,6 +245,12 @@ impl Model {
                     &spec.name, &spec.path, &info,
                 )?))
             }
+            Architecture::Whisper => LoadedKind::Speech(Box::new(Transcriber::load(
+                &spec.name,
+                &spec.path,
+                &device,
+                spec.precision.dtype(),
+            )?)),
         };
         Ok(Self {
             spec: spec.clone(),
@@ -275,6 +295,38 @@ impl Model {
                 other => Err(other.wrong_kind("embed_text")),
             })
             .await
+    }
+
+    /// Transcribes audio on the model's worker thread: `mels` holds
+    /// 30-second log-mel windows (`n_mels × 3000` each), `windows[i]` of
+    /// them for row `i`; `batch_size` windows per encoder pass. The text
+    /// of each row, its windows' texts joined by spaces.
+    pub async fn transcribe(
+        &self,
+        mels: Vec<f32>,
+        windows: Vec<usize>,
+        language: Option<String>,
+    ) -> Result<Vec<String>> {
+        let batch = self.spec.batch_size;
+        let texts = self
+            .worker
+            .run(move |kind, stop| match kind {
+                LoadedKind::Speech(m) => m.transcribe(&mels, language.as_deref(), batch, stop),
+                other => Err(other.wrong_kind("transcribe")),
+            })
+            .await?;
+        let mut texts = texts.into_iter();
+        Ok(windows
+            .into_iter()
+            .map(|n| {
+                texts
+                    .by_ref()
+                    .take(n)
+                    .filter(|t| !t.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect())
     }
 
     /// Classifies images (RGB bytes, the model's `image_size`² each) on

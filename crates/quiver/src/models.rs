@@ -369,6 +369,18 @@ pub fn describe_model(registry: &ModelRegistry, name: &str) -> Result<RecordBatc
                     .map_or("(none: class_N)".to_string(), |p| p.display().to_string()),
             ));
         }
+        ModelInfo::Speech(w) => {
+            rows.push(("output", "text".to_string()));
+            rows.push((
+                "input",
+                format!("16 kHz log-mel, {} bands, 30-s windows", w.n_mels),
+            ));
+            rows.push((
+                "languages",
+                if w.english_only { "en" } else { "multilingual" }.to_string(),
+            ));
+            rows.push(("layers", format!("{} (width {})", w.layers, w.d_model)));
+        }
     }
     let loaded = registry
         .list()

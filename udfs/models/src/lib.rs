@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `embed_text(model, text)` | embedding: `FixedSizeList<Float32, dim>` tagged `quiver.embedding` |
 //! | `classify_image(model, image [, top_k])`, `try_classify_image` | `List<Struct{label, score}>`, most probable first |
+//! | `transcribe(model, audio [, language])`, `try_transcribe` | text |
 //! | `cosine_similarity(a, b)`, `inner_product(a, b)`, `l2_distance(a, b)` | `float64` |
 //!
 //! `model` names a model of the engine's [`ModelRegistry`] (`CREATE MODEL`)
@@ -20,10 +21,12 @@ use quiver_models::ModelRegistry;
 
 mod classify_image;
 mod embed_text;
+mod transcribe;
 mod vectors;
 
 pub use classify_image::{ClassifyImage, classification_type};
 pub use embed_text::{EmbedText, embedding_field};
+pub use transcribe::Transcribe;
 pub use vectors::{VectorOp, VectorUdf};
 
 /// Every model and vector function, the model functions bound to `registry`.
@@ -36,6 +39,14 @@ pub fn functions(registry: &Arc<ModelRegistry>) -> Vec<Arc<ScalarUDF>> {
         ),
         Arc::new(
             AsyncScalarUDF::new(Arc::new(ClassifyImage::new(registry.clone(), true)))
+                .into_scalar_udf(),
+        ),
+        Arc::new(
+            AsyncScalarUDF::new(Arc::new(Transcribe::new(registry.clone(), false)))
+                .into_scalar_udf(),
+        ),
+        Arc::new(
+            AsyncScalarUDF::new(Arc::new(Transcribe::new(registry.clone(), true)))
                 .into_scalar_udf(),
         ),
     ];
