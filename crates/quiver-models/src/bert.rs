@@ -183,6 +183,15 @@ impl Bert {
     }
 }
 
+/// GELU, erf form: vectorised on the CPU in f32, Candle's elsewhere.
+pub(crate) fn gelu_erf(xs: &Tensor) -> candle_core::Result<Tensor> {
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        xs.contiguous()?.apply_op1_no_bwd(&FastGelu)
+    } else {
+        xs.gelu_erf()
+    }
+}
+
 /// GELU, erf form, over contiguous f32 on the CPU.
 struct FastGelu;
 

@@ -16,6 +16,7 @@ pub mod testing;
 pub mod text;
 pub mod vision;
 pub mod weights;
+pub mod whisper;
 mod worker;
 
 pub use device::{DeviceChoice, Precision};

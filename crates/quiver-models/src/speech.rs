@@ -1,18 +1,17 @@
-//! Speech to text with Whisper (Candle's Whisper, Hugging Face layout):
+//! Speech to text with Whisper (Hugging Face layout, [`crate::whisper`]):
 //! 30-second log-mel windows in, text out, greedy decoding without
 //! timestamps.
 
 use std::path::Path;
-use std::sync::Mutex;
 
-use candle_core::{D, DType, Device, IndexOp, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 use candle_transformers::models::whisper::Config;
-use candle_transformers::models::whisper::model::Whisper;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::error::{ModelError, Result};
 use crate::weights::{load_error, var_builder, weights_file};
+use crate::whisper::Whisper;
 use crate::worker::Stop;
 
 /// Whisper's input: 16 kHz audio in 30-second windows of 3000 log-mel
@@ -69,7 +68,7 @@ impl SpeechInfo {
 pub struct Transcriber {
     name: String,
     info: SpeechInfo,
-    model: Mutex<Whisper>,
+    model: Whisper,
     tokenizer: Tokenizer,
     device: Device,
     dtype: DType,
@@ -118,8 +117,8 @@ impl Transcriber {
         let transcribe = tokenizer.token_to_id("<|transcribe|>");
         let weights = weights_file(name, dir)?;
         let vb = var_builder(name, &weights, dtype, device)?;
-        let model = Whisper::load(&vb, info.config.whisper.clone())
-            .map_err(|e| load_error(name, &weights, e))?;
+        let model =
+            Whisper::load(&vb, &info.config.whisper).map_err(|e| load_error(name, &weights, e))?;
         let vocab = info.config.whisper.vocab_size;
         let mask = |ids: &mut dyn Iterator<Item = u32>| -> Result<Tensor> {
             let mut m = vec![0f32; vocab];
@@ -143,7 +142,7 @@ impl Transcriber {
         Ok(Self {
             name: name.to_string(),
             info,
-            model: Mutex::new(model),
+            model,
             tokenizer,
             device: device.clone(),
             dtype,
@@ -216,10 +215,6 @@ impl Transcriber {
         }
         let prompt = self.prompt(language)?;
         let err = forward_error(&self.name);
-        let mut model = self
-            .model
-            .lock()
-            .map_err(|_| ModelError::WorkerGone(self.name.clone()))?;
         let mut out = Vec::with_capacity(mels.len() / per_window);
         for chunk in mels.chunks(batch.max(1) * per_window) {
             if stop() {
@@ -229,65 +224,74 @@ impl Transcriber {
             let x = Tensor::from_slice(chunk, (n, self.info.n_mels, WINDOW_FRAMES), &self.device)
                 .and_then(|t| t.to_dtype(self.dtype))
                 .map_err(&err)?;
-            let features = model.encoder.forward(&x, true).map_err(&err)?;
-            for i in 0..n {
-                if stop() {
-                    return Err(ModelError::Cancelled(self.name.clone()));
-                }
-                let audio = features.i(i..i + 1).map_err(&err)?;
-                out.push(self.decode(&mut model, &audio, &prompt)?);
+            let features = self.model.encoder.forward(&x).map_err(&err)?;
+            if stop() {
+                return Err(ModelError::Cancelled(self.name.clone()));
             }
+            out.extend(self.decode(&features, &prompt)?);
         }
         Ok(out)
     }
 
-    /// Greedy decoding of one window's encoded audio.
-    fn decode(&self, model: &mut Whisper, audio: &Tensor, prompt: &[u32]) -> Result<String> {
+    /// Greedy decoding of windows' encoded audio (`[b, 1500, d]`), side
+    /// by side: one decoder step per token for all of them, until every
+    /// window has ended.
+    fn decode(&self, audio: &Tensor, prompt: &[u32]) -> Result<Vec<String>> {
         let err = forward_error(&self.name);
-        let mut tokens = prompt.to_vec();
-        let max_tokens = self.info.config.whisper.max_target_positions / 2;
-        for step in 0..max_tokens {
-            let input = Tensor::new(tokens.as_slice(), &self.device)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(&err)?;
-            let hidden = model
-                .decoder
-                .forward(&input, audio, step == 0)
-                .map_err(&err)?;
-            let last = hidden.i((..1, tokens.len() - 1..)).map_err(&err)?;
-            let mut logits = model
-                .decoder
-                .final_linear(&last)
-                .and_then(|l| l.i((0, 0)))
+        let decoder = &self.model.decoder;
+        let b = audio.dim(0).map_err(&err)?;
+        let mut state = decoder.start(audio).map_err(&err)?;
+        let max_tokens = decoder.max_tokens();
+        let mut texts: Vec<Vec<u32>> = vec![vec![]; b];
+        let mut done = vec![false; b];
+        let mut input: Vec<Vec<u32>> = vec![prompt.to_vec(); b];
+        for step in 0..max_tokens / 2 {
+            if prompt.len() + step + 1 >= max_tokens {
+                break;
+            }
+            let mut logits = decoder
+                .step(&mut state, &input)
                 .and_then(|l| l.to_dtype(DType::F32))
-                .and_then(|l| l.add(&self.suppress))
+                .and_then(|l| l.broadcast_add(&self.suppress))
                 .map_err(&err)?;
             if step == 0 {
-                logits = logits.add(&self.suppress_begin).map_err(&err)?;
+                logits = logits.broadcast_add(&self.suppress_begin).map_err(&err)?;
             }
             let next = logits
                 .argmax(D::Minus1)
-                .and_then(|t| t.to_scalar::<u32>())
+                .and_then(|t| t.to_vec1::<u32>())
                 .map_err(&err)?;
-            if next == self.eot || tokens.len() + 1 >= self.info.config.whisper.max_target_positions
-            {
+            for (i, &token) in next.iter().enumerate() {
+                if done[i] {
+                    continue;
+                }
+                if token == self.eot {
+                    done[i] = true;
+                    continue;
+                }
+                texts[i].push(token);
+                // A window stuck repeating one token (silence, noise) ends.
+                let t = &texts[i];
+                if t.len() >= 24 && t[t.len() - 24..].iter().all(|&x| x == token) {
+                    done[i] = true;
+                }
+            }
+            if done.iter().all(|&d| d) {
                 break;
             }
-            tokens.push(next);
-            // A window stuck repeating one token (silence, noise) stops.
-            if tokens.len() > prompt.len() + 24
-                && tokens[tokens.len() - 24..].iter().all(|&t| t == next)
-            {
-                break;
-            }
+            input = next.iter().map(|&t| vec![t]).collect();
         }
-        let text = self
-            .tokenizer
-            .decode(&tokens[prompt.len()..], true)
-            .map_err(|e| ModelError::Tokenize {
-                model: self.name.clone(),
-                message: e.to_string(),
-            })?;
-        Ok(text.trim().to_string())
+        texts
+            .iter()
+            .map(|tokens| {
+                self.tokenizer
+                    .decode(tokens, true)
+                    .map(|t| t.trim().to_string())
+                    .map_err(|e| ModelError::Tokenize {
+                        model: self.name.clone(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect()
     }
 }
