@@ -3,6 +3,7 @@
 //! with Candle. Knows nothing of SQL or DataFusion.
 
 pub mod bert;
+pub mod clip;
 pub mod convnet;
 pub mod ct2;
 pub mod device;

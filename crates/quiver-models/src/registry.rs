@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use crate::clip::{Clip, ClipInfo};
 use crate::device::{DeviceChoice, Precision, device_name, pick_device};
 use crate::error::{ModelError, Result};
 use crate::speech::{SpeechInfo, Transcriber};
@@ -26,14 +27,17 @@ pub enum Architecture {
     EfficientNet,
     /// Whisper speech recognition: `transcribe`.
     Whisper,
+    /// CLIP: `embed_image`, `embed_text` in the same space, `clip_classify`.
+    Clip,
 }
 
 impl Architecture {
     /// Every architecture, as `CREATE MODEL … TYPE` names it.
-    pub const ALL: [Architecture; 3] = [
+    pub const ALL: [Architecture; 4] = [
         Architecture::Bert,
         Architecture::EfficientNet,
         Architecture::Whisper,
+        Architecture::Clip,
     ];
 
     /// The name used in `TYPE`.
@@ -42,6 +46,7 @@ impl Architecture {
             Self::Bert => "bert",
             Self::EfficientNet => "efficientnet",
             Self::Whisper => "whisper",
+            Self::Clip => "clip",
         }
     }
 
@@ -51,6 +56,7 @@ impl Architecture {
             Self::Bert => "text embedding",
             Self::EfficientNet => "image classification",
             Self::Whisper => "speech to text",
+            Self::Clip => "image and text embedding",
         }
     }
 }
@@ -62,6 +68,7 @@ impl FromStr for Architecture {
             "bert" | "sentence-transformer" | "sentence-transformers" | "minilm" => Ok(Self::Bert),
             "efficientnet" | "efficientnet-lite" | "efficientnet-lite0" => Ok(Self::EfficientNet),
             "whisper" => Ok(Self::Whisper),
+            "clip" => Ok(Self::Clip),
             _ => Err(ModelError::UnknownArchitecture {
                 given: s.to_string(),
                 expected: Self::ALL.map(Self::name).join(", "),
@@ -143,6 +150,7 @@ pub enum ModelInfo {
     TextEmbedder(TextEmbedderInfo),
     ImageClassifier(ImageClassifierInfo),
     Speech(SpeechInfo),
+    Clip(ClipInfo),
 }
 
 impl ModelInfo {
@@ -164,6 +172,7 @@ impl ModelInfo {
                 spec.labels.as_deref(),
             )?)),
             Architecture::Whisper => Ok(Self::Speech(SpeechInfo::read(&spec.name, &spec.path)?)),
+            Architecture::Clip => Ok(Self::Clip(ClipInfo::read(&spec.name, &spec.path)?)),
         }
     }
 
@@ -171,6 +180,7 @@ impl ModelInfo {
     pub fn embedding_dim(&self) -> Option<usize> {
         match self {
             Self::TextEmbedder(i) => Some(i.dim),
+            Self::Clip(i) => Some(i.dim),
             Self::ImageClassifier(_) | Self::Speech(_) => None,
         }
     }
@@ -179,6 +189,7 @@ impl ModelInfo {
     pub fn normalized(&self) -> bool {
         match self {
             Self::TextEmbedder(i) => i.normalize,
+            Self::Clip(_) => true,
             Self::ImageClassifier(_) | Self::Speech(_) => false,
         }
     }
@@ -190,6 +201,7 @@ pub enum LoadedKind {
     TextEmbedder(Box<TextEmbedder>),
     ImageClassifier(Box<ImageClassifier>),
     Speech(Box<Transcriber>),
+    Clip(Box<Clip>),
 }
 
 impl LoadedKind {
@@ -198,6 +210,7 @@ impl LoadedKind {
             Self::TextEmbedder(m) => (m.name(), Architecture::Bert),
             Self::ImageClassifier(m) => (m.name(), Architecture::EfficientNet),
             Self::Speech(m) => (m.name(), Architecture::Whisper),
+            Self::Clip(m) => (m.name(), Architecture::Clip),
         };
         ModelError::WrongKind {
             model: model.to_string(),
@@ -251,6 +264,12 @@ impl Model {
                 &device,
                 spec.precision.dtype(),
             )?)),
+            Architecture::Clip => LoadedKind::Clip(Box::new(Clip::load(
+                &spec.name,
+                &spec.path,
+                &device,
+                spec.precision.dtype(),
+            )?)),
         };
         Ok(Self {
             spec: spec.clone(),
@@ -292,7 +311,44 @@ impl Model {
                     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                     m.embed(&refs, batch, stop)
                 }
+                LoadedKind::Clip(m) => {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    m.embed_texts(&refs, batch, stop)
+                }
                 other => Err(other.wrong_kind("embed_text")),
+            })
+            .await
+    }
+
+    /// Embeds images (RGB bytes, the model's `image_size`² each) on the
+    /// model's worker thread: `n × dim` floats, unit length.
+    pub async fn embed_images(&self, rgb: Vec<u8>) -> Result<Vec<f32>> {
+        let batch = self.spec.batch_size;
+        self.worker
+            .run(move |kind, stop| match kind {
+                LoadedKind::Clip(m) => m.embed_images(&rgb, batch, stop),
+                other => Err(other.wrong_kind("embed_image")),
+            })
+            .await
+    }
+
+    /// Zero-shot classification of images against label texts: the
+    /// `top_k` labels of each image (indices into `labels`) with their
+    /// probabilities.
+    pub async fn clip_classify(
+        &self,
+        rgb: Vec<u8>,
+        labels: Vec<String>,
+        top_k: usize,
+    ) -> Result<Vec<Ranking>> {
+        let batch = self.spec.batch_size;
+        self.worker
+            .run(move |kind, stop| match kind {
+                LoadedKind::Clip(m) => {
+                    let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+                    m.classify(&rgb, &refs, batch, top_k, stop)
+                }
+                other => Err(other.wrong_kind("clip_classify")),
             })
             .await
     }

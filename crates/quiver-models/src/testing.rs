@@ -207,8 +207,13 @@ fn fill_deterministic(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
 /// Writes a WordPiece tokenizer over `vocab` as BERT's uncased tokenizers
 /// are: BertNormalizer (lower-casing), BertPreTokenizer, `[CLS] … [SEP]`.
 pub fn write_bert_tokenizer(path: &Path, vocab: &[String]) -> Result<()> {
+    write_wordpiece_tokenizer(path, vocab, "[CLS]", "[SEP]")
+}
+
+/// [`write_bert_tokenizer`] with other start and end tokens.
+fn write_wordpiece_tokenizer(path: &Path, vocab: &[String], cls: &str, sep: &str) -> Result<()> {
     let id = |t: &str| vocab.iter().position(|v| v == t).unwrap_or(0);
-    let special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+    let special = ["[PAD]", "[UNK]", cls, sep, "[MASK]"];
     let added: Vec<_> = special
         .iter()
         .map(|t| {
@@ -233,17 +238,17 @@ pub fn write_bert_tokenizer(path: &Path, vocab: &[String]) -> Result<()> {
             "pre_tokenizer": {"type": "BertPreTokenizer"},
             "post_processor": {
                 "type": "TemplateProcessing",
-                "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                "single": [{"SpecialToken": {"id": cls, "type_id": 0}},
                            {"Sequence": {"id": "A", "type_id": 0}},
-                           {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-                "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                           {"SpecialToken": {"id": sep, "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": cls, "type_id": 0}},
                          {"Sequence": {"id": "A", "type_id": 0}},
-                         {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+                         {"SpecialToken": {"id": sep, "type_id": 0}},
                          {"Sequence": {"id": "B", "type_id": 1}},
-                         {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+                         {"SpecialToken": {"id": sep, "type_id": 1}}],
                 "special_tokens": {
-                    "[CLS]": {"id": "[CLS]", "ids": [id("[CLS]")], "tokens": ["[CLS]"]},
-                    "[SEP]": {"id": "[SEP]", "ids": [id("[SEP]")], "tokens": ["[SEP]"]}
+                    cls: {"id": cls, "ids": [id(cls)], "tokens": [cls]},
+                    sep: {"id": sep, "ids": [id(sep)], "tokens": [sep]}
                 }
             },
             "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
@@ -350,4 +355,76 @@ pub fn pattern_image(kind: u64, size: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Writes a tiny CLIP (OpenAI's ViT layout, Hugging Face names) to `dir`:
+/// 32×32 images in 8×8 patches, 2-layer towers of width 32, 16-dimensional
+/// embeddings, and a WordPiece tokenizer whose end-of-text token has the
+/// highest id (the text tower pools there, as CLIP's BPE vocabulary has
+/// it).
+pub fn write_tiny_clip(dir: &Path, seed: u64) -> Result<()> {
+    use candle_transformers::models::clip::ClipModel;
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let mut vocab = tiny_vocab();
+    vocab.push("<|startoftext|>".into());
+    vocab.push("<|endoftext|>".into());
+    let tower = |extra: serde_json::Value| {
+        let mut base = json!({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                              "num_attention_heads": 4, "hidden_act": "quick_gelu", "projection_dim": 16});
+        if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        base
+    };
+    write_json(
+        &dir.join("config.json"),
+        &json!({
+            "architectures": ["CLIPModel"],
+            "model_type": "clip",
+            "projection_dim": 16,
+            "logit_scale_init_value": 2.6592,
+            "text_config": tower(json!({"vocab_size": vocab.len(), "max_position_embeddings": 16,
+                                        "bos_token_id": vocab.len() - 2, "eos_token_id": vocab.len() - 1,
+                                        "pad_token_id": 0})),
+            "vision_config": tower(json!({"image_size": 32, "patch_size": 8})),
+        }),
+    )?;
+    write_wordpiece_tokenizer(
+        &dir.join("tokenizer.json"),
+        &vocab,
+        "<|startoftext|>",
+        "<|endoftext|>",
+    )?;
+    let info = crate::clip::ClipInfo::read("tiny", dir)?;
+    let mut varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let err = |e| crate::weights::load_error("tiny", dir, e);
+    // Parameters Candle's CLIP makes up when a checkpoint lacks them (the
+    // class embedding at random): the tiny model has them all.
+    let init = candle_nn::Init::Const(0.0);
+    varmap
+        .get(
+            32,
+            "vision_model.embeddings.class_embedding",
+            init,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .map_err(err)?;
+    varmap
+        .get((), "logit_scale", init, DType::F32, &Device::Cpu)
+        .map_err(err)?;
+    ClipModel::new(vb, info.config()).map_err(err)?;
+    fill_deterministic(&varmap, seed).map_err(err)?;
+    // CLIP's initial temperature, ln(1 / 0.07).
+    varmap
+        .set_one(
+            "logit_scale",
+            Tensor::new(2.6592f32, &Device::Cpu).map_err(err)?,
+        )
+        .map_err(err)?;
+    let path = dir.join("model.safetensors");
+    varmap
+        .save(&path)
+        .map_err(|e| crate::weights::load_error("tiny", &path, e))
 }

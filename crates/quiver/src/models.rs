@@ -369,6 +369,17 @@ pub fn describe_model(registry: &ModelRegistry, name: &str) -> Result<RecordBatc
                     .map_or("(none: class_N)".to_string(), |p| p.display().to_string()),
             ));
         }
+        ModelInfo::Clip(c) => {
+            rows.push((
+                "output",
+                format!(
+                    "embedding float4[{}] of images and texts, unit length",
+                    c.dim
+                ),
+            ));
+            rows.push(("image_size", format!("{0}x{0}", c.image_size)));
+            rows.push(("max_tokens", c.max_tokens.to_string()));
+        }
         ModelInfo::Speech(w) => {
             rows.push(("output", "text".to_string()));
             rows.push((

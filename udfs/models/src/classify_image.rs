@@ -129,14 +129,22 @@ impl ClassifyImage {
     }
 }
 
+/// How a model wants its images: the centred square of `crop_fraction` of
+/// the shorter side, resized to `size`².
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ImageInput {
+    pub size: usize,
+    pub crop_fraction: f32,
+}
+
 /// One image made ready for the model: `size`² RGB bytes.
 fn prepare(
     image: Input<'_>,
-    info: &ImageClassifierInfo,
+    input: ImageInput,
     limits: &DecodeLimits,
 ) -> Result<Vec<u8>, MediaError> {
-    let size = info.image_size as u32;
-    let crop_fraction = f64::from(info.crop_fraction);
+    let size = input.size as u32;
+    let crop_fraction = f64::from(input.crop_fraction);
     let pixels = match image {
         Input::Encoded(bytes) => decode_with(bytes, limits, |header| {
             // The decoded image must keep a crop of at least `size`.
@@ -167,11 +175,53 @@ enum Input<'a> {
 /// could not be read.
 type Prepared = Option<Result<Vec<u8>, MediaError>>;
 
+/// Decodes every row of `images` to `input.size`² RGB on the blocking
+/// pool, a few rows per task: the bytes of the rows that decoded, and
+/// which rows those are. A row that does not decode is an error naming it,
+/// or, `lenient`, left out.
+pub(crate) async fn decode_images(
+    images: &ArrayRef,
+    input: ImageInput,
+    limits: DecodeLimits,
+    lenient: bool,
+    function: &str,
+) -> Result<(Vec<u8>, Vec<bool>)> {
+    let rows = images.len();
+    let mut tasks = vec![];
+    for start in (0..rows).step_by(DECODE_CHUNK) {
+        let images = images.clone();
+        let end = (start + DECODE_CHUNK).min(rows);
+        tasks.push(tokio::task::spawn_blocking(move || {
+            prepare_rows(&images, start..end, input, &limits)
+        }));
+    }
+    let per_image = input.size * input.size * 3;
+    let mut rgb = Vec::with_capacity(rows * per_image);
+    let mut present = vec![false; rows];
+    for task in tasks {
+        let prepared = task
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        for (row, result) in prepared {
+            match result {
+                None => {}
+                Some(Ok(bytes)) => {
+                    rgb.extend_from_slice(&bytes);
+                    present[row] = true;
+                }
+                Some(Err(_)) if lenient => {}
+                Some(Err(e)) => return Err(row_error(function, row, e)),
+            }
+        }
+    }
+    Ok((rgb, present))
+}
+
 /// Decodes rows `rows` of `images`, each to `size`² RGB, on this thread.
 fn prepare_rows(
     images: &ArrayRef,
     rows: std::ops::Range<usize>,
-    info: &ImageClassifierInfo,
+    input: ImageInput,
     limits: &DecodeLimits,
 ) -> Vec<(usize, Prepared)> {
     let binary = BinaryValues::of(images);
@@ -180,7 +230,7 @@ fn prepare_rows(
         if images.is_null(row) {
             return (row, None);
         }
-        let input = match (binary, decoded) {
+        let image = match (binary, decoded) {
             (Some(b), _) => Ok(Input::Encoded(b.value(row))),
             (None, Some(s)) => match read_pixels(s, row) {
                 Ok(Some(p)) => Ok(Input::Decoded(p)),
@@ -192,7 +242,7 @@ fn prepare_rows(
                 images.data_type()
             ))),
         };
-        (row, Some(input.and_then(|i| prepare(i, info, limits))))
+        (row, Some(image.and_then(|i| prepare(i, input, limits))))
     })
     .collect()
 }
@@ -250,36 +300,11 @@ impl AsyncScalarUDFImpl for ClassifyImage {
             )));
         }
         let limits = QuiverSettings::from_options(&args.config_options).decode_limits;
-
-        // Decode on the blocking pool, a few rows per task.
-        let info = Arc::new(info);
-        let mut tasks = vec![];
-        for start in (0..rows).step_by(DECODE_CHUNK) {
-            let (images, info) = (images.clone(), info.clone());
-            let end = (start + DECODE_CHUNK).min(rows);
-            tasks.push(tokio::task::spawn_blocking(move || {
-                prepare_rows(&images, start..end, &info, &limits)
-            }));
-        }
-        let per_image = info.image_size * info.image_size * 3;
-        let mut rgb = Vec::with_capacity(rows * per_image);
-        let mut present = vec![false; rows];
-        for task in tasks {
-            let prepared = task
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            for (row, result) in prepared {
-                match result {
-                    None => {}
-                    Some(Ok(bytes)) => {
-                        rgb.extend_from_slice(&bytes);
-                        present[row] = true;
-                    }
-                    Some(Err(_)) if self.lenient => {}
-                    Some(Err(e)) => return Err(row_error(self.name, row, e)),
-                }
-            }
-        }
+        let input = ImageInput {
+            size: info.image_size,
+            crop_fraction: info.crop_fraction,
+        };
+        let (rgb, present) = decode_images(&images, input, limits, self.lenient, self.name).await?;
         let model = load_model(&self.registry, &name).await?;
         let ranked = if rgb.is_empty() {
             vec![]
@@ -290,44 +315,55 @@ impl AsyncScalarUDFImpl for ClassifyImage {
                 .map_err(model_error)?
         };
 
-        let mut labels = Vec::with_capacity(ranked.len() * top_k);
-        let mut scores = Vec::with_capacity(ranked.len() * top_k);
-        let mut offsets = Vec::with_capacity(rows + 1);
-        offsets.push(0i32);
-        let mut ranked = ranked.into_iter();
-        for &ok in &present {
-            if ok {
-                let Some(classes) = ranked.next() else {
-                    return exec_err!("{}: the model returned too few results", self.name);
-                };
-                for (class, score) in classes {
-                    labels.push(
-                        info.labels
-                            .get(class)
-                            .map_or("?", String::as_str)
-                            .to_string(),
-                    );
-                    scores.push(score);
-                }
-            }
-            offsets.push(i32::try_from(labels.len()).unwrap_or(i32::MAX));
-        }
-        let values = StructArray::try_new(
-            class_score_fields(),
-            vec![
-                Arc::new(StringArray::from(labels)) as ArrayRef,
-                Arc::new(Float32Array::from(scores)),
-            ],
-            None,
-        )?;
-        let DataType::List(item) = classification_type() else {
-            return exec_err!("{}: unexpected result type", self.name);
-        };
-        Ok(ColumnarValue::Array(Arc::new(ListArray::try_new(
-            item,
-            OffsetBuffer::new(offsets.into()),
-            Arc::new(values),
-            Some(NullBuffer::from(present)),
-        )?)))
+        Ok(ColumnarValue::Array(rankings_array(
+            self.name,
+            ranked,
+            &present,
+            &info.labels,
+        )?))
     }
+}
+
+/// `[{label, score}]` per row: the rankings of the rows marked present, in
+/// order, labels looked up in `labels`; NULL for the others.
+pub(crate) fn rankings_array(
+    function: &str,
+    ranked: Vec<quiver_models::vision::Ranking>,
+    present: &[bool],
+    labels: &[String],
+) -> Result<ArrayRef> {
+    let mut names = vec![];
+    let mut scores = vec![];
+    let mut offsets = Vec::with_capacity(present.len() + 1);
+    offsets.push(0i32);
+    let mut ranked = ranked.into_iter();
+    for &ok in present {
+        if ok {
+            let Some(classes) = ranked.next() else {
+                return exec_err!("{function}: the model returned too few results");
+            };
+            for (class, score) in classes {
+                names.push(labels.get(class).map_or("?", String::as_str).to_string());
+                scores.push(score);
+            }
+        }
+        offsets.push(i32::try_from(names.len()).unwrap_or(i32::MAX));
+    }
+    let values = StructArray::try_new(
+        class_score_fields(),
+        vec![
+            Arc::new(StringArray::from(names)) as ArrayRef,
+            Arc::new(Float32Array::from(scores)),
+        ],
+        None,
+    )?;
+    let DataType::List(item) = classification_type() else {
+        return exec_err!("{function}: unexpected result type");
+    };
+    Ok(Arc::new(ListArray::try_new(
+        item,
+        OffsetBuffer::new(offsets.into()),
+        Arc::new(values),
+        Some(NullBuffer::from(present.to_vec())),
+    )?))
 }

@@ -5,6 +5,8 @@
 //! | `embed_text(model, text)` | embedding: `FixedSizeList<Float32, dim>` tagged `quiver.embedding` |
 //! | `classify_image(model, image [, top_k])`, `try_classify_image` | `List<Struct{label, score}>`, most probable first |
 //! | `transcribe(model, audio [, language])`, `try_transcribe` | text |
+//! | `embed_image(model, image)` (CLIP) | embedding, in the space of `embed_text` on the same model |
+//! | `clip_classify(model, image, labels [, top_k])` | `List<Struct{label, score}>` over the label texts |
 //! | `cosine_similarity(a, b)`, `inner_product(a, b)`, `l2_distance(a, b)` | `float64` |
 //!
 //! `model` names a model of the engine's [`ModelRegistry`] (`CREATE MODEL`)
@@ -20,11 +22,13 @@ use datafusion::prelude::SessionContext;
 use quiver_models::ModelRegistry;
 
 mod classify_image;
+mod clip;
 mod embed_text;
 mod transcribe;
 mod vectors;
 
 pub use classify_image::{ClassifyImage, classification_type};
+pub use clip::{ClipOp, ClipUdf};
 pub use embed_text::{EmbedText, embedding_field};
 pub use transcribe::Transcribe;
 pub use vectors::{VectorOp, VectorUdf};
@@ -50,6 +54,11 @@ pub fn functions(registry: &Arc<ModelRegistry>) -> Vec<Arc<ScalarUDF>> {
                 .into_scalar_udf(),
         ),
     ];
+    for op in [ClipOp::EmbedImage, ClipOp::Classify] {
+        out.push(Arc::new(
+            AsyncScalarUDF::new(Arc::new(ClipUdf::new(op, registry.clone()))).into_scalar_udf(),
+        ));
+    }
     for op in VectorOp::ALL {
         out.push(Arc::new(ScalarUDF::new_from_impl(VectorUdf::new(op))));
     }
