@@ -95,19 +95,23 @@ pub struct EfficientNet {
 }
 
 /// Tensors of one checkpoint, read as F32 vectors, naming the file on error.
-struct Weights<'a> {
+pub(crate) struct Weights<'a> {
     model: &'a str,
     path: &'a Path,
     vb: VarBuilder<'static>,
 }
 
-impl Weights<'_> {
-    fn has(&self, name: &str) -> bool {
+impl<'a> Weights<'a> {
+    pub(crate) fn new(model: &'a str, path: &'a Path, vb: VarBuilder<'static>) -> Self {
+        Self { model, path, vb }
+    }
+
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.vb.contains_tensor(name)
     }
 
     /// The tensor's shape and values.
-    fn get(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    pub(crate) fn get(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let t = self
             .vb
             .get_unchecked_dtype(name, DType::F32)
@@ -120,7 +124,7 @@ impl Weights<'_> {
         Ok((shape, values))
     }
 
-    fn shape_error(&self, name: &str, got: &[usize], want: &str) -> ModelError {
+    pub(crate) fn shape_error(&self, name: &str, got: &[usize], want: &str) -> ModelError {
         ModelError::Weights {
             model: self.model.to_string(),
             path: self.path.to_path_buf(),
@@ -130,7 +134,12 @@ impl Weights<'_> {
     }
 
     /// A batch-norm layer folded: per-channel scale and bias.
-    fn batch_norm(&self, prefix: &str, channels: usize, eps: f32) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub(crate) fn batch_norm(
+        &self,
+        prefix: &str,
+        channels: usize,
+        eps: f32,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let mut parts = vec![];
         for field in ["weight", "bias", "running_mean", "running_var"] {
             let name = format!("{prefix}.{field}");
@@ -150,7 +159,7 @@ impl Weights<'_> {
     }
 
     /// A 4-d convolution weight: `[cout, cin, k, k]`.
-    fn conv(&self, name: &str) -> Result<([usize; 4], Vec<f32>)> {
+    pub(crate) fn conv(&self, name: &str) -> Result<([usize; 4], Vec<f32>)> {
         let (shape, values) = self.get(name)?;
         match shape.as_slice() {
             &[o, i, kh, kw] if kh == kw => Ok(([o, i, kh, kw], values)),

@@ -128,11 +128,21 @@ fn is_checkpoint(path: &Path) -> bool {
 fn convert_checkpoint(file: &Path, source: &Path, dest: &Path) -> Result<Architecture> {
     let tensors = crate::pth::read_checkpoint(file)?;
     let has = |n: &str| tensors.contains_key(n);
+    if has("conv1.weight") && has("layer1.0.conv1.weight") && has("fc.weight") {
+        // A torchvision ResNet.
+        let num_classes = tensors
+            .get("fc.weight")
+            .map(|t| t.dims()[0])
+            .unwrap_or_default();
+        let config = crate::vision::ClassifierConfig::resnet(num_classes);
+        write_classifier(&tensors, &config, source, dest)?;
+        return Ok(Architecture::ResNet);
+    }
     if !(has("_conv_stem.weight") && has("_blocks.0._depthwise_conv.weight") && has("_fc.weight")) {
         return Err(import_error(
             source,
-            "not a checkpoint of an architecture Quiver converts (EfficientNet-Lite, \
-             efficientnet_lite_pytorch layout)",
+            "not a checkpoint of an architecture Quiver converts (EfficientNet-Lite in the \
+             efficientnet_lite_pytorch layout, torchvision ResNet)",
         ));
     }
     if tensors.keys().any(|k| k.contains("_se_reduce")) {
@@ -155,15 +165,25 @@ fn convert_checkpoint(file: &Path, source: &Path, dest: &Path) -> Result<Archite
         .get("_fc.weight")
         .map(|t| t.dims()[0])
         .unwrap_or_default();
-    let weights = dest.join(WEIGHT_FILES[0]);
-    candle_core::safetensors::save(&tensors, &weights)
-        .map_err(|e| import_error(source, format!("writing {}: {e}", weights.display())))?;
     let config = crate::vision::ClassifierConfig::efficientnet_lite0(num_classes);
-    let json = serde_json::to_vec_pretty(&config)
+    write_classifier(&tensors, &config, source, dest)?;
+    Ok(Architecture::EfficientNet)
+}
+
+/// Writes a converted classifier: `model.safetensors` and `config.json`.
+fn write_classifier(
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    config: &crate::vision::ClassifierConfig,
+    source: &Path,
+    dest: &Path,
+) -> Result<()> {
+    let weights = dest.join(WEIGHT_FILES[0]);
+    candle_core::safetensors::save(tensors, &weights)
+        .map_err(|e| import_error(source, format!("writing {}: {e}", weights.display())))?;
+    let json = serde_json::to_vec_pretty(config)
         .map_err(|e| import_error(source, format!("config.json: {e}")))?;
     let config_path = dest.join("config.json");
-    std::fs::write(&config_path, json).map_err(|e| io(&config_path, e))?;
-    Ok(Architecture::EfficientNet)
+    std::fs::write(&config_path, json).map_err(|e| io(&config_path, e))
 }
 
 fn copy_labels(labels: &Path, dest: &Path) -> Result<()> {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod import;
 pub mod pth;
 pub mod registry;
+pub mod resnet;
 pub mod speech;
 pub mod testing;
 pub mod text;

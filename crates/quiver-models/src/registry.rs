@@ -25,6 +25,8 @@ pub enum Architecture {
     Bert,
     /// An EfficientNet-Lite image classifier: `classify_image`.
     EfficientNet,
+    /// A torchvision ResNet image classifier: `classify_image`.
+    ResNet,
     /// Whisper speech recognition: `transcribe`.
     Whisper,
     /// CLIP: `embed_image`, `embed_text` in the same space, `clip_classify`.
@@ -33,9 +35,10 @@ pub enum Architecture {
 
 impl Architecture {
     /// Every architecture, as `CREATE MODEL … TYPE` names it.
-    pub const ALL: [Architecture; 4] = [
+    pub const ALL: [Architecture; 5] = [
         Architecture::Bert,
         Architecture::EfficientNet,
+        Architecture::ResNet,
         Architecture::Whisper,
         Architecture::Clip,
     ];
@@ -45,6 +48,7 @@ impl Architecture {
         match self {
             Self::Bert => "bert",
             Self::EfficientNet => "efficientnet",
+            Self::ResNet => "resnet",
             Self::Whisper => "whisper",
             Self::Clip => "clip",
         }
@@ -54,7 +58,7 @@ impl Architecture {
     pub fn task(self) -> &'static str {
         match self {
             Self::Bert => "text embedding",
-            Self::EfficientNet => "image classification",
+            Self::EfficientNet | Self::ResNet => "image classification",
             Self::Whisper => "speech to text",
             Self::Clip => "image and text embedding",
         }
@@ -67,6 +71,7 @@ impl FromStr for Architecture {
         match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "bert" | "sentence-transformer" | "sentence-transformers" | "minilm" => Ok(Self::Bert),
             "efficientnet" | "efficientnet-lite" | "efficientnet-lite0" => Ok(Self::EfficientNet),
+            "resnet" => Ok(Self::ResNet),
             "whisper" => Ok(Self::Whisper),
             "clip" => Ok(Self::Clip),
             _ => Err(ModelError::UnknownArchitecture {
@@ -166,11 +171,23 @@ impl ModelInfo {
             Architecture::Bert => Ok(Self::TextEmbedder(TextEmbedderInfo::read(
                 &spec.name, &spec.path,
             )?)),
-            Architecture::EfficientNet => Ok(Self::ImageClassifier(ImageClassifierInfo::read(
-                &spec.name,
-                &spec.path,
-                spec.labels.as_deref(),
-            )?)),
+            Architecture::EfficientNet | Architecture::ResNet => {
+                let info =
+                    ImageClassifierInfo::read(&spec.name, &spec.path, spec.labels.as_deref())?;
+                if info.model_type != spec.architecture.name() {
+                    return Err(ModelError::BadOption {
+                        option: "TYPE".into(),
+                        reason: format!(
+                            "model '{}': {} holds a {} model, not a {}",
+                            spec.name,
+                            spec.path.display(),
+                            info.model_type,
+                            spec.architecture
+                        ),
+                    });
+                }
+                Ok(Self::ImageClassifier(info))
+            }
             Architecture::Whisper => Ok(Self::Speech(SpeechInfo::read(&spec.name, &spec.path)?)),
             Architecture::Clip => Ok(Self::Clip(ClipInfo::read(&spec.name, &spec.path)?)),
         }
@@ -242,13 +259,13 @@ impl Model {
                 &device,
                 spec.precision.dtype(),
             )?)),
-            Architecture::EfficientNet => {
+            Architecture::EfficientNet | Architecture::ResNet => {
                 // Quiver's own channels-last kernels: CPU and f32 only.
                 if !device.is_cpu() || spec.precision != Precision::F32 {
                     warning = Some(format!(
-                        "model '{}': efficientnet runs on the CPU in f32 (Quiver's own kernels); \
+                        "model '{}': {} runs on the CPU in f32 (Quiver's own kernels); \
                          device '{}' and dtype '{}' are not used",
-                        spec.name, spec.device, spec.precision
+                        spec.name, spec.architecture, spec.device, spec.precision
                     ));
                     device = candle_core::Device::Cpu;
                 }

@@ -428,3 +428,91 @@ pub fn write_tiny_clip(dir: &Path, seed: u64) -> Result<()> {
         .save(&path)
         .map_err(|e| crate::weights::load_error("tiny", &path, e))
 }
+
+/// Writes a torchvision-layout ResNet with deterministic He-scaled weights
+/// to `dir`: `layers` blocks per stage (ResNet-18 is `[2, 2, 2, 2]`),
+/// bottlenecks (ResNet-50's) or basic blocks, `classes` outputs, inputs of
+/// `image_size`² (any size works: the network pools globally).
+pub fn write_resnet(
+    dir: &Path,
+    layers: [usize; 4],
+    bottleneck: bool,
+    classes: usize,
+    image_size: usize,
+    seed: u64,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let mut config = crate::vision::ClassifierConfig::resnet(classes);
+    config.image_size = image_size;
+    let json = serde_json::to_value(&config)
+        .map_err(|e| ModelError::io("resnet", dir, std::io::Error::other(e)))?;
+    write_json(&dir.join("config.json"), &json)?;
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![];
+    let bn = |shapes: &mut Vec<(String, Vec<usize>)>, p: &str, c: usize| {
+        for f in ["weight", "bias", "running_mean", "running_var"] {
+            shapes.push((format!("{p}.{f}"), vec![c]));
+        }
+    };
+    shapes.push(("conv1.weight".into(), vec![64, 3, 7, 7]));
+    bn(&mut shapes, "bn1", 64);
+    let expansion = if bottleneck { 4 } else { 1 };
+    let mut inplanes = 64;
+    for (stage, &count) in layers.iter().enumerate() {
+        let planes = 64 << stage;
+        for i in 0..count {
+            let p = format!("layer{}.{i}", stage + 1);
+            let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+            if bottleneck {
+                shapes.push((format!("{p}.conv1.weight"), vec![planes, inplanes, 1, 1]));
+                bn(&mut shapes, &format!("{p}.bn1"), planes);
+                shapes.push((format!("{p}.conv2.weight"), vec![planes, planes, 3, 3]));
+                bn(&mut shapes, &format!("{p}.bn2"), planes);
+                shapes.push((format!("{p}.conv3.weight"), vec![planes * 4, planes, 1, 1]));
+                bn(&mut shapes, &format!("{p}.bn3"), planes * 4);
+            } else {
+                shapes.push((format!("{p}.conv1.weight"), vec![planes, inplanes, 3, 3]));
+                bn(&mut shapes, &format!("{p}.bn1"), planes);
+                shapes.push((format!("{p}.conv2.weight"), vec![planes, planes, 3, 3]));
+                bn(&mut shapes, &format!("{p}.bn2"), planes);
+            }
+            if stride != 1 || inplanes != planes * expansion {
+                shapes.push((
+                    format!("{p}.downsample.0.weight"),
+                    vec![planes * expansion, inplanes, 1, 1],
+                ));
+                bn(
+                    &mut shapes,
+                    &format!("{p}.downsample.1"),
+                    planes * expansion,
+                );
+            }
+            inplanes = planes * expansion;
+        }
+    }
+    shapes.push(("fc.weight".into(), vec![classes, inplanes]));
+    shapes.push(("fc.bias".into(), vec![classes]));
+    let mut rng = SplitMix::new(seed);
+    let mut map = std::collections::HashMap::new();
+    for (name, shape) in shapes {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = if name.ends_with("running_var") {
+            (0..n).map(|_| 1.0 + rng.next_f32(0.5).abs()).collect()
+        } else if name.ends_with("running_mean") || name.ends_with(".bias") {
+            (0..n).map(|_| rng.next_f32(0.1)).collect()
+        } else if shape.len() == 1 {
+            // Batch-norm scales.
+            (0..n).map(|_| 1.0 + rng.next_f32(0.2)).collect()
+        } else {
+            // He: uniform with variance 2 / fan-in.
+            let fan_in: usize = shape[1..].iter().product();
+            let bound = (6.0 / fan_in as f32).sqrt();
+            (0..n).map(|_| rng.next_f32(bound)).collect()
+        };
+        let t = Tensor::from_vec(values, shape, &Device::Cpu)
+            .map_err(|e| crate::weights::load_error("resnet", dir, e))?;
+        map.insert(name, t);
+    }
+    let path = dir.join("model.safetensors");
+    candle_core::safetensors::save(&map, &path)
+        .map_err(|e| crate::weights::load_error("resnet", &path, e))
+}

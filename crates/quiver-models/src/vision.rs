@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 use crate::convnet::{softmax_rows, top_k};
 use crate::efficientnet::{EfficientNet, LITE0_BLOCKS};
 use crate::error::{ModelError, Result};
+use crate::resnet::ResNet;
 use crate::worker::Stop;
 
 /// The `config.json` of an image classifier directory (written by
 /// `quiver models import`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassifierConfig {
-    /// `efficientnet`.
+    /// `efficientnet` or `resnet`.
     pub model_type: String,
     /// `efficientnet-lite0` … `efficientnet-lite4`.
     #[serde(default)]
@@ -56,6 +57,22 @@ fn crop() -> f32 {
 }
 
 impl ClassifierConfig {
+    /// A torchvision ResNet with ImageNet's normalisation.
+    pub fn resnet(num_classes: usize) -> Self {
+        Self {
+            model_type: "resnet".into(),
+            variant: None,
+            image_size: 224,
+            num_classes,
+            blocks: vec![],
+            depth_coefficient: 1.0,
+            batch_norm_epsilon: 1e-5,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            crop_fraction: 0.875,
+        }
+    }
+
     /// EfficientNet-Lite0 with TensorFlow's preprocessing
     /// (`(x − 127) / 128`).
     pub fn efficientnet_lite0(num_classes: usize) -> Self {
@@ -77,6 +94,8 @@ impl ClassifierConfig {
 /// What an image classifier takes and returns, read without its weights.
 #[derive(Debug, Clone)]
 pub struct ImageClassifierInfo {
+    /// `efficientnet` or `resnet`.
+    pub model_type: String,
     pub image_size: usize,
     pub num_classes: usize,
     pub crop_fraction: f32,
@@ -108,9 +127,9 @@ impl ImageClassifierInfo {
             option: "config.json".into(),
             reason: format!("model '{model}' ({}): {reason}", config_path.display()),
         };
-        if config.model_type != "efficientnet" {
+        if config.model_type != "efficientnet" && config.model_type != "resnet" {
             return Err(bad(format!(
-                "model_type '{}' is not an image classifier Quiver runs (efficientnet)",
+                "model_type '{}' is not an image classifier Quiver runs (efficientnet, resnet)",
                 config.model_type
             )));
         }
@@ -156,6 +175,7 @@ impl ImageClassifierInfo {
                 .collect(),
         };
         Ok(Self {
+            model_type: config.model_type,
             image_size: config.image_size,
             num_classes: config.num_classes,
             crop_fraction: config.crop_fraction,
@@ -170,11 +190,39 @@ impl ImageClassifierInfo {
     }
 }
 
+/// The network of a classifier.
+#[derive(Debug)]
+enum Net {
+    EfficientNet(EfficientNet),
+    ResNet(ResNet),
+}
+
+impl Net {
+    fn image_size(&self) -> usize {
+        match self {
+            Self::EfficientNet(n) => n.image_size(),
+            Self::ResNet(n) => n.image_size(),
+        }
+    }
+    fn classes(&self) -> usize {
+        match self {
+            Self::EfficientNet(n) => n.classes(),
+            Self::ResNet(n) => n.classes(),
+        }
+    }
+    fn forward(&self, rgb: &[u8], n: usize) -> Vec<f32> {
+        match self {
+            Self::EfficientNet(m) => m.forward(rgb, n),
+            Self::ResNet(m) => m.forward(rgb, n),
+        }
+    }
+}
+
 /// A loaded image classifier.
 #[derive(Debug)]
 pub struct ImageClassifier {
     name: String,
-    net: EfficientNet,
+    net: Net,
 }
 
 /// Classes and probabilities of one image, most probable first.
@@ -185,7 +233,10 @@ impl ImageClassifier {
     pub fn load(name: &str, dir: &Path, info: &ImageClassifierInfo) -> Result<Self> {
         Ok(Self {
             name: name.to_string(),
-            net: EfficientNet::load(name, dir, info)?,
+            net: match info.model_type.as_str() {
+                "resnet" => Net::ResNet(ResNet::load(name, dir, info)?),
+                _ => Net::EfficientNet(EfficientNet::load(name, dir, info)?),
+            },
         })
     }
 
