@@ -27,13 +27,13 @@ use quiver_media::audio::{AudioLimits, decode_audio, resample, to_mono};
 use quiver_media::mel::{MelParams, log_mel_spectrogram};
 use quiver_models::speech::{SAMPLE_RATE, WINDOW_SAMPLES};
 
-/// About 60 s at 150 words per minute.
+/// About 60 s at 150 words per minute: the sample's four texts, then its
+/// two middle ones again.
 fn script() -> String {
-    quiver::sample::SPEECH
-        .iter()
-        .map(|(_, text)| *text)
-        .collect::<Vec<_>>()
-        .join(" ")
+    let texts: Vec<&str> = quiver::sample::SPEECH.iter().map(|(_, t)| *t).collect();
+    let mut all = texts.clone();
+    all.extend(&texts[1..3]);
+    all.join(" ")
 }
 
 fn words(s: &str) -> Vec<String> {
