@@ -225,7 +225,7 @@ impl LoadedKind {
     fn wrong_kind(&self, function: &str) -> ModelError {
         let (model, architecture) = match self {
             Self::TextEmbedder(m) => (m.name(), Architecture::Bert),
-            Self::ImageClassifier(m) => (m.name(), Architecture::EfficientNet),
+            Self::ImageClassifier(m) => (m.name(), m.architecture()),
             Self::Speech(m) => (m.name(), Architecture::Whisper),
             Self::Clip(m) => (m.name(), Architecture::Clip),
         };

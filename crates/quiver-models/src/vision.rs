@@ -245,6 +245,14 @@ impl ImageClassifier {
         &self.name
     }
 
+    /// Its architecture.
+    pub fn architecture(&self) -> crate::registry::Architecture {
+        match self.net {
+            Net::EfficientNet(_) => crate::registry::Architecture::EfficientNet,
+            Net::ResNet(_) => crate::registry::Architecture::ResNet,
+        }
+    }
+
     /// The `top_k` classes of each of the `rgb.len() / (size² · 3)` images
     /// (RGB bytes, `image_size`² each), `batch` images per forward pass.
     pub fn classify(
