@@ -5,13 +5,14 @@
 //! the cross-attention over 1,500 audio positions for every earlier token
 //! again); GELU is the exact erf form, vectorised on the CPU.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor};
 use candle_nn::{
     Conv1d, Conv1dConfig, LayerNorm, Linear, VarBuilder, conv1d, layer_norm, linear, linear_no_bias,
 };
 use candle_transformers::models::whisper::Config;
 
 use crate::bert::gelu_erf;
+use crate::convnet::few_rows_matmul_t;
 
 const LN_EPS: f64 = 1e-5;
 
@@ -19,9 +20,38 @@ const LN_EPS: f64 = 1e-5;
 /// `Linear` runs one product per batch row, with the weights broadcast).
 fn lin(layer: &Linear, x: &Tensor) -> Result<Tensor> {
     let (b, n, d) = x.dims3()?;
-    let y = layer.forward(&x.reshape((b * n, d))?)?;
+    let flat = x.reshape((b * n, d))?;
+    let y = match few_rows(&flat, layer.weight(), layer.bias())? {
+        Some(y) => y,
+        None => layer.forward(&flat)?,
+    };
     let out = y.dim(1)?;
     y.reshape((b, n, out))
+}
+
+/// `x · wᵀ + bias` through [`few_rows_matmul_t`] when `x` has at most 8
+/// rows and everything is f32 on the CPU (the decoder's steps).
+fn few_rows(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    let rows = x.dim(0)?;
+    if rows > 8 || !x.device().is_cpu() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let k = x.dim(1)?;
+    let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let (storage, layout) = w.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(values)) = &*storage else {
+        return Ok(None);
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Ok(None);
+    };
+    let b = match bias {
+        Some(b) => Some(b.flatten_all()?.to_vec1::<f32>()?),
+        None => None,
+    };
+    let out = few_rows_matmul_t(&xs, &values[start..end], b.as_deref(), rows, k);
+    let n = out.len() / rows.max(1);
+    Ok(Some(Tensor::from_vec(out, (rows, n), x.device())?))
 }
 
 #[derive(Debug)]
@@ -274,14 +304,12 @@ impl Decoder {
         }
         state.len += n;
         let last = self.ln.forward(&x.narrow(1, n - 1, 1)?)?;
-        // Logits against the (tied) token embeddings, as `[vocab, d] ·
-        // [d, b]`: the product streams the embedding rows once (the other
-        // way round, with the embeddings transposed, is several times
-        // slower for a few rows).
-        self.embed
-            .matmul(&last.reshape((b, d))?.t()?)?
-            .t()?
-            .contiguous()
+        // Logits against the (tied) token embeddings.
+        let last = last.reshape((b, d))?;
+        match few_rows(&last, &self.embed, None)? {
+            Some(logits) => Ok(logits),
+            None => last.matmul(&self.embed.t()?),
+        }
     }
 
     /// The longest token sequence it takes.
