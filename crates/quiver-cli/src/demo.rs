@@ -57,6 +57,10 @@ pub const QUERIES: &[(&str, &str)] = &[
         "queries/11_transcribe.sql",
         include_str!("../../../queries/11_transcribe.sql"),
     ),
+    (
+        "queries/12_zero_shot.sql",
+        include_str!("../../../queries/12_zero_shot.sql"),
+    ),
 ];
 
 /// Generates `workdir/sample-data` and runs every example query there.
