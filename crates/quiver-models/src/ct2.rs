@@ -97,7 +97,10 @@ pub fn read_model(path: &Path) -> Result<(String, HashMap<String, Variable>)> {
         let type_id = c.u8()?;
         let bytes = c.u32()? as usize;
         let raw = c.take(bytes)?;
-        let elements: usize = shape.iter().product();
+        let elements = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| bad(path, format!("{name}: shape {shape:?} is too large")))?;
         let (dtype, size) = match type_id {
             0 => (Some(DType::F32), 4),
             1 => (None, 1),
@@ -107,7 +110,7 @@ pub fn read_model(path: &Path) -> Result<(String, HashMap<String, Variable>)> {
             5 => (Some(DType::BF16), 2),
             other => return Err(bad(path, format!("{name}: unknown type {other}"))),
         };
-        if elements * size != bytes {
+        if elements.checked_mul(size) != Some(bytes) {
             return Err(bad(
                 path,
                 format!("{name}: {bytes} bytes for shape {shape:?} of {size}-byte values"),

@@ -201,11 +201,18 @@ fn gather(
             .get(start..start.checked_add(len.checked_mul(elem)?)?)
             .map(<[u8]>::to_vec);
     }
-    let mut out = Vec::with_capacity(len * elem);
+    // A view never holds more than its storage (broadcast views aside,
+    // which state dicts do not save): refuse rather than allocate.
+    let bytes = len.checked_mul(elem).filter(|&b| b <= data.len())?;
+    let mut out = Vec::with_capacity(bytes);
     let mut index = vec![0usize; shape.len()];
     for _ in 0..len {
-        let at = offset + index.iter().zip(stride).map(|(i, s)| i * s).sum::<usize>();
-        out.extend_from_slice(data.get(at * elem..(at + 1) * elem)?);
+        let at = index
+            .iter()
+            .zip(stride)
+            .try_fold(offset, |acc, (i, s)| acc.checked_add(i.checked_mul(*s)?))?;
+        let start = at.checked_mul(elem)?;
+        out.extend_from_slice(data.get(start..start.checked_add(elem)?)?);
         for d in (0..shape.len()).rev() {
             index[d] += 1;
             if index[d] < shape[d] {
@@ -307,6 +314,16 @@ fn read_legacy(path: &Path) -> Result<HashMap<String, Tensor>> {
             )
         })?;
         let elem = dtype.size_in_bytes();
+        if r.shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_none()
+        {
+            return Err(bad(
+                path,
+                format!("{}: shape {:?} is too large", r.name, r.shape),
+            ));
+        }
         let bytes = gather(data, elem, r.offset, &r.shape, &r.stride).ok_or_else(|| {
             bad(
                 path,
