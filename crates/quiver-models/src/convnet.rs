@@ -142,39 +142,57 @@ impl Pointwise {
 
     /// `act(x · W + b [+ residual])`.
     pub fn forward(&self, x: &Nhwc, residual: Option<&Nhwc>, act: Activation) -> Nhwc {
-        let rows = x.pixels();
-        let mut out = Nhwc {
-            n: x.n,
-            h: x.h,
-            w: x.w,
-            c: self.cout,
-            data: Vec::with_capacity(rows * self.cout),
-        };
-        match residual {
-            Some(r) => {
-                debug_assert_eq!(r.data.len(), rows * self.cout);
-                out.data.extend(
-                    r.data
-                        .chunks_exact(self.cout)
-                        .flat_map(|px| px.iter().zip(&self.bias).map(|(a, b)| a + b)),
-                );
-            }
-            None => {
-                for _ in 0..rows {
-                    out.data.extend_from_slice(&self.bias);
-                }
+        product(
+            (x.n, x.h, x.w),
+            &x.data,
+            self.cin,
+            &self.weight,
+            &self.bias,
+            residual,
+            act,
+        )
+    }
+}
+
+/// `act(inputs · weight + bias [+ residual])` as one feature map of shape
+/// `shape × bias.len()`: the destination starts as the bias (plus the
+/// residual), the product accumulates into it, the activation runs in
+/// place. `inputs` holds `n·h·w` rows of `k` values.
+fn product(
+    (n, h, w): (usize, usize, usize),
+    inputs: &[f32],
+    k: usize,
+    weight: &[f32],
+    bias: &[f32],
+    residual: Option<&Nhwc>,
+    act: Activation,
+) -> Nhwc {
+    let rows = n * h * w;
+    let cout = bias.len();
+    let mut data = Vec::with_capacity(rows * cout);
+    match residual {
+        Some(r) => {
+            debug_assert_eq!(r.data.len(), rows * cout);
+            data.extend(
+                r.data
+                    .chunks_exact(cout)
+                    .flat_map(|px| px.iter().zip(bias).map(|(a, b)| a + b)),
+            );
+        }
+        None => {
+            for _ in 0..rows {
+                data.extend_from_slice(bias);
             }
         }
-        matmul_acc(
-            &mut out.data,
-            &x.data,
-            &self.weight,
-            rows,
-            self.cin,
-            self.cout,
-        );
-        act.apply_all(&mut out.data);
-        out
+    }
+    matmul_acc(&mut data, inputs, weight, rows, k, cout);
+    act.apply_all(&mut data);
+    Nhwc {
+        n,
+        h,
+        w,
+        c: cout,
+        data,
     }
 }
 
@@ -280,13 +298,16 @@ impl Dense {
     /// `act(conv(x) + b [+ residual])`.
     pub fn forward(&self, x: &Nhwc, residual: Option<&Nhwc>, act: Activation) -> Nhwc {
         if self.k == 1 && self.stride == 1 {
-            let pw = Pointwise {
-                cin: self.cin,
-                cout: self.cout,
-                weight: self.weight.clone(),
-                bias: self.bias.clone(),
-            };
-            return pw.forward(x, residual, act);
+            // The input is its own patch matrix.
+            return product(
+                (x.n, x.h, x.w),
+                &x.data,
+                self.cin,
+                &self.weight,
+                &self.bias,
+                residual,
+                act,
+            );
         }
         let g = self.padding.geometry(x.h, x.w, self.k, self.stride);
         let cols = self.k * self.k * self.cin;
@@ -317,28 +338,15 @@ impl Dense {
                     }
                 }
             });
-        let mut out = Nhwc {
-            n: x.n,
-            h: g.out_h,
-            w: g.out_w,
-            c: self.cout,
-            data: Vec::with_capacity(rows * self.cout),
-        };
-        match residual {
-            Some(r) => out.data.extend(
-                r.data
-                    .chunks_exact(self.cout)
-                    .flat_map(|px| px.iter().zip(&self.bias).map(|(a, b)| a + b)),
-            ),
-            None => {
-                for _ in 0..rows {
-                    out.data.extend_from_slice(&self.bias);
-                }
-            }
-        }
-        matmul_acc(&mut out.data, &patches, &self.weight, rows, cols, self.cout);
-        act.apply_all(&mut out.data);
-        out
+        product(
+            (x.n, g.out_h, g.out_w),
+            &patches,
+            cols,
+            &self.weight,
+            &self.bias,
+            residual,
+            act,
+        )
     }
 }
 
@@ -482,6 +490,53 @@ impl WithSimd for DepthwiseRow<'_> {
             }
         }
     }
+}
+
+/// How bytes become a network's input: `byte · scale − shift` per
+/// channel, i.e. `(byte / 255 − mean) / std` with mean and std on the 0–1
+/// scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputScaling {
+    scale: [f32; 3],
+    shift: [f32; 3],
+}
+
+impl InputScaling {
+    pub fn new(mean: [f32; 3], std: [f32; 3]) -> Self {
+        Self {
+            scale: std.map(|s| 1.0 / (255.0 * s)),
+            shift: [0, 1, 2].map(|c| mean[c] / std[c]),
+        }
+    }
+
+    /// `n` RGB images of `size`², bytes interleaved row by row, as a
+    /// normalised feature map.
+    pub fn apply(&self, rgb: &[u8], n: usize, size: usize) -> Nhwc {
+        let data = rgb
+            .chunks_exact(3)
+            .flat_map(|px| (0..3).map(move |c| f32::from(px[c]) * self.scale[c] - self.shift[c]))
+            .collect();
+        Nhwc {
+            n,
+            h: size,
+            w: size,
+            c: 3,
+            data,
+        }
+    }
+}
+
+/// A classifier's head: the global average of each image's features
+/// through the final linear layer; logits, `n × classes`.
+pub fn pool_and_classify(x: &Nhwc, fc: &Pointwise) -> Vec<f32> {
+    let pooled = Nhwc {
+        n: x.n,
+        h: 1,
+        w: 1,
+        c: x.c,
+        data: global_average_pool(x),
+    };
+    fc.forward(&pooled, None, Activation::None).data
 }
 
 /// The mean over each image's pixels: `n × c`.

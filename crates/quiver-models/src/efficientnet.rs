@@ -16,7 +16,7 @@ use candle_nn::VarBuilder;
 
 use crate::convnet::{
     Activation, BatchNorm, Dense, Depthwise, Nhwc, Padding, Pointwise, fold_batch_norm,
-    global_average_pool,
+    pool_and_classify,
 };
 use crate::error::{ModelError, Result};
 use crate::vision::ImageClassifierInfo;
@@ -33,13 +33,6 @@ pub const LITE0_BLOCKS: [&str; 7] = [
     "r4_k5_s22_e6_i112_o192",
     "r1_k3_s11_e6_i192_o320",
 ];
-
-/// Images per pass through the network, whatever the model's batch
-/// size: two images' feature maps at 224² (about 10 MB at the widest)
-/// stay close to the caches, where 32 at once (150 MB) do not. Measured
-/// on 2 cores at batch 32: 6.1 ms per image in passes of 2, 6.4 in
-/// passes of 4, 11.5 in passes of 8, 13.0 in one pass of 32.
-pub const MICRO_BATCH: usize = 2;
 
 /// One stage of blocks as a block string describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,9 +80,6 @@ pub struct EfficientNet {
     blocks: Vec<Block>,
     head: Pointwise,
     fc: Pointwise,
-    /// Per channel: `x · scale − shift` maps a byte to the network's input.
-    scale: [f32; 3],
-    shift: [f32; 3],
     image_size: usize,
     classes: usize,
 }
@@ -301,15 +291,11 @@ impl EfficientNet {
             &vec![1.0; info.num_classes],
             fc_b,
         );
-        let scale = info.std.map(|s| 1.0 / (255.0 * s));
-        let shift = [0, 1, 2].map(|c| info.mean[c] / info.std[c]);
         Ok(Self {
             stem,
             blocks,
             head,
             fc,
-            scale,
-            shift,
             image_size: info.image_size,
             classes: info.num_classes,
         })
@@ -320,32 +306,9 @@ impl EfficientNet {
         self.image_size
     }
 
-    /// Logits (`n × classes`) for `n` RGB images of `image_size`², bytes
-    /// interleaved row by row. Runs [`MICRO_BATCH`] images at a time.
-    pub fn forward(&self, rgb: &[u8], n: usize) -> Vec<f32> {
-        let per_image = self.image_size * self.image_size * 3;
-        debug_assert_eq!(rgb.len(), n * per_image);
-        let mut out = Vec::with_capacity(n * self.classes);
-        for chunk in rgb.chunks(MICRO_BATCH * per_image) {
-            out.extend(self.forward_chunk(chunk, chunk.len() / per_image));
-        }
-        out
-    }
-
-    fn forward_chunk(&self, rgb: &[u8], n: usize) -> Vec<f32> {
-        let s = self.image_size;
-        let data = rgb
-            .chunks_exact(3)
-            .flat_map(|px| (0..3).map(move |c| f32::from(px[c]) * self.scale[c] - self.shift[c]))
-            .collect();
-        let x = Nhwc {
-            n,
-            h: s,
-            w: s,
-            c: 3,
-            data,
-        };
-        let mut x = self.stem.forward(&x, None, Activation::Relu6);
+    /// Logits (`n × classes`) of a batch of normalised images.
+    pub fn forward(&self, x: &Nhwc) -> Vec<f32> {
+        let mut x = self.stem.forward(x, None, Activation::Relu6);
         for block in &self.blocks {
             let expanded = block
                 .expand
@@ -358,15 +321,7 @@ impl EfficientNet {
             let residual = block.residual.then_some(&x);
             x = block.project.forward(&dw, residual, Activation::None);
         }
-        let x = self.head.forward(&x, None, Activation::Relu6);
-        let pooled = Nhwc {
-            n,
-            h: 1,
-            w: 1,
-            c: x.c,
-            data: global_average_pool(&x),
-        };
-        self.fc.forward(&pooled, None, Activation::None).data
+        pool_and_classify(&self.head.forward(&x, None, Activation::Relu6), &self.fc)
     }
 
     /// How many classes it scores.

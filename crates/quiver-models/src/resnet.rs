@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 
-use crate::convnet::{Activation, Dense, Nhwc, Padding, Pointwise, global_average_pool, max_pool};
+use crate::convnet::{Activation, Dense, Nhwc, Padding, Pointwise, max_pool, pool_and_classify};
 use crate::efficientnet::Weights;
 use crate::error::{ModelError, Result};
 use crate::vision::ImageClassifierInfo;
@@ -28,8 +28,6 @@ pub struct ResNet {
     stem: Dense,
     blocks: Vec<Block>,
     fc: Pointwise,
-    scale: [f32; 3],
-    shift: [f32; 3],
     image_size: usize,
     classes: usize,
 }
@@ -122,8 +120,6 @@ impl ResNet {
             stem,
             blocks,
             fc,
-            scale: info.std.map(|s| 1.0 / (255.0 * s)),
-            shift: [0, 1, 2].map(|c| info.mean[c] / info.std[c]),
             image_size: info.image_size,
             classes: info.num_classes,
         })
@@ -137,55 +133,26 @@ impl ResNet {
         self.classes
     }
 
-    /// Logits (`n × classes`) of `n` RGB images of `image_size`², two at
-    /// a time (as EfficientNet, for the caches).
-    pub fn forward(&self, rgb: &[u8], n: usize) -> Vec<f32> {
-        let per_image = self.image_size * self.image_size * 3;
-        let mut out = Vec::with_capacity(n * self.classes);
-        for chunk in rgb.chunks(crate::efficientnet::MICRO_BATCH * per_image) {
-            out.extend(self.forward_chunk(chunk, chunk.len() / per_image));
-        }
-        out
-    }
-
-    fn forward_chunk(&self, rgb: &[u8], n: usize) -> Vec<f32> {
-        let s = self.image_size;
-        let data = rgb
-            .chunks_exact(3)
-            .flat_map(|px| (0..3).map(move |c| f32::from(px[c]) * self.scale[c] - self.shift[c]))
-            .collect();
-        let x = Nhwc {
-            n,
-            h: s,
-            w: s,
-            c: 3,
-            data,
-        };
-        let x = self.stem.forward(&x, None, Activation::Relu);
+    /// Logits (`n × classes`) of a batch of normalised images.
+    pub fn forward(&self, x: &Nhwc) -> Vec<f32> {
+        let x = self.stem.forward(x, None, Activation::Relu);
         let mut x = max_pool(&x, 3, 2, 1);
         for block in &self.blocks {
             let identity = block
                 .downsample
                 .as_ref()
                 .map(|d| d.forward(&x, None, Activation::None));
-            let last = block.convs.len() - 1;
-            let mut h = x.clone();
-            for (i, conv) in block.convs.iter().enumerate() {
-                h = if i == last {
-                    conv.forward(&h, Some(identity.as_ref().unwrap_or(&x)), Activation::Relu)
-                } else {
-                    conv.forward(&h, None, Activation::Relu)
-                };
+            let Some((last, inner)) = block.convs.split_last() else {
+                continue;
+            };
+            let mut h: Option<Nhwc> = None;
+            for conv in inner {
+                h = Some(conv.forward(h.as_ref().unwrap_or(&x), None, Activation::Relu));
             }
-            x = h;
+            // The shortcut is added inside the last product, before ReLU.
+            let shortcut = identity.as_ref().unwrap_or(&x);
+            x = last.forward(h.as_ref().unwrap_or(&x), Some(shortcut), Activation::Relu);
         }
-        let pooled = Nhwc {
-            n,
-            h: 1,
-            w: 1,
-            c: x.c,
-            data: global_average_pool(&x),
-        };
-        self.fc.forward(&pooled, None, Activation::None).data
+        pool_and_classify(&x, &self.fc)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::convnet::{softmax_rows, top_k};
+use crate::convnet::{InputScaling, Nhwc, softmax_rows, top_k};
 use crate::efficientnet::{EfficientNet, LITE0_BLOCKS};
 use crate::error::{ModelError, Result};
 use crate::resnet::ResNet;
@@ -210,19 +210,27 @@ impl Net {
             Self::ResNet(n) => n.classes(),
         }
     }
-    fn forward(&self, rgb: &[u8], n: usize) -> Vec<f32> {
+    fn forward(&self, x: &Nhwc) -> Vec<f32> {
         match self {
-            Self::EfficientNet(m) => m.forward(rgb, n),
-            Self::ResNet(m) => m.forward(rgb, n),
+            Self::EfficientNet(m) => m.forward(x),
+            Self::ResNet(m) => m.forward(x),
         }
     }
 }
+
+/// Images per pass through a network, whatever the model's batch size:
+/// two images' feature maps at 224² (about 10 MB at the widest for
+/// EfficientNet-Lite0) stay close to the caches, where 32 at once (150 MB)
+/// do not. Measured on 2 cores at batch 32: 6.1 ms per image in passes of
+/// 2, 6.4 in passes of 4, 11.5 in passes of 8, 13.0 in one pass of 32.
+pub const MICRO_BATCH: usize = 2;
 
 /// A loaded image classifier.
 #[derive(Debug)]
 pub struct ImageClassifier {
     name: String,
     net: Net,
+    input: InputScaling,
 }
 
 /// Classes and probabilities of one image, most probable first.
@@ -237,6 +245,7 @@ impl ImageClassifier {
                 "resnet" => Net::ResNet(ResNet::load(name, dir, info)?),
                 _ => Net::EfficientNet(EfficientNet::load(name, dir, info)?),
             },
+            input: InputScaling::new(info.mean, info.std),
         })
     }
 
@@ -280,15 +289,24 @@ impl ImageClassifier {
                 return Err(ModelError::Cancelled(self.name.clone()));
             }
             let n = chunk.len() / per_image;
-            let mut logits = self.net.forward(chunk, n);
+            let mut logits = self.logits(chunk, n);
             softmax_rows(&mut logits, classes);
             out.extend(logits.chunks_exact(classes).map(|row| top_k(row, top)));
         }
         Ok(out)
     }
 
-    /// Logits of `n` images (tests and the reference check).
+    /// Logits (`n × classes`) of `n` RGB images of `image_size`², bytes
+    /// interleaved row by row, [`MICRO_BATCH`] images per pass.
     pub fn logits(&self, rgb: &[u8], n: usize) -> Vec<f32> {
-        self.net.forward(rgb, n)
+        let size = self.net.image_size();
+        let per_image = size * size * 3;
+        debug_assert_eq!(rgb.len(), n * per_image);
+        let mut out = Vec::with_capacity(n * self.net.classes());
+        for chunk in rgb.chunks(MICRO_BATCH * per_image) {
+            let x = self.input.apply(chunk, chunk.len() / per_image, size);
+            out.extend(self.net.forward(&x));
+        }
+        out
     }
 }
