@@ -13,6 +13,7 @@ use tokenizers::Tokenizer;
 
 use crate::convnet::{softmax_rows, top_k};
 use crate::error::{ModelError, Result};
+use crate::text::load_tokenizer;
 use crate::vision::Ranking;
 use crate::weights::{load_error, var_builder, weights_file};
 use crate::worker::Stop;
@@ -163,34 +164,11 @@ pub struct Clip {
     logit_scale: f32,
 }
 
-fn forward_error(model: &str) -> impl Fn(candle_core::Error) -> ModelError + '_ {
-    move |e| ModelError::Forward {
-        model: model.to_string(),
-        source: Box::new(e),
-    }
-}
-
 impl Clip {
     pub fn load(name: &str, dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let info = ClipInfo::read(name, dir)?;
-        let tokenizer_path = dir.join("tokenizer.json");
-        let mut tokenizer =
-            Tokenizer::from_file(&tokenizer_path).map_err(|e| ModelError::Tokenizer {
-                model: name.to_string(),
-                path: tokenizer_path.clone(),
-                message: e.to_string(),
-            })?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(tokenizers::TruncationParams {
-                max_length: info.max_tokens,
-                ..Default::default()
-            }))
-            .map_err(|e| ModelError::Tokenizer {
-                model: name.to_string(),
-                path: tokenizer_path.clone(),
-                message: e.to_string(),
-            })?;
+        // Padding is added per pass (with 0, see `embed_texts`).
+        let (tokenizer, _) = load_tokenizer(name, dir, info.max_tokens)?;
         let weights = weights_file(name, dir)?;
         let vb = var_builder(name, &weights, dtype, device)?;
         let model =
@@ -227,7 +205,7 @@ impl Clip {
 
     /// Unit-length rows, as f32 values.
     fn normalized(&self, features: &Tensor) -> Result<Vec<f32>> {
-        let err = forward_error(&self.name);
+        let err = ModelError::forward(&self.name);
         let f = features.to_dtype(DType::F32).map_err(&err)?;
         let norm = f
             .sqr()
@@ -244,7 +222,7 @@ impl Clip {
     /// Text embeddings (`texts.len() × dim`, unit length), `batch` texts
     /// per pass, each padded to the longest of its pass.
     pub fn embed_texts(&self, texts: &[&str], batch: usize, stop: Stop) -> Result<Vec<f32>> {
-        let err = forward_error(&self.name);
+        let err = ModelError::forward(&self.name);
         let mut out = Vec::with_capacity(texts.len() * self.info.dim);
         for chunk in texts.chunks(batch.max(1)) {
             if stop() {
@@ -274,7 +252,7 @@ impl Clip {
     /// Image embeddings (`n × dim`, unit length) of RGB images of
     /// `image_size`², `batch` per pass.
     pub fn embed_images(&self, rgb: &[u8], batch: usize, stop: Stop) -> Result<Vec<f32>> {
-        let err = forward_error(&self.name);
+        let err = ModelError::forward(&self.name);
         let s = self.info.image_size;
         let per_image = s * s * 3;
         if !rgb.len().is_multiple_of(per_image) {

@@ -81,6 +81,14 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    /// Wraps a failed forward pass of `model` (for `map_err`).
+    pub fn forward(model: &str) -> impl Fn(candle_core::Error) -> Self + '_ {
+        move |e| Self::Forward {
+            model: model.to_string(),
+            source: Box::new(e),
+        }
+    }
+
     /// A file of `model` that cannot be read.
     pub fn io(model: &str, path: &std::path::Path, source: std::io::Error) -> Self {
         Self::Io {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::error::{ModelError, Result};
+use crate::text::load_tokenizer;
 use crate::weights::{load_error, var_builder, weights_file};
 use crate::whisper::Whisper;
 use crate::worker::Stop;
@@ -83,23 +84,11 @@ pub struct Transcriber {
     suppress_begin: Tensor,
 }
 
-fn forward_error(model: &str) -> impl Fn(candle_core::Error) -> ModelError + '_ {
-    move |e| ModelError::Forward {
-        model: model.to_string(),
-        source: Box::new(e),
-    }
-}
-
 impl Transcriber {
     pub fn load(name: &str, dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let info = SpeechInfo::read(name, dir)?;
         let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer =
-            Tokenizer::from_file(&tokenizer_path).map_err(|e| ModelError::Tokenizer {
-                model: name.to_string(),
-                path: tokenizer_path.clone(),
-                message: e.to_string(),
-            })?;
+        let (tokenizer, _) = load_tokenizer(name, dir, info.config.whisper.max_target_positions)?;
         let token = |t: &str| {
             tokenizer
                 .token_to_id(t)
@@ -127,7 +116,7 @@ impl Transcriber {
                     *v = f32::NEG_INFINITY;
                 }
             }
-            Tensor::from_vec(m, vocab, device).map_err(forward_error(name))
+            Tensor::from_vec(m, vocab, device).map_err(ModelError::forward(name))
         };
         let suppress = mask(
             &mut info
@@ -207,14 +196,16 @@ impl Transcriber {
     ) -> Result<Vec<String>> {
         let per_window = self.info.n_mels * WINDOW_FRAMES;
         if per_window == 0 || !mels.len().is_multiple_of(per_window) {
-            return Err(forward_error(&self.name)(candle_core::Error::Msg(format!(
-                "{} values are not whole {}x{WINDOW_FRAMES} windows",
-                mels.len(),
-                self.info.n_mels
-            ))));
+            return Err(ModelError::forward(&self.name)(candle_core::Error::Msg(
+                format!(
+                    "{} values are not whole {}x{WINDOW_FRAMES} windows",
+                    mels.len(),
+                    self.info.n_mels
+                ),
+            )));
         }
         let prompt = self.prompt(language)?;
-        let err = forward_error(&self.name);
+        let err = ModelError::forward(&self.name);
         let mut out = Vec::with_capacity(mels.len() / per_window);
         for chunk in mels.chunks(batch.max(1) * per_window) {
             if stop() {
@@ -237,7 +228,7 @@ impl Transcriber {
     /// by side: one decoder step per token for all of them, until every
     /// window has ended.
     fn decode(&self, audio: &Tensor, prompt: &[u32]) -> Result<Vec<String>> {
-        let err = forward_error(&self.name);
+        let err = ModelError::forward(&self.name);
         let decoder = &self.model.decoder;
         let b = audio.dim(0).map_err(&err)?;
         let mut state = decoder.start(audio).map_err(&err)?;

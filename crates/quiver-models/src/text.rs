@@ -206,12 +206,9 @@ impl TextEmbedder {
                 ids[row * len..row * len + e.len()].copy_from_slice(e.get_ids());
                 mask[row * len..row * len + e.len()].copy_from_slice(e.get_attention_mask());
             }
-            let vectors =
-                self.forward(ids, mask, pass.len(), len)
-                    .map_err(|source| ModelError::Forward {
-                        model: self.name.clone(),
-                        source: Box::new(source),
-                    })?;
+            let vectors = self
+                .forward(ids, mask, pass.len(), len)
+                .map_err(ModelError::forward(&self.name))?;
             for (&i, v) in pass.iter().zip(vectors.chunks(dim)) {
                 out[i * dim..(i + 1) * dim].copy_from_slice(v);
             }

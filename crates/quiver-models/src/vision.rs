@@ -274,13 +274,12 @@ impl ImageClassifier {
         let s = self.net.image_size();
         let per_image = s * s * 3;
         if !rgb.len().is_multiple_of(per_image) {
-            return Err(ModelError::Forward {
-                model: self.name.clone(),
-                source: Box::new(candle_core::Error::Msg(format!(
+            return Err(ModelError::forward(&self.name)(candle_core::Error::Msg(
+                format!(
                     "{} bytes is not a whole number of {s}x{s} RGB images",
                     rgb.len()
-                ))),
-            });
+                ),
+            )));
         }
         let classes = self.net.classes();
         let mut out = Vec::with_capacity(rgb.len() / per_image);
