@@ -24,8 +24,8 @@ use futures::StreamExt;
 use quiver::Quiver;
 use quiver_benches::env_usize;
 use quiver_media::audio::{AudioLimits, decode_audio, resample, to_mono};
-use quiver_media::mel::{MelParams, log_mel_spectrogram};
-use quiver_models::speech::{SAMPLE_RATE, WINDOW_SAMPLES};
+use quiver_media::mel::{WHISPER_RATE, whisper_windows};
+use quiver_models::testing::{word_recall, words};
 
 /// About 60 s at 150 words per minute: the sample's four texts, then its
 /// two middle ones again.
@@ -34,33 +34,6 @@ fn script() -> String {
     let mut all = texts.clone();
     all.extend(&texts[1..3]);
     all.join(" ")
-}
-
-fn words(s: &str) -> Vec<String> {
-    s.split_whitespace()
-        .map(|w| {
-            w.chars()
-                .filter(|c| c.is_alphanumeric())
-                .collect::<String>()
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-/// The share of `want`'s words found in `got`, in order.
-fn recall(want: &[String], got: &[String]) -> f64 {
-    let mut dp = vec![vec![0usize; got.len() + 1]; want.len() + 1];
-    for i in 0..want.len() {
-        for j in 0..got.len() {
-            dp[i + 1][j + 1] = if want[i] == got[j] {
-                dp[i][j] + 1
-            } else {
-                dp[i][j + 1].max(dp[i + 1][j])
-            };
-        }
-    }
-    dp[want.len()][got.len()] as f64 / want.len().max(1) as f64
 }
 
 fn ct2_dir(tmp: &std::path::Path) -> Option<std::path::PathBuf> {
@@ -144,7 +117,7 @@ async fn main() {
         best = best.min(started.elapsed().as_secs_f64());
         transcript = out;
     }
-    let r = recall(&words(&text), &words(&transcript));
+    let r = word_recall(&text, &transcript);
     println!(
         "quiver (SQL, decode + resample + log-mel + model): {best:.2} s, real-time factor {:.3} ({:.0}x faster than real time); words recognised {:.0}% ({} of {})",
         best / duration,
@@ -157,19 +130,8 @@ async fn main() {
 
     // The model alone on precomputed windows, against CTranslate2.
     let mono = to_mono(pcm.view());
-    let pcm16 = resample(mono.view(), SAMPLE_RATE).expect("resample");
-    let mut mels = vec![];
-    let mut n = 0;
-    for chunk in pcm16.samples.chunks(WINDOW_SAMPLES) {
-        let mut padded = chunk.to_vec();
-        padded.resize(WINDOW_SAMPLES, 0.0);
-        mels.extend(
-            log_mel_spectrogram(&padded, SAMPLE_RATE, MelParams::default())
-                .expect("mel")
-                .data,
-        );
-        n += 1;
-    }
+    let pcm16 = resample(mono.view(), WHISPER_RATE).expect("resample");
+    let (mels, n) = whisper_windows(&pcm16.samples, 80).expect("mel");
     let model = q.models().get("whisper").expect("model");
     let mut model_best = f64::MAX;
     for _ in 0..rounds.max(1) {

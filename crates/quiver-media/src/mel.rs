@@ -95,6 +95,35 @@ pub fn mel_filter_bank(sample_rate: u32, n_fft: usize, n_mels: usize) -> Vec<Vec
         .collect()
 }
 
+/// Whisper's sample rate.
+pub const WHISPER_RATE: u32 = 16_000;
+/// Samples in one Whisper window (30 s).
+pub const WHISPER_WINDOW: usize = 30 * WHISPER_RATE as usize;
+
+/// Whisper's input for 16 kHz mono `samples`: 30-second windows (the last
+/// padded with silence; no samples give one silent window), each a
+/// log-mel spectrogram of `n_mels` bands × 3000 frames, band after band;
+/// returns the values and the number of windows.
+pub fn whisper_windows(samples: &[f32], n_mels: usize) -> Result<(Vec<f32>, usize), MediaError> {
+    let params = MelParams {
+        n_mels,
+        ..MelParams::default()
+    };
+    let samples = if samples.is_empty() {
+        &[0.0][..]
+    } else {
+        samples
+    };
+    let mut mels = vec![];
+    let mut padded = vec![0f32; WHISPER_WINDOW];
+    for chunk in samples.chunks(WHISPER_WINDOW) {
+        padded[..chunk.len()].copy_from_slice(chunk);
+        padded[chunk.len()..].fill(0.0);
+        mels.extend(log_mel_spectrogram(&padded, WHISPER_RATE, params)?.data);
+    }
+    Ok((mels, samples.len().div_ceil(WHISPER_WINDOW)))
+}
+
 /// The log-mel spectrogram of mono `samples` at `sample_rate`.
 ///
 /// Needs more than `n_fft / 2` samples (the reflection padding must fit).
@@ -167,6 +196,20 @@ pub fn log_mel_spectrogram(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whisper_windows_are_30_seconds_of_3000_frames() {
+        let tone: Vec<f32> = (0..WHISPER_WINDOW + 16_000)
+            .map(|i| (i as f32 * 0.05).sin())
+            .collect();
+        let (mels, n) = whisper_windows(&tone, 80).expect("mel");
+        assert_eq!((n, mels.len()), (2, 2 * 80 * 3000));
+        // The second window is mostly padding: quieter on average.
+        let mean = |w: &[f32]| w.iter().sum::<f32>() / w.len() as f32;
+        assert!(mean(&mels[80 * 3000..]) < mean(&mels[..80 * 3000]));
+        let (silent, one) = whisper_windows(&[], 80).expect("mel");
+        assert_eq!((one, silent.len()), (1, 80 * 3000));
+    }
 
     #[test]
     fn filter_bank_matches_librosa_shape() {

@@ -15,12 +15,8 @@ use crate::weights::{load_error, var_builder, weights_file};
 use crate::whisper::Whisper;
 use crate::worker::Stop;
 
-/// Whisper's input: 16 kHz audio in 30-second windows of 3000 log-mel
-/// frames (hop 160, FFT 400).
-pub const SAMPLE_RATE: u32 = 16_000;
-/// Samples in one window.
-pub const WINDOW_SAMPLES: usize = 30 * SAMPLE_RATE as usize;
-/// Mel frames in one window.
+/// Mel frames in one 30-second window of Whisper's input (16 kHz, hop
+/// 160, FFT 400: `quiver_media::mel::whisper_windows` makes them).
 pub const WINDOW_FRAMES: usize = 3000;
 
 #[derive(Debug, Clone, Deserialize)]

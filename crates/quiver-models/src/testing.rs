@@ -516,3 +516,34 @@ pub fn write_resnet(
     candle_core::safetensors::save(&map, &path)
         .map_err(|e| crate::weights::load_error("resnet", &path, e))
 }
+
+/// The words of `s`, lower case, punctuation dropped (for scoring
+/// transcripts).
+pub fn words(s: &str) -> Vec<String> {
+    s.split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect::<String>()
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The share of the words of `want` found in `got`, in order (their
+/// longest common subsequence over `want`'s length).
+pub fn word_recall(want: &str, got: &str) -> f64 {
+    let (want, got) = (words(want), words(got));
+    let mut dp = vec![vec![0usize; got.len() + 1]; want.len() + 1];
+    for i in 0..want.len() {
+        for j in 0..got.len() {
+            dp[i + 1][j + 1] = if want[i] == got[j] {
+                dp[i][j] + 1
+            } else {
+                dp[i][j + 1].max(dp[i + 1][j])
+            };
+        }
+    }
+    dp[want.len()][got.len()] as f64 / want.len().max(1) as f64
+}

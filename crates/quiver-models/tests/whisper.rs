@@ -8,9 +8,9 @@
 use std::process::Command;
 
 use quiver_media::audio::{AudioLimits, decode_audio, resample, to_mono};
-use quiver_media::mel::{MelParams, log_mel_spectrogram};
+use quiver_media::mel::{WHISPER_RATE, whisper_windows};
 use quiver_models::import::model_from_wheel;
-use quiver_models::speech::{SAMPLE_RATE, WINDOW_SAMPLES};
+use quiver_models::testing::word_recall;
 use quiver_models::{Architecture, ModelRegistry, ModelSpec};
 
 #[derive(serde::Deserialize)]
@@ -21,49 +21,6 @@ struct Reference {
 
 const TEXT: &str = "The quick brown fox jumps over the lazy dog. \
     Please call Stella and ask her to bring these things with her from the store.";
-
-fn words(s: &str) -> Vec<String> {
-    s.split_whitespace()
-        .map(|w| {
-            w.chars()
-                .filter(|c| c.is_alphanumeric())
-                .collect::<String>()
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-/// The share of `want`'s words found in `got`, in order.
-fn recall(want: &[String], got: &[String]) -> f64 {
-    // Longest common subsequence.
-    let mut dp = vec![vec![0usize; got.len() + 1]; want.len() + 1];
-    for i in 0..want.len() {
-        for j in 0..got.len() {
-            dp[i + 1][j + 1] = if want[i] == got[j] {
-                dp[i][j] + 1
-            } else {
-                dp[i][j + 1].max(dp[i + 1][j])
-            };
-        }
-    }
-    dp[want.len()][got.len()] as f64 / want.len() as f64
-}
-
-/// Log-mel windows of 30 s for 16 kHz mono `samples`.
-pub fn windows(samples: &[f32]) -> (Vec<f32>, usize) {
-    let mut mels = vec![];
-    let mut n = 0;
-    for chunk in samples.chunks(WINDOW_SAMPLES) {
-        let mut padded = chunk.to_vec();
-        padded.resize(WINDOW_SAMPLES, 0.0);
-        let mel = log_mel_spectrogram(&padded, SAMPLE_RATE, MelParams::default()).expect("mel");
-        assert_eq!(mel.n_frames, 3000);
-        mels.extend(mel.data);
-        n += 1;
-    }
-    (mels, n)
-}
 
 #[test]
 fn whisper_tiny_en_transcribes_synthesised_speech() {
@@ -80,8 +37,13 @@ fn whisper_tiny_en_transcribes_synthesised_speech() {
     let bytes = std::fs::read(&wav).expect("wav");
     let pcm = decode_audio(&bytes, &AudioLimits::default(), None).expect("decode");
     let mono = to_mono(pcm.view());
-    let pcm16 = resample(mono.view(), SAMPLE_RATE).expect("resample");
-    let (mels, n) = windows(&pcm16.samples);
+    let pcm16 = resample(mono.view(), WHISPER_RATE).expect("resample");
+    let (mels, n) = whisper_windows(&pcm16.samples, 80).expect("mel");
+    assert_eq!(
+        mels.len(),
+        n * 80 * 3000,
+        "80 bands x 3000 frames per window"
+    );
     // The features for the reference script.
     if let Ok(dump) = std::env::var("QUIVER_DUMP_MEL") {
         let bytes: Vec<u8> = mels.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -95,8 +57,7 @@ fn whisper_tiny_en_transcribes_synthesised_speech() {
     let model = registry.get("tiny").expect("load");
     let texts =
         futures::executor::block_on(model.transcribe(mels, vec![n], None)).expect("transcribe");
-    let got = words(&texts[0]);
-    let r = recall(&words(TEXT), &got);
+    let r = word_recall(TEXT, &texts[0]);
     println!("transcript: {:?} (recall {r:.2})", texts[0]);
     // tiny.en on robotic speech gets about 6 words in 10 here; a wrongly
     // converted model gets none.

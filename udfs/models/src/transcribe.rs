@@ -22,11 +22,11 @@ use datafusion::logical_expr::async_udf::AsyncScalarUDFImpl;
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
+use quiver_media::MediaError;
 use quiver_media::arrow_types::{is_pcm, read_pcm_ref};
+use quiver_media::audio::PcmRef;
 use quiver_media::audio::{AudioLimits, decode_audio, resample, to_mono};
-use quiver_media::mel::{MelParams, log_mel_spectrogram};
-use quiver_media::{MediaError, Pcm};
-use quiver_models::speech::{SAMPLE_RATE, WINDOW_SAMPLES};
+use quiver_media::mel::{WHISPER_RATE, whisper_windows};
 use quiver_models::{ModelInfo, ModelRegistry};
 use quiver_settings::QuiverSettings;
 use quiver_settings::args::{BinaryValues, check_arity, row_error, scalar_text};
@@ -97,32 +97,14 @@ impl Transcribe {
 }
 
 /// The log-mel windows of one clip: `n_mels × 3000` values each.
-fn windows(pcm: &Pcm, n_mels: usize) -> Result<(Vec<f32>, usize), MediaError> {
-    let mono = to_mono(pcm.view());
-    let pcm16 = if mono.sample_rate == SAMPLE_RATE {
+fn windows(pcm: PcmRef<'_>, n_mels: usize) -> Result<(Vec<f32>, usize), MediaError> {
+    let mono = to_mono(pcm);
+    let pcm16 = if mono.sample_rate == WHISPER_RATE {
         mono
     } else {
-        resample(mono.view(), SAMPLE_RATE)?
+        resample(mono.view(), WHISPER_RATE)?
     };
-    let params = MelParams {
-        n_mels,
-        ..MelParams::default()
-    };
-    let mut mels = vec![];
-    let mut n = 0;
-    // An empty clip is one silent window (Whisper then says nothing).
-    let samples: &[f32] = if pcm16.samples.is_empty() {
-        &[0.0]
-    } else {
-        &pcm16.samples
-    };
-    for chunk in samples.chunks(WINDOW_SAMPLES) {
-        let mut padded = chunk.to_vec();
-        padded.resize(WINDOW_SAMPLES, 0.0);
-        mels.extend(log_mel_spectrogram(&padded, SAMPLE_RATE, params)?.data);
-        n += 1;
-    }
-    Ok((mels, n))
+    whisper_windows(&pcm16.samples, n_mels)
 }
 
 /// One row made ready: `None` for NULL, else its windows or why its audio
@@ -133,11 +115,12 @@ fn prepare(audio: &ArrayRef, row: usize, n_mels: usize, limits: &AudioLimits) ->
     if audio.is_null(row) {
         return None;
     }
-    let pcm = if let Some(b) = BinaryValues::of(audio) {
-        decode_audio(b.value(row), limits, None)
+    let result = if let Some(b) = BinaryValues::of(audio) {
+        decode_audio(b.value(row), limits, None).and_then(|p| windows(p.view(), n_mels))
     } else if let Some(s) = audio.as_any().downcast_ref::<StructArray>() {
+        // Decoded audio is read in place.
         match read_pcm_ref(s, row) {
-            Ok(Some(p)) => Ok(p.to_pcm()),
+            Ok(Some(p)) => windows(p, n_mels),
             Ok(None) => return None,
             Err(e) => Err(e),
         }
@@ -147,7 +130,7 @@ fn prepare(audio: &ArrayRef, row: usize, n_mels: usize, limits: &AudioLimits) ->
             audio.data_type()
         )))
     };
-    Some(pcm.and_then(|p| windows(&p, n_mels)))
+    Some(result)
 }
 
 impl ScalarUDFImpl for Transcribe {
