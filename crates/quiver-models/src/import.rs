@@ -218,10 +218,10 @@ fn is_weights(name: &str) -> bool {
     WEIGHT_FILES.iter().any(|w| name.ends_with(w))
 }
 
-/// The first directory under `dir` (itself included) that holds a
-/// CTranslate2 model.
-fn find_ct2_dir(dir: &Path) -> Option<PathBuf> {
-    if crate::ct2::is_ct2_dir(dir) {
+/// The first directory under `dir` (itself included, then subdirectories
+/// in name order, depth first) for which `holds` is true.
+fn find_dir(dir: &Path, holds: &dyn Fn(&Path) -> bool) -> Option<PathBuf> {
+    if holds(dir) {
         return Some(dir.to_path_buf());
     }
     let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -230,22 +230,20 @@ fn find_ct2_dir(dir: &Path) -> Option<PathBuf> {
         .filter(|p| p.is_dir())
         .collect();
     subdirs.sort();
-    subdirs.iter().find_map(|d| find_ct2_dir(d))
+    subdirs.iter().find_map(|d| find_dir(d, holds))
 }
 
-/// The first directory under `dir` (itself included) that holds a model.
+/// The first directory under `dir` that holds a CTranslate2 model.
+fn find_ct2_dir(dir: &Path) -> Option<PathBuf> {
+    find_dir(dir, &crate::ct2::is_ct2_dir)
+}
+
+/// The first directory under `dir` that holds a Hugging Face model.
 fn find_model_dir(dir: &Path) -> Option<PathBuf> {
-    let has = |n: &str| dir.join(n).is_file();
-    if has("config.json") && has("tokenizer.json") && WEIGHT_FILES.iter().any(|w| has(w)) {
-        return Some(dir.to_path_buf());
-    }
-    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    subdirs.sort();
-    subdirs.iter().find_map(|d| find_model_dir(d))
+    find_dir(dir, &|d: &Path| {
+        let has = |n: &str| d.join(n).is_file();
+        has("config.json") && has("tokenizer.json") && WEIGHT_FILES.iter().any(|w| has(w))
+    })
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
