@@ -10,7 +10,6 @@
 //! the blocking pool, several at once; forward passes run on the model's
 //! own thread, `batch_size` images each.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -32,6 +31,7 @@ use quiver_models::{ModelInfo, ModelRegistry};
 use quiver_settings::QuiverSettings;
 use quiver_settings::args::{BinaryValues, check_arity, row_error, scalar_text};
 
+use crate::Registry;
 use crate::embed_text::{load_model, model_error};
 
 const USAGE: &str = "classify_image(model, image [, top_k])";
@@ -57,25 +57,12 @@ pub fn classification_type() -> DataType {
 }
 
 /// `classify_image` (or, lenient, `try_classify_image`).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ClassifyImage {
     name: &'static str,
     lenient: bool,
     signature: Signature,
-    registry: Arc<ModelRegistry>,
-}
-
-impl PartialEq for ClassifyImage {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && Arc::ptr_eq(&self.registry, &other.registry)
-    }
-}
-impl Eq for ClassifyImage {}
-impl Hash for ClassifyImage {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.name.hash(state);
-        (Arc::as_ptr(&self.registry) as usize).hash(state);
-    }
+    registry: Registry,
 }
 
 impl ClassifyImage {
@@ -89,7 +76,7 @@ impl ClassifyImage {
             },
             lenient,
             signature: Signature::variadic_any(Volatility::Immutable),
-            registry,
+            registry: Registry(registry),
         }
     }
 
@@ -305,7 +292,7 @@ impl AsyncScalarUDFImpl for ClassifyImage {
             crop_fraction: info.crop_fraction,
         };
         let (rgb, present) = decode_images(&images, input, limits, self.lenient, self.name).await?;
-        let model = load_model(&self.registry, &name).await?;
+        let model = load_model(&self.registry.0, &name).await?;
         let ranked = if rgb.is_empty() {
             vec![]
         } else {

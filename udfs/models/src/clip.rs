@@ -4,7 +4,6 @@
 //! image). Images are prepared as CLIP's processor does: the centred
 //! square of the shorter side, resized to the model's input size.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -24,6 +23,7 @@ use quiver_models::{ModelInfo, ModelRegistry};
 use quiver_settings::QuiverSettings;
 use quiver_settings::args::{check_arity, scalar_text};
 
+use crate::Registry;
 use crate::classify_image::{ImageInput, classification_type, decode_images, rankings_array};
 use crate::embed_text::{embedding_field, load_model, model_error};
 
@@ -35,24 +35,11 @@ pub enum ClipOp {
 }
 
 /// `embed_image` or `clip_classify`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ClipUdf {
     op: ClipOp,
     signature: Signature,
-    registry: Arc<ModelRegistry>,
-}
-
-impl PartialEq for ClipUdf {
-    fn eq(&self, other: &Self) -> bool {
-        self.op == other.op && Arc::ptr_eq(&self.registry, &other.registry)
-    }
-}
-impl Eq for ClipUdf {}
-impl Hash for ClipUdf {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.op.hash(state);
-        (Arc::as_ptr(&self.registry) as usize).hash(state);
-    }
+    registry: Registry,
 }
 
 fn check_image_type(function: &str, image: &DataType) -> Result<()> {
@@ -74,7 +61,7 @@ impl ClipUdf {
         Self {
             op,
             signature: Signature::variadic_any(Volatility::Immutable),
-            registry,
+            registry: Registry(registry),
         }
     }
 
@@ -200,7 +187,7 @@ impl AsyncScalarUDFImpl for ClipUdf {
             crop_fraction: 1.0,
         };
         let (rgb, present) = decode_images(&images, input, limits, false, self.name()).await?;
-        let model = load_model(&self.registry, &name).await?;
+        let model = load_model(&self.registry.0, &name).await?;
         match self.op {
             ClipOp::EmbedImage => {
                 let DataType::FixedSizeList(item, dim) = args.return_field.data_type() else {

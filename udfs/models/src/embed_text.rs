@@ -13,6 +13,8 @@ use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 use quiver_models::{Model, ModelError, ModelRegistry};
+
+use crate::Registry;
 use quiver_settings::args::scalar_text;
 
 /// An embedding column: `FixedSizeList<Float32, dim>` tagged
@@ -52,7 +54,7 @@ pub(crate) async fn load_model(registry: &Arc<ModelRegistry>, name: &str) -> Res
 #[derive(Debug)]
 pub struct EmbedText {
     signature: Signature,
-    registry: Arc<ModelRegistry>,
+    registry: Registry,
     /// The last constant text embedded, so that `embed_text('m', 'query')`
     /// runs the model once per query, not once per batch.
     constant: Mutex<Option<(String, String, ScalarValue)>>,
@@ -60,14 +62,14 @@ pub struct EmbedText {
 
 impl PartialEq for EmbedText {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.registry, &other.registry)
+        self.registry == other.registry
     }
 }
 impl Eq for EmbedText {}
 impl Hash for EmbedText {
     fn hash<H: Hasher>(&self, state: &mut H) {
         "embed_text".hash(state);
-        (Arc::as_ptr(&self.registry) as usize).hash(state);
+        self.registry.hash(state);
     }
 }
 
@@ -77,7 +79,7 @@ impl EmbedText {
             // Two strings of any string type (the wrapper DataFusion puts around
             // async functions does not forward `coerce_types`).
             signature: Signature::string(2, Volatility::Immutable),
-            registry,
+            registry: Registry(registry),
             constant: Mutex::new(None),
         }
     }
@@ -194,7 +196,7 @@ impl AsyncScalarUDFImpl for EmbedText {
             {
                 return Ok(ColumnarValue::Array(v.to_array_of_size(args.number_rows)?));
             }
-            let model = load_model(&self.registry, &name).await?;
+            let model = load_model(&self.registry.0, &name).await?;
             let array = self
                 .embed(
                     &model,
@@ -225,7 +227,7 @@ impl AsyncScalarUDFImpl for EmbedText {
                 ),
             ));
         }
-        let model = load_model(&self.registry, &name).await?;
+        let model = load_model(&self.registry.0, &name).await?;
         Ok(ColumnarValue::Array(
             self.embed(&model, texts, &args.return_field).await?,
         ))

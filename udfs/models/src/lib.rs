@@ -33,6 +33,30 @@ pub use embed_text::{EmbedText, embedding_field};
 pub use transcribe::Transcribe;
 pub use vectors::{VectorOp, VectorUdf};
 
+/// The engine's model registry, as a function holds it: two functions are
+/// the same function only when bound to the same registry (compared and
+/// hashed by address, as DataFusion compares UDFs).
+#[derive(Debug, Clone)]
+pub(crate) struct Registry(Arc<ModelRegistry>);
+
+impl PartialEq for Registry {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for Registry {}
+impl std::hash::Hash for Registry {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.0) as usize).hash(state);
+    }
+}
+impl std::ops::Deref for Registry {
+    type Target = ModelRegistry;
+    fn deref(&self) -> &ModelRegistry {
+        &self.0
+    }
+}
+
 /// Every model and vector function, the model functions bound to `registry`.
 pub fn functions(registry: &Arc<ModelRegistry>) -> Vec<Arc<ScalarUDF>> {
     let mut out = vec![

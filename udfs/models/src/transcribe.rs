@@ -11,7 +11,6 @@
 //! windows, so a batch of long recordings never holds all its
 //! spectrograms at once.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -31,6 +30,7 @@ use quiver_models::{ModelInfo, ModelRegistry};
 use quiver_settings::QuiverSettings;
 use quiver_settings::args::{BinaryValues, check_arity, row_error, scalar_text};
 
+use crate::Registry;
 use crate::embed_text::{load_model, model_error};
 
 const USAGE: &str = "transcribe(model, audio [, language])";
@@ -40,25 +40,12 @@ const USAGE: &str = "transcribe(model, audio [, language])";
 pub const WINDOWS_PER_CALL: usize = 32;
 
 /// `transcribe` (or, lenient, `try_transcribe`).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Transcribe {
     name: &'static str,
     lenient: bool,
     signature: Signature,
-    registry: Arc<ModelRegistry>,
-}
-
-impl PartialEq for Transcribe {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && Arc::ptr_eq(&self.registry, &other.registry)
-    }
-}
-impl Eq for Transcribe {}
-impl Hash for Transcribe {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.name.hash(state);
-        (Arc::as_ptr(&self.registry) as usize).hash(state);
-    }
+    registry: Registry,
 }
 
 impl Transcribe {
@@ -72,7 +59,7 @@ impl Transcribe {
             },
             lenient,
             signature: Signature::variadic_any(Volatility::Immutable),
-            registry,
+            registry: Registry(registry),
         }
     }
 
@@ -187,7 +174,7 @@ impl AsyncScalarUDFImpl for Transcribe {
             return Ok(ColumnarValue::Array(new_null_array(&DataType::Utf8, rows)));
         }
         let limits = QuiverSettings::from_options(&args.config_options).audio_limits;
-        let model = load_model(&self.registry, &name).await?;
+        let model = load_model(&self.registry.0, &name).await?;
 
         let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut out = StringBuilder::new();
