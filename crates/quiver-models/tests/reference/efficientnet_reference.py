@@ -21,40 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 from efficientnet_lite_pytorch import EfficientNet
+from patterns import pattern
 
 SIZE = 224
-MASK = (1 << 64) - 1
-
-
-def splitmix(seed):
-    state = seed & MASK
-    while True:
-        state = (state + 0x9E3779B97F4A7C15) & MASK
-        z = state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-        yield z ^ (z >> 31)
-
-
-def pattern(kind):
-    img = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
-    rng = splitmix(kind)
-    for y in range(SIZE):
-        for x in range(SIZE):
-            if kind == 0:
-                px = (x * 255 // (SIZE - 1), y * 255 // (SIZE - 1), 128)
-            elif kind == 1:
-                v = 255 if ((x // 16) + (y // 16)) % 2 else 0
-                px = (v, v // 2, 255 - v)
-            elif kind == 2:
-                d2 = (x - 112) ** 2 + (y - 112) ** 2
-                v = (d2 // 64) % 256
-                px = (v, 255 - v, (v * 3) % 256)
-            else:
-                z = next(rng)
-                px = (z & 255, (z >> 8) & 255, (z >> 16) & 255)
-            img[y, x] = px
-    return img
 
 
 def photo(path):
@@ -72,7 +41,7 @@ def main():
     state = torch.load(checkpoint, map_location="cpu")
     model.load_state_dict(state, strict=False)
     model.eval()
-    images = [("pattern%d" % k, pattern(k)) for k in range(4)]
+    images = [("pattern%d" % k, pattern(k, SIZE)) for k in range(4)]
     for name in ["chelsea", "coffee", "astronaut"]:
         images.append((name, photo("%s/%s.png" % (photos, name))))
     out = []

@@ -18,43 +18,12 @@ import tokenizers
 import torch
 import transformers
 from transformers import CLIPModel
+from patterns import pattern
 
 SIZE = 32
-MASK = (1 << 64) - 1
 MEAN = [0.48145466, 0.4578275, 0.40821073]
 STD = [0.26862954, 0.26130258, 0.27577711]
 TEXTS = ["a cat", "a photo of a dog on the grass", "", "boat"]
-
-
-def splitmix(seed):
-    state = seed & MASK
-    while True:
-        state = (state + 0x9E3779B97F4A7C15) & MASK
-        z = state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-        yield z ^ (z >> 31)
-
-
-def pattern(kind):
-    img = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
-    rng = splitmix(kind)
-    for y in range(SIZE):
-        for x in range(SIZE):
-            if kind == 0:
-                px = (x * 255 // (SIZE - 1), y * 255 // (SIZE - 1), 128)
-            elif kind == 1:
-                v = 255 if ((x // 16) + (y // 16)) % 2 else 0
-                px = (v, v // 2, 255 - v)
-            elif kind == 2:
-                d2 = (x - 112) ** 2 + (y - 112) ** 2
-                v = (d2 // 64) % 256
-                px = (v, 255 - v, (v * 3) % 256)
-            else:
-                z = next(rng)
-                px = (z & 255, (z >> 8) & 255, (z >> 16) & 255)
-            img[y, x] = px
-    return img
 
 
 def unit(t):
@@ -74,7 +43,7 @@ def main():
             texts.append(unit(out)[0])
         images = []
         for k in range(4):
-            x = torch.from_numpy(pattern(k).astype(np.float32) / 255.0).permute(2, 0, 1)
+            x = torch.from_numpy(pattern(k, SIZE).astype(np.float32) / 255.0).permute(2, 0, 1)
             x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
             out = model.get_image_features(pixel_values=x[None])
             out = getattr(out, "pooler_output", out)
