@@ -77,13 +77,7 @@ impl ClipInfo {
 
     pub fn read(model: &str, dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read(&path).map_err(|e| ModelError::io(model, &path, e))?;
-        let c: HfClipConfig =
-            serde_json::from_slice(&text).map_err(|source| ModelError::Config {
-                model: model.to_string(),
-                path: path.clone(),
-                source,
-            })?;
+        let c: HfClipConfig = crate::text::read_json(model, &path)?;
         let bad = |reason: String| ModelError::BadOption {
             option: "config.json".into(),
             reason: format!("model '{model}' ({}): {reason}", path.display()),

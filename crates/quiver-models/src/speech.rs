@@ -41,14 +41,7 @@ pub struct SpeechInfo {
 
 impl SpeechInfo {
     pub fn read(model: &str, dir: &Path) -> Result<Self> {
-        let path = dir.join("config.json");
-        let text = std::fs::read(&path).map_err(|e| ModelError::io(model, &path, e))?;
-        let config: FullConfig =
-            serde_json::from_slice(&text).map_err(|source| ModelError::Config {
-                model: model.to_string(),
-                path: path.clone(),
-                source,
-            })?;
+        let config: FullConfig = crate::text::read_json(model, &dir.join("config.json"))?;
         Ok(Self {
             n_mels: config.whisper.num_mel_bins,
             // The multilingual vocabulary has one more token (51865).

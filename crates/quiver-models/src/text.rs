@@ -37,7 +37,8 @@ pub struct TextEmbedderInfo {
     config: Config,
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(model: &str, path: &Path) -> Result<T> {
+/// A JSON file of `model`'s directory, parsed; errors name the file.
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(model: &str, path: &Path) -> Result<T> {
     let text = std::fs::read(path).map_err(|source| ModelError::io(model, path, source))?;
     serde_json::from_slice(&text).map_err(|source| ModelError::Config {
         model: model.to_string(),

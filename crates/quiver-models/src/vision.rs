@@ -115,14 +115,7 @@ impl ImageClassifierInfo {
     /// (relative paths are under `dir`), else `dir/labels.txt` if present.
     pub fn read(model: &str, dir: &Path, labels: Option<&Path>) -> Result<Self> {
         let config_path = dir.join("config.json");
-        let text =
-            std::fs::read(&config_path).map_err(|e| ModelError::io(model, &config_path, e))?;
-        let config: ClassifierConfig =
-            serde_json::from_slice(&text).map_err(|source| ModelError::Config {
-                model: model.to_string(),
-                path: config_path.clone(),
-                source,
-            })?;
+        let config: ClassifierConfig = crate::text::read_json(model, &config_path)?;
         let bad = |reason: String| ModelError::BadOption {
             option: "config.json".into(),
             reason: format!("model '{model}' ({}): {reason}", config_path.display()),

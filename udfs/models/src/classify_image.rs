@@ -29,7 +29,7 @@ use quiver_media::{DecodeLimits, MediaError, Pixels};
 use quiver_models::vision::ImageClassifierInfo;
 use quiver_models::{ModelInfo, ModelRegistry};
 use quiver_settings::QuiverSettings;
-use quiver_settings::args::{BinaryValues, check_arity, row_error, scalar_text};
+use quiver_settings::args::{BinaryValues, check_arity, row_error};
 
 use crate::Registry;
 use crate::embed_text::{load_model, model_error};
@@ -81,21 +81,11 @@ impl ClassifyImage {
     }
 
     fn classifier(&self, arg: Option<&ScalarValue>) -> Result<(String, ImageClassifierInfo)> {
-        let Some(name) = arg.and_then(scalar_text) else {
-            return plan_err!(
-                "{}: the model must be a constant string naming a model (SHOW MODELS)",
-                self.name
-            );
-        };
-        let (spec, info) = self.registry.describe(&name).map_err(model_error)?;
-        match info {
-            ModelInfo::ImageClassifier(info) => Ok((spec.name, info)),
-            _ => plan_err!(
-                "{}: model '{name}' is a {} model, not an image classifier",
-                self.name,
-                spec.architecture.task()
-            ),
-        }
+        self.registry
+            .model_of(self.name, arg, "an image classifier", |info| match info {
+                ModelInfo::ImageClassifier(i) => Some(i),
+                _ => None,
+            })
     }
 
     fn top_k(&self, arg: Option<&ColumnarValue>, classes: usize) -> Result<usize> {

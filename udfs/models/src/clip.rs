@@ -21,7 +21,7 @@ use quiver_media::arrow_types::is_pixels;
 use quiver_models::clip::ClipInfo;
 use quiver_models::{ModelInfo, ModelRegistry};
 use quiver_settings::QuiverSettings;
-use quiver_settings::args::{check_arity, scalar_text};
+use quiver_settings::args::check_arity;
 
 use crate::Registry;
 use crate::classify_image::{ImageInput, classification_type, decode_images, rankings_array};
@@ -73,21 +73,11 @@ impl ClipUdf {
     }
 
     fn clip_model(&self, arg: Option<&ScalarValue>) -> Result<(String, ClipInfo)> {
-        let Some(name) = arg.and_then(scalar_text) else {
-            return plan_err!(
-                "{}: the model must be a constant string naming a model (SHOW MODELS)",
-                self.name()
-            );
-        };
-        let (spec, info) = self.registry.describe(&name).map_err(model_error)?;
-        match info {
-            ModelInfo::Clip(info) => Ok((spec.name, info)),
-            _ => plan_err!(
-                "{}: model '{name}' is a {} model, not a CLIP model",
-                self.name(),
-                spec.architecture.task()
-            ),
-        }
+        self.registry
+            .model_of(self.name(), arg, "a CLIP model", |info| match info {
+                ModelInfo::Clip(i) => Some(i),
+                _ => None,
+            })
     }
 
     /// The constant list of label texts.

@@ -50,6 +50,34 @@ impl std::hash::Hash for Registry {
         (Arc::as_ptr(&self.0) as usize).hash(state);
     }
 }
+impl Registry {
+    /// The model `function`'s constant first argument names, if `pick`
+    /// takes it (`pick` returns `None` for a model of another kind, which
+    /// is an error saying the function wants `kind`): its registered name
+    /// and what `pick` made of it.
+    pub(crate) fn model_of<T>(
+        &self,
+        function: &str,
+        arg: Option<&datafusion::common::ScalarValue>,
+        kind: &str,
+        pick: impl FnOnce(quiver_models::ModelInfo) -> Option<T>,
+    ) -> datafusion::common::Result<(String, T)> {
+        let Some(name) = arg.and_then(quiver_settings::args::scalar_text) else {
+            return datafusion::common::plan_err!(
+                "{function}: the model must be a constant string naming a model (SHOW MODELS)"
+            );
+        };
+        let (spec, info) = self.describe(&name).map_err(embed_text::model_error)?;
+        match pick(info) {
+            Some(t) => Ok((spec.name, t)),
+            None => datafusion::common::plan_err!(
+                "{function}: model '{name}' is a {} model, not {kind}",
+                spec.architecture.task()
+            ),
+        }
+    }
+}
+
 impl std::ops::Deref for Registry {
     type Target = ModelRegistry;
     fn deref(&self) -> &ModelRegistry {

@@ -65,21 +65,11 @@ impl Transcribe {
 
     /// The model's name and its mel bands.
     fn speech_model(&self, arg: Option<&ScalarValue>) -> Result<(String, usize)> {
-        let Some(name) = arg.and_then(scalar_text) else {
-            return plan_err!(
-                "{}: the model must be a constant string naming a model (SHOW MODELS)",
-                self.name
-            );
-        };
-        let (spec, info) = self.registry.describe(&name).map_err(model_error)?;
-        match info {
-            ModelInfo::Speech(info) => Ok((spec.name, info.n_mels)),
-            _ => plan_err!(
-                "{}: model '{name}' is a {} model, not a speech model",
-                self.name,
-                spec.architecture.task()
-            ),
-        }
+        self.registry
+            .model_of(self.name, arg, "a speech model", |info| match info {
+                ModelInfo::Speech(i) => Some(i.n_mels),
+                _ => None,
+            })
     }
 }
 
