@@ -544,6 +544,17 @@ impl DataSink for MediaSink {
         let base = url.prefix().clone();
         let mut seen = HashSet::new();
         let mut rows = 0u64;
+        // The first error stops new writes, but the writes in flight are
+        // waited for, so that a failed COPY's clean-up sees every file it
+        // wrote (a local write runs on a blocking thread and finishes even
+        // when its future is dropped).
+        let error: std::sync::Mutex<Option<DataFusionError>> = std::sync::Mutex::new(None);
+        let record = |e: DataFusionError| {
+            if let Ok(mut first) = error.lock() {
+                first.get_or_insert(e);
+            }
+        };
+        let failed = || error.lock().map(|e| e.is_some()).unwrap_or(true);
         let jobs = data
             .map(|batch| -> Result<Vec<Job>> {
                 let batch = batch?;
@@ -552,9 +563,19 @@ impl DataSink for MediaSink {
                 Ok(jobs)
             })
             .map_ok(|jobs| futures::stream::iter(jobs.into_iter().map(Ok)))
-            .try_flatten();
+            .try_flatten()
+            .scan((), |_, job| {
+                futures::future::ready(match job {
+                    Ok(job) if !failed() => Some(job),
+                    Ok(_) => None,
+                    Err(e) => {
+                        record(e);
+                        None
+                    }
+                })
+            });
         let written = jobs
-            .map_ok(|job| {
+            .map(|job| {
                 let store = Arc::clone(&store);
                 async move {
                     store
@@ -566,9 +587,21 @@ impl DataSink for MediaSink {
                         })
                 }
             })
-            .try_buffer_unordered(CONCURRENT_WRITES)
-            .try_fold(0u64, |n, _| async move { Ok(n + 1) })
-            .await?;
+            .buffer_unordered(CONCURRENT_WRITES)
+            .fold(0u64, |n, put| {
+                let n = match put {
+                    Ok(_) => n + 1,
+                    Err(e) => {
+                        record(e);
+                        n
+                    }
+                };
+                futures::future::ready(n)
+            })
+            .await;
+        if let Some(e) = error.into_inner().ok().flatten() {
+            return Err(e);
+        }
         Ok(written)
     }
 }

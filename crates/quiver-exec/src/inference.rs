@@ -1,0 +1,884 @@
+//! `InferenceExec`: the streaming operator that runs model calls.
+//!
+//! DataFusion evaluates an async (model) function one input batch at a
+//! time, inside each partition: eight partitions that each deliver a few
+//! rows make eight small forward passes, and decoding stops while the
+//! model runs. `InferenceExec` replaces that operator (`AsyncFuncExec`)
+//! and keeps the stages apart:
+//!
+//! ```text
+//!  partition 0 ─ input ─ arguments (decode, resize…) ─┐            ┌─ queue ─ output 0
+//!  partition 1 ─ input ─ arguments ───────────────────┼─ batcher ──┼─ queue ─ output 1
+//!  …                                                  ┘  (rows of  └─ …
+//!                                                        all partitions → calls of
+//!                                                        `batch_size` rows, `replicas`
+//!                                                        at once, + 1 being prepared)
+//! ```
+//!
+//! - One **producer** task per input partition pulls its input, evaluates
+//!   the model functions' arguments (the CPU work upstream of the model,
+//!   such as `image_decode`), and queues each batch twice: its rows to the
+//!   shared batcher, and the batch itself, with a handle on its future
+//!   results, to the partition's output queue (`queue_depth` batches).
+//!   When the consumer stops reading, the output queue fills, the
+//!   producer blocks, and so does everything upstream of it.
+//! - The **batcher** gathers rows from every partition into calls of
+//!   `batch_size` rows (a partly filled call waits at most `max_wait` for
+//!   more), and keeps `replicas + 1` calls in flight: while the model's
+//!   workers run forward passes, the next call prepares its inputs (the
+//!   function's own preprocessing: tokenising, resizing, mel spectrograms).
+//! - Each **output** stream hands its batches back in their input order,
+//!   each with its model columns appended, as soon as its rows are done.
+//!
+//! Queued batches are reserved in the memory pool. Dropping the output
+//! streams (LIMIT reached, query cancelled) aborts the producers and the
+//! batcher, and with them the calls in flight.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::compute::concat;
+use datafusion::arrow::datatypes::{FieldRef, Fields, Schema, SchemaRef};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, ScalarValue, internal_err};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::async_udf::AsyncScalarUDF;
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF};
+use datafusion::physical_expr::ScalarFunctionExpr;
+use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
+use datafusion::physical_expr::equivalence::ProjectionMapping;
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet, Time,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PhysicalExpr,
+    PlanProperties,
+};
+use futures::StreamExt;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+/// How an `InferenceExec` batches and runs its calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InferenceConfig {
+    /// Rows per model call, gathered across partitions.
+    pub batch_size: usize,
+    /// Calls running at once (the model runs each on its own worker).
+    pub replicas: usize,
+    /// Input batches each partition keeps queued ahead of its consumer.
+    pub queue_depth: usize,
+    /// How long a partly filled call waits for more rows.
+    pub max_wait: Duration,
+}
+
+/// One model function of the operator: its arguments, evaluated by the
+/// producers, and the async function the batcher calls.
+#[derive(Debug, Clone)]
+struct ModelCall {
+    args: Vec<Arc<dyn PhysicalExpr>>,
+    udf: ScalarUDF,
+    arg_fields: Vec<FieldRef>,
+    return_field: FieldRef,
+}
+
+impl ModelCall {
+    fn new(expr: &AsyncFuncExpr, schema: &Schema) -> Result<Self> {
+        let Some(function) = expr.func.downcast_ref::<ScalarFunctionExpr>() else {
+            return internal_err!("InferenceExec: {} is not a function call", expr.func);
+        };
+        if function
+            .fun()
+            .inner()
+            .downcast_ref::<AsyncScalarUDF>()
+            .is_none()
+        {
+            return internal_err!("InferenceExec: {} is not an async function", function.name());
+        }
+        Ok(Self {
+            args: function.args().to_vec(),
+            udf: function.fun().clone(),
+            arg_fields: function
+                .args()
+                .iter()
+                .map(|a| a.return_field(schema))
+                .collect::<Result<_>>()?,
+            return_field: expr.func.return_field(schema)?,
+        })
+    }
+
+    /// The function over `rows` rows of arguments, as one array.
+    async fn invoke(
+        &self,
+        args: Vec<ColumnarValue>,
+        rows: usize,
+        options: &Arc<ConfigOptions>,
+    ) -> Result<ArrayRef> {
+        let Some(udf) = self.udf.inner().downcast_ref::<AsyncScalarUDF>() else {
+            return internal_err!("InferenceExec: {} is not an async function", self.udf.name());
+        };
+        let out = udf
+            .invoke_async_with_args(ScalarFunctionArgs {
+                args,
+                arg_fields: self.arg_fields.clone(),
+                number_rows: rows,
+                return_field: self.return_field.clone(),
+                config_options: options.clone(),
+            })
+            .await?;
+        let array = out.to_array(rows)?;
+        if array.len() != rows {
+            return internal_err!(
+                "{} returned {} rows for {rows}",
+                self.udf.name(),
+                array.len()
+            );
+        }
+        Ok(array)
+    }
+}
+
+/// Runs the model functions of a plan's projection over rows batched
+/// across all input partitions (see the module documentation). Its
+/// output is its input's columns followed by one column per function,
+/// in the input's partitioning and order: a drop-in for DataFusion's
+/// `AsyncFuncExec`, which [`crate::InferenceRule`] replaces with it.
+#[derive(Debug)]
+pub struct InferenceExec {
+    exprs: Vec<Arc<AsyncFuncExpr>>,
+    calls: Arc<[ModelCall]>,
+    input: Arc<dyn ExecutionPlan>,
+    config: InferenceConfig,
+    cache: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+    /// The execution under way whose output partitions are not all taken.
+    running: Mutex<Option<Running>>,
+}
+
+impl InferenceExec {
+    /// The operator for `exprs` (the model calls of an `AsyncFuncExec`)
+    /// over `input`.
+    pub fn try_new(
+        exprs: Vec<Arc<AsyncFuncExpr>>,
+        input: Arc<dyn ExecutionPlan>,
+        config: InferenceConfig,
+    ) -> Result<Self> {
+        let input_schema = input.schema();
+        let calls = exprs
+            .iter()
+            .map(|e| ModelCall::new(e, &input_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let fields: Fields = input_schema
+            .fields()
+            .iter()
+            .cloned()
+            .map(Ok)
+            .chain(exprs.iter().map(|e| e.return_field(&input_schema)))
+            .collect::<Result<Vec<_>>>()?
+            .into();
+        let schema = Arc::new(Schema::new(fields));
+        let mapping = ProjectionMapping::try_new(
+            exprs
+                .iter()
+                .map(|e| (e.func.clone(), e.name().to_string())),
+            &input_schema,
+        )?;
+        let cache = PlanProperties::new(
+            input.equivalence_properties().project(&mapping, schema),
+            input.output_partitioning().clone(),
+            input.pipeline_behavior(),
+            input.boundedness(),
+        );
+        let config = InferenceConfig {
+            batch_size: config.batch_size.max(1),
+            replicas: config.replicas.max(1),
+            queue_depth: config.queue_depth.max(1),
+            max_wait: config.max_wait,
+        };
+        Ok(Self {
+            exprs,
+            calls: calls.into(),
+            input,
+            config,
+            cache: Arc::new(cache),
+            metrics: ExecutionPlanMetricsSet::new(),
+            running: Mutex::new(None),
+        })
+    }
+
+    /// How this operator batches and runs its calls.
+    pub fn config(&self) -> InferenceConfig {
+        self.config
+    }
+
+    /// The model calls, as DataFusion planned them.
+    pub fn exprs(&self) -> &[Arc<AsyncFuncExpr>] {
+        &self.exprs
+    }
+
+    /// Starts an execution: the producers of every input partition and
+    /// the batcher, whose tasks live as long as one output stream does.
+    fn start(&self, context: &Arc<TaskContext>) -> Result<Running> {
+        let partitions = self.input.output_partitioning().partition_count();
+        let metrics = SharedMetrics::new(&self.metrics);
+        let (chunk_tx, chunk_rx) = mpsc::channel(partitions.max(1) * self.config.queue_depth);
+        let mut tasks = JoinSet::new();
+        let mut outputs = Vec::with_capacity(partitions);
+        for partition in 0..partitions {
+            let input = self.input.execute(partition, context.clone())?;
+            let (out_tx, out_rx) = mpsc::channel(self.config.queue_depth);
+            let reservation = Arc::new(
+                MemoryConsumer::new(format!("InferenceExec[{partition}]"))
+                    .register(context.memory_pool()),
+            );
+            tasks.spawn(produce(Producer {
+                input,
+                calls: self.calls.clone(),
+                output: out_tx,
+                chunks: chunk_tx.clone(),
+                reservation: reservation.clone(),
+                metrics: metrics.clone(),
+            }));
+            outputs.push(Some((out_rx, reservation)));
+        }
+        drop(chunk_tx);
+        tasks.spawn(batch(Batcher {
+            chunks: chunk_rx,
+            calls: self.calls.clone(),
+            config: self.config,
+            options: context.session_config().options().clone(),
+            metrics,
+        }));
+        Ok(Running {
+            outputs,
+            tasks: Arc::new(Tasks(Mutex::new(tasks))),
+        })
+    }
+}
+
+/// An execution whose output streams are being handed out.
+#[derive(Debug)]
+struct Running {
+    outputs: Vec<Option<(mpsc::Receiver<Pending>, Arc<MemoryReservation>)>>,
+    tasks: Arc<Tasks>,
+}
+
+/// The tasks of one execution: dropping the last output stream drops
+/// them, which aborts them.
+#[derive(Debug)]
+struct Tasks(#[allow(dead_code)] Mutex<JoinSet<()>>);
+
+impl DisplayAs for InferenceExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let exprs = self
+            .exprs
+            .iter()
+            .map(|e| format!("{} as {}", e.func, e.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let c = self.config;
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
+                f,
+                "InferenceExec: batch_size={}, replicas={}, queue_depth={}, max_wait={}ms, exprs=[{exprs}]",
+                c.batch_size,
+                c.replicas,
+                c.queue_depth,
+                c.max_wait.as_millis()
+            ),
+            DisplayFormatType::TreeRender => {
+                writeln!(f, "batch_size={}", c.batch_size)?;
+                writeln!(f, "replicas={}", c.replicas)?;
+                writeln!(f, "exprs={exprs}")
+            }
+        }
+    }
+}
+
+impl ExecutionPlan for InferenceExec {
+    fn name(&self) -> &str {
+        "InferenceExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for expr in &self.exprs {
+            let expr: Arc<dyn PhysicalExpr> = expr.clone();
+            if f(&expr)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("InferenceExec takes one input, got {}", children.len());
+        }
+        Ok(Arc::new(Self::try_new(
+            self.exprs.clone(),
+            children.swap_remove(0),
+            self.config,
+        )?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let partitions = self.input.output_partitioning().partition_count();
+        if partition >= partitions {
+            return internal_err!("InferenceExec has {partitions} partitions, not {partition}");
+        }
+        let mut running = self
+            .running
+            .lock()
+            .map_err(|_| DataFusionError::Internal("InferenceExec: state poisoned".into()))?;
+        // A partition asked for twice belongs to a new execution.
+        if running
+            .as_ref()
+            .is_none_or(|r| r.outputs[partition].is_none())
+        {
+            *running = Some(self.start(&context)?);
+        }
+        let Some(current) = running.as_mut() else {
+            return internal_err!("InferenceExec: no execution");
+        };
+        let Some((queue, reservation)) = current.outputs[partition].take() else {
+            return internal_err!("InferenceExec: partition {partition} taken twice");
+        };
+        let tasks = current.tasks.clone();
+        if current.outputs.iter().all(Option::is_none) {
+            // Every stream handed out: they alone keep the tasks alive.
+            *running = None;
+        }
+        let output = Output {
+            queue,
+            reservation,
+            tasks,
+            schema: self.schema(),
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+        };
+        let stream = futures::stream::unfold(output, |mut output| async move {
+            let item = output.next().await?;
+            Some((item, output))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), stream)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// The operator-wide figures of `EXPLAIN ANALYZE`.
+#[derive(Debug, Clone)]
+struct SharedMetrics {
+    /// Model calls made.
+    batches: Count,
+    /// Rows passed to the model.
+    model_rows: Count,
+    /// Rows per call as a percentage of `batch_size`, on average.
+    batch_fill_pct: Gauge,
+    /// Time with at least one call running.
+    model_busy: Time,
+    /// `model_busy` as a percentage of the operator's running time.
+    busy_pct: Gauge,
+    /// Time the batcher had nothing to run and waited for input.
+    input_wait: Time,
+    /// Time producers were blocked on a full output queue.
+    output_blocked: Time,
+    /// Time producers spent evaluating the functions' arguments.
+    preprocess: Time,
+}
+
+impl SharedMetrics {
+    fn new(set: &ExecutionPlanMetricsSet) -> Self {
+        Self {
+            batches: MetricBuilder::new(set).global_counter("model_batches"),
+            model_rows: MetricBuilder::new(set).global_counter("model_rows"),
+            batch_fill_pct: MetricBuilder::new(set).global_gauge("batch_fill_pct"),
+            model_busy: MetricBuilder::new(set).subset_time("model_busy", 0),
+            busy_pct: MetricBuilder::new(set).global_gauge("model_busy_pct"),
+            input_wait: MetricBuilder::new(set).subset_time("input_wait", 0),
+            output_blocked: MetricBuilder::new(set).subset_time("output_blocked", 0),
+            preprocess: MetricBuilder::new(set).subset_time("preprocess", 0),
+        }
+    }
+}
+
+/// A batch waiting in a partition's output queue for its model columns.
+#[derive(Debug)]
+enum Pending {
+    Rows {
+        batch: RecordBatch,
+        result: oneshot::Receiver<Result<Vec<ArrayRef>>>,
+        reserved: usize,
+    },
+    Failed(DataFusionError),
+}
+
+/// A producer's batch as the batcher sees it: its evaluated arguments
+/// (per function, per argument) and where its results go.
+#[derive(Debug)]
+struct Chunk {
+    rows: usize,
+    args: Vec<Vec<ColumnarValue>>,
+    sink: Arc<Sink>,
+    arrived: Instant,
+}
+
+/// Collects the results of one chunk, which calls may fill in pieces and
+/// out of order, and sends them on once every row is in.
+#[derive(Debug)]
+struct Sink {
+    rows: usize,
+    state: Mutex<SinkState>,
+}
+
+#[derive(Debug)]
+struct SinkState {
+    pieces: Vec<(usize, Vec<ArrayRef>)>,
+    filled: usize,
+    reply: Option<oneshot::Sender<Result<Vec<ArrayRef>>>>,
+}
+
+impl Sink {
+    fn new(rows: usize, reply: oneshot::Sender<Result<Vec<ArrayRef>>>) -> Self {
+        Self {
+            rows,
+            state: Mutex::new(SinkState {
+                pieces: vec![],
+                filled: 0,
+                reply: Some(reply),
+            }),
+        }
+    }
+
+    fn add(&self, offset: usize, arrays: Vec<ArrayRef>) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        state.filled += arrays.first().map_or(0, |a| a.len());
+        state.pieces.push((offset, arrays));
+        if state.filled < self.rows {
+            return;
+        }
+        let Some(reply) = state.reply.take() else {
+            return;
+        };
+        let mut pieces = std::mem::take(&mut state.pieces);
+        pieces.sort_by_key(|(offset, _)| *offset);
+        let columns = pieces.first().map_or(0, |(_, a)| a.len());
+        let result = (0..columns)
+            .map(|c| {
+                let parts: Vec<&dyn Array> = pieces.iter().map(|(_, a)| a[c].as_ref()).collect();
+                Ok(concat(&parts)?)
+            })
+            .collect::<Result<Vec<_>>>();
+        let _ = reply.send(result);
+    }
+
+    fn fail(&self, error: &Arc<DataFusionError>) {
+        if let Ok(mut state) = self.state.lock()
+            && let Some(reply) = state.reply.take()
+        {
+            let _ = reply.send(Err(DataFusionError::Shared(error.clone())));
+        }
+    }
+}
+
+struct Producer {
+    input: SendableRecordBatchStream,
+    calls: Arc<[ModelCall]>,
+    output: mpsc::Sender<Pending>,
+    chunks: mpsc::Sender<Chunk>,
+    reservation: Arc<MemoryReservation>,
+    metrics: SharedMetrics,
+}
+
+/// Evaluates `calls`' arguments over `batch`.
+fn arguments(calls: &[ModelCall], batch: &RecordBatch) -> Result<Vec<Vec<ColumnarValue>>> {
+    calls
+        .iter()
+        .map(|call| call.args.iter().map(|a| a.evaluate(batch)).collect())
+        .collect()
+}
+
+/// One input partition: evaluate arguments, queue the batch for output and
+/// its rows for the batcher, until the input ends or nobody listens.
+async fn produce(mut p: Producer) {
+    while let Some(batch) = p.input.next().await {
+        let batch = match batch {
+            Ok(b) if b.num_rows() == 0 => continue,
+            Ok(b) => b,
+            Err(e) => {
+                let _ = p.output.send(Pending::Failed(e)).await;
+                return;
+            }
+        };
+        let args = {
+            let _timer = p.metrics.preprocess.timer();
+            arguments(&p.calls, &batch)
+        };
+        let args = match args {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = p.output.send(Pending::Failed(e)).await;
+                return;
+            }
+        };
+        let reserved = batch.get_array_memory_size()
+            + args
+                .iter()
+                .flatten()
+                .map(|a| match a {
+                    ColumnarValue::Array(a) => a.get_array_memory_size(),
+                    ColumnarValue::Scalar(_) => 0,
+                })
+                .sum::<usize>();
+        if let Err(e) = p.reservation.try_grow(reserved) {
+            let _ = p.output.send(Pending::Failed(e)).await;
+            return;
+        }
+        let (reply, result) = oneshot::channel();
+        let rows = batch.num_rows();
+        let pending = Pending::Rows {
+            batch,
+            result,
+            reserved,
+        };
+        let sent = {
+            let _timer = p.metrics.output_blocked.timer();
+            p.output.send(pending).await
+        };
+        if sent.is_err() {
+            return;
+        }
+        let chunk = Chunk {
+            rows,
+            args,
+            sink: Arc::new(Sink::new(rows, reply)),
+            arrived: Instant::now(),
+        };
+        if p.chunks.send(chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct Batcher {
+    chunks: mpsc::Receiver<Chunk>,
+    calls: Arc<[ModelCall]>,
+    config: InferenceConfig,
+    options: Arc<ConfigOptions>,
+    metrics: SharedMetrics,
+}
+
+/// The part of a chunk one call covers.
+struct Segment {
+    sink: Arc<Sink>,
+    offset: usize,
+    rows: usize,
+    args: Vec<Vec<ColumnarValue>>,
+}
+
+/// Time during which at least one call runs.
+#[derive(Debug, Default)]
+struct BusyClock {
+    state: Mutex<(usize, Option<Instant>)>,
+}
+
+impl BusyClock {
+    fn enter(self: &Arc<Self>, time: &Time) -> BusyGuard {
+        if let Ok(mut s) = self.state.lock() {
+            if s.0 == 0 {
+                s.1 = Some(Instant::now());
+            }
+            s.0 += 1;
+        }
+        BusyGuard {
+            clock: self.clone(),
+            time: time.clone(),
+        }
+    }
+}
+
+struct BusyGuard {
+    clock: Arc<BusyClock>,
+    time: Time,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.clock.state.lock() {
+            s.0 = s.0.saturating_sub(1);
+            if s.0 == 0
+                && let Some(since) = s.1.take()
+            {
+                self.time.add_duration(since.elapsed());
+            }
+        }
+    }
+}
+
+/// Gathers rows of every partition into calls of `batch_size` rows and
+/// runs them, `replicas + 1` at once.
+async fn batch(mut b: Batcher) {
+    let started = Instant::now();
+    let size = b.config.batch_size;
+    let permits = Arc::new(Semaphore::new(b.config.replicas + 1));
+    let busy = Arc::new(BusyClock::default());
+    let mut in_flight = JoinSet::new();
+    let mut pending: VecDeque<(Chunk, usize)> = VecDeque::new();
+    let mut pending_rows = 0usize;
+    let mut closed = false;
+    let (mut calls, mut rows_called) = (0usize, 0usize);
+    loop {
+        // A free slot first: while every slot is busy, rows pile up and
+        // the next call is a full one.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        // What has arrived, then (if short) wait for more until the oldest
+        // pending row has waited `max_wait`.
+        while pending_rows < size && !closed {
+            match b.chunks.try_recv() {
+                Ok(chunk) => {
+                    pending_rows += chunk.rows;
+                    pending.push_back((chunk, 0));
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+            }
+        }
+        while pending_rows < size && !closed {
+            let next = match pending.front() {
+                None => {
+                    let _timer = b.metrics.input_wait.timer();
+                    Some(b.chunks.recv().await)
+                }
+                Some((oldest, _)) => {
+                    let deadline = tokio::time::Instant::from_std(oldest.arrived + b.config.max_wait);
+                    tokio::time::timeout_at(deadline, b.chunks.recv()).await.ok()
+                }
+            };
+            match next {
+                None => break,
+                Some(None) => closed = true,
+                Some(Some(chunk)) => {
+                    pending_rows += chunk.rows;
+                    pending.push_back((chunk, 0));
+                }
+            }
+        }
+        if pending_rows == 0 {
+            if closed {
+                break;
+            }
+            continue;
+        }
+        let take = pending_rows.min(size);
+        let mut segments = vec![];
+        let mut need = take;
+        while need > 0 {
+            let Some((chunk, offset)) = pending.front_mut() else {
+                break;
+            };
+            let rows = (chunk.rows - *offset).min(need);
+            segments.push(Segment {
+                sink: chunk.sink.clone(),
+                offset: *offset,
+                rows,
+                args: chunk
+                    .args
+                    .iter()
+                    .map(|args| args.iter().map(|a| slice(a, *offset, rows)).collect())
+                    .collect(),
+            });
+            *offset += rows;
+            need -= rows;
+            if *offset == chunk.rows {
+                pending.pop_front();
+            }
+        }
+        pending_rows -= take;
+        calls += 1;
+        rows_called += take;
+        b.metrics.batches.add(1);
+        b.metrics.model_rows.add(take);
+        let calls_of = b.calls.clone();
+        let options = b.options.clone();
+        let guard_clock = busy.clone();
+        let busy_time = b.metrics.model_busy.clone();
+        in_flight.spawn(async move {
+            let _permit = permit;
+            run_call(&calls_of, segments, take, &options, &guard_clock, &busy_time).await;
+        });
+        while in_flight.try_join_next().is_some() {}
+    }
+    while in_flight.join_next().await.is_some() {}
+    if calls > 0 {
+        b.metrics
+            .batch_fill_pct
+            .set(rows_called * 100 / (calls * size));
+    }
+    let elapsed = started.elapsed().as_nanos().max(1);
+    b.metrics
+        .busy_pct
+        .set((b.metrics.model_busy.value() as u128 * 100 / elapsed) as usize);
+}
+
+/// Rows `offset..offset + rows` of an argument.
+fn slice(value: &ColumnarValue, offset: usize, rows: usize) -> ColumnarValue {
+    match value {
+        ColumnarValue::Array(a) => ColumnarValue::Array(a.slice(offset, rows)),
+        ColumnarValue::Scalar(s) => ColumnarValue::Scalar(s.clone()),
+    }
+}
+
+/// The segments' pieces of one argument as one value: a constant stays a
+/// constant.
+fn join_argument(pieces: Vec<(ColumnarValue, usize)>) -> Result<ColumnarValue> {
+    let first: Option<&ScalarValue> = match pieces.first() {
+        Some((ColumnarValue::Scalar(s), _)) => Some(s),
+        _ => None,
+    };
+    if let Some(first) = first
+        && pieces
+            .iter()
+            .all(|(p, _)| matches!(p, ColumnarValue::Scalar(s) if s == first))
+    {
+        return Ok(ColumnarValue::Scalar(first.clone()));
+    }
+    let arrays = pieces
+        .into_iter()
+        .map(|(p, rows)| p.to_array(rows))
+        .collect::<Result<Vec<_>>>()?;
+    let parts: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+    Ok(ColumnarValue::Array(concat(&parts)?))
+}
+
+/// One model call over `segments` (`rows` rows): each function in turn,
+/// then each segment's rows of the results to its chunk.
+async fn run_call(
+    calls: &[ModelCall],
+    mut segments: Vec<Segment>,
+    rows: usize,
+    options: &Arc<ConfigOptions>,
+    clock: &Arc<BusyClock>,
+    busy: &Time,
+) {
+    let mut outputs = Vec::with_capacity(calls.len());
+    for (i, call) in calls.iter().enumerate() {
+        let args = (0..call.args.len())
+            .map(|j| {
+                join_argument(
+                    segments
+                        .iter_mut()
+                        .map(|s| {
+                            let value = std::mem::replace(
+                                &mut s.args[i][j],
+                                ColumnarValue::Scalar(ScalarValue::Null),
+                            );
+                            (value, s.rows)
+                        })
+                        .collect(),
+                )
+            })
+            .collect::<Result<Vec<_>>>();
+        let result = match args {
+            Ok(args) => {
+                let _busy = clock.enter(busy);
+                call.invoke(args, rows, options).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(array) => outputs.push(array),
+            Err(e) => {
+                let e = Arc::new(e);
+                for s in &segments {
+                    s.sink.fail(&e);
+                }
+                return;
+            }
+        }
+    }
+    let mut at = 0;
+    for s in segments {
+        s.sink
+            .add(s.offset, outputs.iter().map(|a| a.slice(at, s.rows)).collect());
+        at += s.rows;
+    }
+}
+
+/// One output partition's stream state.
+struct Output {
+    queue: mpsc::Receiver<Pending>,
+    reservation: Arc<MemoryReservation>,
+    #[allow(dead_code)]
+    tasks: Arc<Tasks>,
+    schema: SchemaRef,
+    baseline: BaselineMetrics,
+}
+
+impl Output {
+    /// The next batch with its model columns, in input order.
+    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        match self.queue.recv().await? {
+            Pending::Failed(e) => Some(Err(e)),
+            Pending::Rows {
+                batch,
+                result,
+                reserved,
+            } => {
+                let result = result.await;
+                self.reservation.shrink(reserved);
+                let columns = match result {
+                    Ok(Ok(columns)) => columns,
+                    Ok(Err(e)) => return Some(Err(e)),
+                    Err(_) => {
+                        return Some(Err(DataFusionError::Execution(
+                            "InferenceExec: the model call for these rows was dropped".into(),
+                        )));
+                    }
+                };
+                let mut all = batch.columns().to_vec();
+                all.extend(columns);
+                let out = RecordBatch::try_new(self.schema.clone(), all)
+                    .map_err(DataFusionError::from);
+                if let Ok(b) = &out {
+                    self.baseline.record_output(b.num_rows());
+                }
+                Some(out)
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `InferenceRule`: puts an [`InferenceExec`] wherever a plan calls a model.
+//!
+//! DataFusion plans every async scalar function (Quiver's model functions:
+//! `embed_text`, `classify_image`, `transcribe`, …) into an
+//! `AsyncFuncExec` below the projection, filter or aggregate that uses
+//! it. This rule swaps each such node for an `InferenceExec` with the
+//! same output, configured from the session's `quiver.inference.*`
+//! settings; where `quiver.inference.batch_size` is 0 the batch size
+//! comes from the [`BatchSizeHint`] (the model registry's per-model
+//! `batch_size`), else from the function's own `ideal_batch_size`, else
+//! 32.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::common::Result;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::physical_expr::ScalarFunctionExpr;
+use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::async_func::AsyncFuncExec;
+use quiver_settings::QuiverSettings;
+
+use crate::inference::{InferenceConfig, InferenceExec};
+
+/// The batch size a model call would like (for Quiver's model functions:
+/// the `batch_size` its model was registered with), or `None`.
+pub type BatchSizeHint = Arc<dyn Fn(&ScalarFunctionExpr) -> Option<usize> + Send + Sync>;
+
+/// Batch size when neither the session, the hint nor the function says.
+const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// The physical optimizer rule of the module documentation.
+#[derive(Clone)]
+pub struct InferenceRule {
+    hint: BatchSizeHint,
+}
+
+impl std::fmt::Debug for InferenceRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InferenceRule")
+    }
+}
+
+impl Default for InferenceRule {
+    fn default() -> Self {
+        Self::new(Arc::new(|_| None))
+    }
+}
+
+impl InferenceRule {
+    /// The rule, asking `hint` for each model call's batch size.
+    pub fn new(hint: BatchSizeHint) -> Self {
+        Self { hint }
+    }
+
+    fn batch_size(&self, exprs: &[Arc<AsyncFuncExpr>], settings: usize) -> usize {
+        if settings > 0 {
+            return settings;
+        }
+        exprs
+            .iter()
+            .filter_map(|e| {
+                let function = e.func.downcast_ref::<ScalarFunctionExpr>()?;
+                (self.hint)(function).or_else(|| e.ideal_batch_size().ok().flatten())
+            })
+            .max()
+            .unwrap_or(DEFAULT_BATCH_SIZE)
+    }
+}
+
+impl PhysicalOptimizerRule for InferenceRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let settings = QuiverSettings::from_options(config).inference;
+        plan.transform_up(|node| {
+            let Some(exec) = node.downcast_ref::<AsyncFuncExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            #[expect(deprecated, reason = "the only way to read an AsyncFuncExec's calls")]
+            let exprs = exec.async_exprs().to_vec();
+            let config = InferenceConfig {
+                batch_size: self.batch_size(&exprs, settings.batch_size),
+                replicas: settings.replicas,
+                queue_depth: settings.queue_depth,
+                max_wait: Duration::from_millis(settings.max_wait_ms),
+            };
+            let replaced = InferenceExec::try_new(exprs, exec.input().clone(), config)?;
+            Ok(Transformed::yes(Arc::new(replaced) as Arc<dyn ExecutionPlan>))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "quiver_inference"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,337 @@
+//! `InferenceExec` through SQL, with a deterministic "model" whose output
+//! encodes its input (`echo(id) = id * 10 + 1`) and which records the
+//! size of every call it gets.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::common::{Result, exec_err};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, collect, displayable};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+use quiver_exec::{InferenceExec, InferenceRule};
+use quiver_settings::QuiverSettings;
+
+#[derive(Debug, Default)]
+struct Calls {
+    sizes: Mutex<Vec<usize>>,
+    rows: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Echo {
+    signature: Signature,
+    calls: Arc<Calls>,
+    delay: Duration,
+    fail_on: Option<i64>,
+}
+
+impl PartialEq for Echo {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.calls, &other.calls)
+    }
+}
+impl Eq for Echo {}
+impl std::hash::Hash for Echo {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.calls) as usize).hash(state);
+    }
+}
+
+impl ScalarUDFImpl for Echo {
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        exec_err!("echo runs asynchronously")
+    }
+}
+
+#[async_trait]
+impl AsyncScalarUDFImpl for Echo {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let ids = args.args[0].to_array(args.number_rows)?;
+        let ids = ids.as_primitive::<Int64Type>();
+        self.calls
+            .sizes
+            .lock()
+            .expect("lock")
+            .push(args.number_rows);
+        self.calls.rows.fetch_add(args.number_rows, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        if let Some(bad) = self.fail_on
+            && ids.iter().flatten().any(|id| id == bad)
+        {
+            return exec_err!("echo: cannot take row {bad}");
+        }
+        let out: Int64Array = ids.iter().map(|id| id.map(|v| v * 10 + 1)).collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// `partitions` partitions of `batches` batches of `rows` ids each, ids
+/// numbered in order across partitions.
+fn table(partitions: usize, batches: usize, rows: usize) -> MemTable {
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    let mut next = 0i64;
+    let data = (0..partitions)
+        .map(|p| {
+            (0..batches)
+                .map(|b| {
+                    // Uneven batch sizes, so calls must cut across batches.
+                    let n = rows + (p * 7 + b * 3) % 5;
+                    let ids: Int64Array = (next..next + n as i64).collect();
+                    next += n as i64;
+                    RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).expect("batch")
+                })
+                .collect()
+        })
+        .collect();
+    MemTable::try_new(schema, data).expect("table")
+}
+
+fn context(calls: &Arc<Calls>, delay: Duration, fail_on: Option<i64>) -> SessionContext {
+    let config = SessionConfig::new()
+        .with_target_partitions(8)
+        .with_option_extension(QuiverSettings::default());
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(InferenceRule::default()))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    ctx.register_udf(
+        AsyncScalarUDF::new(Arc::new(Echo {
+            signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+            calls: calls.clone(),
+            delay,
+            fail_on,
+        }))
+        .into_scalar_udf(),
+    );
+    ctx
+}
+
+async fn plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+    ctx.sql(sql)
+        .await
+        .expect("sql")
+        .create_physical_plan()
+        .await
+        .expect("plan")
+}
+
+fn find_inference(plan: &Arc<dyn ExecutionPlan>) -> Option<&InferenceExec> {
+    if let Some(e) = plan.downcast_ref::<InferenceExec>() {
+        return Some(e);
+    }
+    plan.children().into_iter().find_map(find_inference)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rows_line_up_and_calls_fill_across_partitions() {
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::ZERO, None);
+    ctx.register_table("t", Arc::new(table(8, 6, 5))).unwrap();
+    ctx.sql("SET quiver.inference.batch_size = 16").await.unwrap();
+    ctx.sql("SET quiver.inference.max_wait_ms = 2000").await.unwrap();
+    let plan = plan(&ctx, "SELECT id, echo(id) AS e FROM t").await;
+    let shown = displayable(plan.as_ref()).indent(true).to_string();
+    assert!(
+        shown.contains("InferenceExec: batch_size=16, replicas=1, queue_depth=4, max_wait=2000ms"),
+        "{shown}"
+    );
+    assert!(!shown.contains("AsyncFuncExec"), "{shown}");
+    let exec = find_inference(&plan).expect("an InferenceExec");
+    assert_eq!(exec.config().batch_size, 16);
+
+    // Each output partition: its input's ids, in order, each with its echo.
+    let task = ctx.task_ctx();
+    let partitions = plan.output_partitioning().partition_count();
+    assert_eq!(partitions, 8);
+    let mut total = 0;
+    let mut streams = vec![];
+    for p in 0..partitions {
+        streams.push(plan.execute(p, task.clone()).unwrap());
+    }
+    let outputs = futures::future::join_all(
+        streams
+            .into_iter()
+            .map(|s| s.map(|b| b.unwrap()).collect::<Vec<_>>()),
+    )
+    .await;
+    for batches in outputs {
+        let mut last = -1;
+        for b in batches {
+            let ids = b.column(0).as_primitive::<Int64Type>();
+            let echoes = b.column(1).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                assert!(ids.value(i) > last, "order kept within a partition");
+                last = ids.value(i);
+                assert_eq!(echoes.value(i), ids.value(i) * 10 + 1);
+            }
+            total += b.num_rows();
+        }
+    }
+    let expected: usize = (0..8)
+        .flat_map(|p| (0..6).map(move |b| 5 + (p * 7 + b * 3) % 5))
+        .sum();
+    assert_eq!(total, expected);
+    // Partitions deliver 5–9 rows per batch; calls take 16 rows from
+    // several of them (only the last call may be short).
+    let sizes = calls.sizes.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), expected);
+    assert!(
+        sizes[..sizes.len() - 1].iter().all(|&s| s == 16),
+        "{sizes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn explain_analyze_shows_the_batching() {
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::from_millis(5), None);
+    ctx.register_table("t", Arc::new(table(4, 4, 20))).unwrap();
+    ctx.sql("SET quiver.inference.batch_size = 32").await.unwrap();
+    let batches = ctx
+        .sql("EXPLAIN ANALYZE SELECT sum(echo(id)) FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = batches
+        .iter()
+        .map(|b| {
+            let col = b.column(1).as_string::<i32>();
+            (0..col.len())
+                .map(|i| col.value(i).to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect::<String>();
+    let line = text
+        .lines()
+        .find(|l| l.contains("InferenceExec"))
+        .expect("an InferenceExec line");
+    for metric in [
+        "model_batches=",
+        "model_rows=",
+        "batch_fill_pct=",
+        "model_busy=",
+        "model_busy_pct=",
+        "input_wait=",
+        "output_blocked=",
+        "preprocess=",
+    ] {
+        assert!(line.contains(metric), "{metric} missing: {line}");
+    }
+    let rows: usize = calls.sizes.lock().unwrap().iter().sum();
+    assert!(line.contains(&format!("model_rows={rows}")), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limit_stops_inference_early() {
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::from_millis(2), None);
+    ctx.register_table("t", Arc::new(table(8, 250, 50))).unwrap();
+    let batches = ctx
+        .sql("SELECT echo(id) FROM t LIMIT 10")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rows = calls.rows.load(Ordering::SeqCst);
+    // 100,000 rows in; queues of 4 batches per partition bound the work.
+    assert!(rows < 10_000, "{rows} rows went through the model");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_consumer_stops_the_producers_and_dropping_cancels() {
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::from_millis(1), None);
+    ctx.register_table("t", Arc::new(table(4, 500, 50))).unwrap();
+    let plan = plan(&ctx, "SELECT id, echo(id) FROM t").await;
+    let mut stream = plan.execute(0, ctx.task_ctx()).unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.num_rows() > 0);
+    // Partition 0 is read once; the others are never read. Everything
+    // upstream stops once the queues are full.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_pause = calls.rows.load(Ordering::SeqCst);
+    assert!(after_pause < 4 * 10 * 60, "{after_pause} rows ran");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(calls.rows.load(Ordering::SeqCst), after_pause);
+    drop(stream);
+    // The other partitions were never asked for; the execution lives on in
+    // the plan until they are. Asking for one and dropping it ends it.
+    drop(plan.execute(1, ctx.task_ctx()).unwrap());
+    drop(plan);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let settled = calls.rows.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(calls.rows.load(Ordering::SeqCst), settled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_call_fails_the_query_with_its_error() {
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::ZERO, Some(777));
+    ctx.register_table("t", Arc::new(table(4, 10, 30))).unwrap();
+    let err = ctx
+        .sql("SELECT echo(id) FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("echo: cannot take row 777"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_run_calls_side_by_side() {
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::from_millis(40), None);
+    ctx.register_table("t", Arc::new(table(4, 8, 16))).unwrap();
+    ctx.sql("SET quiver.inference.batch_size = 16").await.unwrap();
+    let run = |replicas: usize| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.sql(&format!("SET quiver.inference.replicas = {replicas}"))
+                .await
+                .unwrap();
+            let started = std::time::Instant::now();
+            let plan = plan(&ctx, "SELECT echo(id) FROM t").await;
+            let out = collect(plan, ctx.task_ctx()).await.unwrap();
+            assert!(out.iter().map(|b| b.num_rows()).sum::<usize>() > 500);
+            started.elapsed()
+        }
+    };
+    // About 36 calls of 40 ms: one at a time (plus one preparing) against
+    // four at a time.
+    let one = run(1).await;
+    let four = run(4).await;
+    assert!(four * 3 < one * 2, "4 replicas {four:?}, 1 replica {one:?}");
+}
