@@ -97,7 +97,10 @@ impl ModelCall {
             .downcast_ref::<AsyncScalarUDF>()
             .is_none()
         {
-            return internal_err!("InferenceExec: {} is not an async function", function.name());
+            return internal_err!(
+                "InferenceExec: {} is not an async function",
+                function.name()
+            );
         }
         Ok(Self {
             args: function.args().to_vec(),
@@ -119,7 +122,10 @@ impl ModelCall {
         options: &Arc<ConfigOptions>,
     ) -> Result<ArrayRef> {
         let Some(udf) = self.udf.inner().downcast_ref::<AsyncScalarUDF>() else {
-            return internal_err!("InferenceExec: {} is not an async function", self.udf.name());
+            return internal_err!(
+                "InferenceExec: {} is not an async function",
+                self.udf.name()
+            );
         };
         let out = udf
             .invoke_async_with_args(ScalarFunctionArgs {
@@ -182,9 +188,7 @@ impl InferenceExec {
             .into();
         let schema = Arc::new(Schema::new(fields));
         let mapping = ProjectionMapping::try_new(
-            exprs
-                .iter()
-                .map(|e| (e.func.clone(), e.name().to_string())),
+            exprs.iter().map(|e| (e.func.clone(), e.name().to_string())),
             &input_schema,
         )?;
         let cache = PlanProperties::new(
@@ -389,7 +393,10 @@ impl ExecutionPlan for InferenceExec {
             let item = output.next().await?;
             Some((item, output))
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            stream,
+        )))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -685,8 +692,11 @@ async fn batch(mut b: Batcher) {
                     Some(b.chunks.recv().await)
                 }
                 Some((oldest, _)) => {
-                    let deadline = tokio::time::Instant::from_std(oldest.arrived + b.config.max_wait);
-                    tokio::time::timeout_at(deadline, b.chunks.recv()).await.ok()
+                    let deadline =
+                        tokio::time::Instant::from_std(oldest.arrived + b.config.max_wait);
+                    tokio::time::timeout_at(deadline, b.chunks.recv())
+                        .await
+                        .ok()
                 }
             };
             match next {
@@ -739,7 +749,15 @@ async fn batch(mut b: Batcher) {
         let busy_time = b.metrics.model_busy.clone();
         in_flight.spawn(async move {
             let _permit = permit;
-            run_call(&calls_of, segments, take, &options, &guard_clock, &busy_time).await;
+            run_call(
+                &calls_of,
+                segments,
+                take,
+                &options,
+                &guard_clock,
+                &busy_time,
+            )
+            .await;
         });
         while in_flight.try_join_next().is_some() {}
     }
@@ -833,8 +851,10 @@ async fn run_call(
     }
     let mut at = 0;
     for s in segments {
-        s.sink
-            .add(s.offset, outputs.iter().map(|a| a.slice(at, s.rows)).collect());
+        s.sink.add(
+            s.offset,
+            outputs.iter().map(|a| a.slice(at, s.rows)).collect(),
+        );
         at += s.rows;
     }
 }
@@ -872,8 +892,8 @@ impl Output {
                 };
                 let mut all = batch.columns().to_vec();
                 all.extend(columns);
-                let out = RecordBatch::try_new(self.schema.clone(), all)
-                    .map_err(DataFusionError::from);
+                let out =
+                    RecordBatch::try_new(self.schema.clone(), all).map_err(DataFusionError::from);
                 if let Ok(b) = &out {
                     self.baseline.record_output(b.num_rows());
                 }

@@ -91,7 +91,9 @@ impl PhysicalOptimizerRule for InferenceRule {
                 max_wait: Duration::from_millis(settings.max_wait_ms),
             };
             let replaced = InferenceExec::try_new(exprs, exec.input().clone(), config)?;
-            Ok(Transformed::yes(Arc::new(replaced) as Arc<dyn ExecutionPlan>))
+            Ok(Transformed::yes(
+                Arc::new(replaced) as Arc<dyn ExecutionPlan>
+            ))
         })
         .map(|t| t.data)
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use datafusion::datasource::MemTable;
 use datafusion::common::{Result, exec_err};
+use datafusion::datasource::MemTable;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{
@@ -73,7 +73,9 @@ impl AsyncScalarUDFImpl for Echo {
             .lock()
             .expect("lock")
             .push(args.number_rows);
-        self.calls.rows.fetch_add(args.number_rows, Ordering::SeqCst);
+        self.calls
+            .rows
+            .fetch_add(args.number_rows, Ordering::SeqCst);
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
@@ -151,8 +153,12 @@ async fn rows_line_up_and_calls_fill_across_partitions() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::ZERO, None);
     ctx.register_table("t", Arc::new(table(8, 6, 5))).unwrap();
-    ctx.sql("SET quiver.inference.batch_size = 16").await.unwrap();
-    ctx.sql("SET quiver.inference.max_wait_ms = 2000").await.unwrap();
+    ctx.sql("SET quiver.inference.batch_size = 16")
+        .await
+        .unwrap();
+    ctx.sql("SET quiver.inference.max_wait_ms = 2000")
+        .await
+        .unwrap();
     let plan = plan(&ctx, "SELECT id, echo(id) AS e FROM t").await;
     let shown = displayable(plan.as_ref()).indent(true).to_string();
     assert!(
@@ -210,7 +216,9 @@ async fn explain_analyze_shows_the_batching() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::from_millis(5), None);
     ctx.register_table("t", Arc::new(table(4, 4, 20))).unwrap();
-    ctx.sql("SET quiver.inference.batch_size = 32").await.unwrap();
+    ctx.sql("SET quiver.inference.batch_size = 32")
+        .await
+        .unwrap();
     let batches = ctx
         .sql("EXPLAIN ANALYZE SELECT sum(echo(id)) FROM t")
         .await
@@ -252,7 +260,8 @@ async fn explain_analyze_shows_the_batching() {
 async fn limit_stops_inference_early() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::from_millis(2), None);
-    ctx.register_table("t", Arc::new(table(8, 250, 50))).unwrap();
+    ctx.register_table("t", Arc::new(table(8, 250, 50)))
+        .unwrap();
     let batches = ctx
         .sql("SELECT echo(id) FROM t LIMIT 10")
         .await
@@ -271,7 +280,8 @@ async fn limit_stops_inference_early() {
 async fn a_slow_consumer_stops_the_producers_and_dropping_cancels() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::from_millis(1), None);
-    ctx.register_table("t", Arc::new(table(4, 500, 50))).unwrap();
+    ctx.register_table("t", Arc::new(table(4, 500, 50)))
+        .unwrap();
     let plan = plan(&ctx, "SELECT id, echo(id) FROM t").await;
     let mut stream = plan.execute(0, ctx.task_ctx()).unwrap();
     let first = stream.next().await.unwrap().unwrap();
@@ -315,7 +325,9 @@ async fn replicas_run_calls_side_by_side() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::from_millis(40), None);
     ctx.register_table("t", Arc::new(table(4, 8, 16))).unwrap();
-    ctx.sql("SET quiver.inference.batch_size = 16").await.unwrap();
+    ctx.sql("SET quiver.inference.batch_size = 16")
+        .await
+        .unwrap();
     let run = |replicas: usize| {
         let ctx = ctx.clone();
         async move {

@@ -297,6 +297,12 @@ impl Model {
         })
     }
 
+    /// Makes sure `replicas` forward passes of this model can run at once
+    /// (worker threads over the same weights; at most 16).
+    pub fn ensure_replicas(&self, replicas: usize) -> Result<()> {
+        self.worker.ensure_replicas(replicas)
+    }
+
     /// What was registered.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
@@ -521,6 +527,13 @@ impl ModelRegistry {
             .get(&key(name))
             .ok_or_else(|| ModelError::UnknownModel(name.to_string()))?;
         Ok((e.spec.clone(), e.info.clone()))
+    }
+
+    /// The `batch_size` model `name` was registered with, if it is
+    /// registered.
+    pub fn batch_size(&self, name: &str) -> Option<usize> {
+        let entries = self.entries.read().ok()?;
+        entries.get(&key(name)).map(|e| e.spec.batch_size)
     }
 
     /// The loaded model `name`, loading it on first use. Blocks while

@@ -1,10 +1,10 @@
-//! A model's dedicated thread: forward passes run there, one at a time,
-//! never on the async runtime's workers. Callers await a oneshot reply;
+//! A model's dedicated threads: forward passes run there (one per thread,
+//! `replicas` threads at most), never on the async runtime's workers. Callers await a oneshot reply;
 //! a caller that has gone away (its query was cancelled) is skipped.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Mutex;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use futures::channel::oneshot;
 
@@ -16,33 +16,67 @@ type Job = Box<dyn FnOnce(&LoadedKind) + Send>;
 /// Asked between forward passes: whether the caller has gone away.
 pub type Stop<'a> = &'a dyn Fn() -> bool;
 
-/// The sending end of a model's worker thread.
+/// Most worker threads (replicas) one model may have.
+pub const MAX_REPLICAS: usize = 16;
+
+/// The sending end of a model's worker threads: one at first, more on
+/// request ([`Worker::ensure_replicas`]), all taking jobs from one queue
+/// and sharing the same loaded weights.
 #[derive(Debug)]
 pub struct Worker {
     name: String,
+    kind: Arc<LoadedKind>,
     jobs: Mutex<mpsc::Sender<Job>>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    threads: Mutex<usize>,
 }
 
 impl Worker {
     /// Starts a thread that owns `kind` and runs jobs sent to it.
     pub fn spawn(name: &str, kind: LoadedKind) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name(format!("quiver-model-{name}"))
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    // A panicking forward pass fails its own caller (its
-                    // reply is dropped) and leaves the thread serving.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&kind)));
-                }
-            })
-            .map_err(|source| {
-                ModelError::io(name, std::path::Path::new("worker thread"), source)
-            })?;
-        Ok(Self {
+        let worker = Self {
             name: name.to_string(),
+            kind: Arc::new(kind),
             jobs: Mutex::new(tx),
-        })
+            queue: Arc::new(Mutex::new(rx)),
+            threads: Mutex::new(0),
+        };
+        worker.ensure_replicas(1)?;
+        Ok(worker)
+    }
+
+    /// Makes sure `replicas` threads (at most [`MAX_REPLICAS`]) run this
+    /// model's jobs, so that as many forward passes can run at once.
+    pub fn ensure_replicas(&self, replicas: usize) -> Result<()> {
+        let mut threads = self
+            .threads
+            .lock()
+            .map_err(|_| ModelError::WorkerGone(self.name.clone()))?;
+        while *threads < replicas.clamp(1, MAX_REPLICAS) {
+            let (kind, queue) = (self.kind.clone(), self.queue.clone());
+            std::thread::Builder::new()
+                .name(format!("quiver-model-{}-{}", self.name, *threads))
+                .spawn(move || {
+                    loop {
+                        // One thread waits on the queue at a time; the lock is
+                        // released before the job runs.
+                        let job = match queue.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        // A panicking forward pass fails its own caller (its
+                        // reply is dropped) and leaves the thread serving.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&kind)));
+                    }
+                })
+                .map_err(|source| {
+                    ModelError::io(&self.name, std::path::Path::new("worker thread"), source)
+                })?;
+            *threads += 1;
+        }
+        Ok(())
     }
 
     /// Runs `f` on the worker and awaits its result. `f` is skipped when

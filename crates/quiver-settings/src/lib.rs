@@ -10,6 +10,10 @@
 //! | `quiver.media.max_image_alloc` | 1073741824 | bytes a decoder may allocate for one image |
 //! | `quiver.media.max_audio_alloc` | 1073741824 | bytes of decoded samples one audio decode may hold |
 //! | `quiver.io.max_concurrent_requests` | 32 | requests `url_download` keeps in flight per partition |
+//! | `quiver.inference.batch_size` | 0 | rows per model call in `InferenceExec`; 0 takes the model's `batch_size` |
+//! | `quiver.inference.replicas` | 1 | forward passes of one model running at once (worker threads sharing its weights) |
+//! | `quiver.inference.queue_depth` | 4 | input batches each partition keeps queued ahead of its consumer |
+//! | `quiver.inference.max_wait_ms` | 20 | how long a partly filled model batch waits for more rows |
 
 pub mod args;
 
@@ -28,6 +32,35 @@ pub struct QuiverSettings {
     pub audio_limits: AudioLimits,
     /// Requests `url_download` keeps in flight at once, per partition.
     pub max_concurrent_requests: usize,
+    /// How `InferenceExec` batches and runs model calls.
+    pub inference: InferenceSettings,
+}
+
+/// The knobs of the streaming inference operator (`quiver.inference.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InferenceSettings {
+    /// Rows per model call; 0 takes the model's own `batch_size`.
+    pub batch_size: usize,
+    /// Forward passes of one model that run at once, each on its own
+    /// worker thread over the same weights.
+    pub replicas: usize,
+    /// Input batches each partition keeps queued ahead of its consumer:
+    /// the bound that makes a slow consumer stop the decoding upstream.
+    pub queue_depth: usize,
+    /// How long, in milliseconds, a partly filled model batch waits for
+    /// rows from other partitions before it runs anyway.
+    pub max_wait_ms: u64,
+}
+
+impl Default for InferenceSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 0,
+            replicas: 1,
+            queue_depth: 4,
+            max_wait_ms: 20,
+        }
+    }
 }
 
 impl Default for QuiverSettings {
@@ -36,6 +69,7 @@ impl Default for QuiverSettings {
             decode_limits: DecodeLimits::default(),
             audio_limits: AudioLimits::default(),
             max_concurrent_requests: 32,
+            inference: InferenceSettings::default(),
         }
     }
 }
@@ -52,8 +86,16 @@ impl QuiverSettings {
     }
 }
 
+fn parse_whole(key: &str, value: &str) -> Result<u64> {
+    value.trim().parse().map_err(|_| {
+        DataFusionError::Configuration(format!(
+            "quiver.{key} must be a whole number, got '{value}'"
+        ))
+    })
+}
+
 fn parse_count(key: &str, value: &str) -> Result<u64> {
-    let v: u64 = value.trim().parse().map_err(|_| {
+    let v = parse_whole(key, value).map_err(|_| {
         DataFusionError::Configuration(format!(
             "quiver.{key} must be a positive whole number, got '{value}'"
         ))
@@ -94,6 +136,21 @@ impl ExtensionOptions for QuiverSettings {
                 self.max_concurrent_requests =
                     usize::try_from(parse_count(key, value)?).unwrap_or(usize::MAX);
             }
+            "inference.batch_size" => {
+                self.inference.batch_size =
+                    usize::try_from(parse_whole(key, value)?).unwrap_or(usize::MAX);
+            }
+            "inference.replicas" => {
+                self.inference.replicas =
+                    usize::try_from(parse_count(key, value)?).unwrap_or(usize::MAX);
+            }
+            "inference.queue_depth" => {
+                self.inference.queue_depth =
+                    usize::try_from(parse_count(key, value)?).unwrap_or(usize::MAX);
+            }
+            "inference.max_wait_ms" => {
+                self.inference.max_wait_ms = parse_whole(key, value)?;
+            }
             _ => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting quiver.{key}; known: {}",
@@ -131,6 +188,26 @@ impl ExtensionOptions for QuiverSettings {
                 key: "quiver.io.max_concurrent_requests".to_string(),
                 value: Some(self.max_concurrent_requests.to_string()),
                 description: "Requests url_download keeps in flight at once, per partition.",
+            },
+            ConfigEntry {
+                key: "quiver.inference.batch_size".to_string(),
+                value: Some(self.inference.batch_size.to_string()),
+                description: "Rows per model call in InferenceExec, gathered across partitions; 0 takes the model's own batch_size.",
+            },
+            ConfigEntry {
+                key: "quiver.inference.replicas".to_string(),
+                value: Some(self.inference.replicas.to_string()),
+                description: "Forward passes of one model running at once, each on its own worker thread over the same weights.",
+            },
+            ConfigEntry {
+                key: "quiver.inference.queue_depth".to_string(),
+                value: Some(self.inference.queue_depth.to_string()),
+                description: "Input batches each partition of InferenceExec keeps queued ahead of its consumer.",
+            },
+            ConfigEntry {
+                key: "quiver.inference.max_wait_ms".to_string(),
+                value: Some(self.inference.max_wait_ms.to_string()),
+                description: "Milliseconds a partly filled model batch waits for rows from other partitions before it runs.",
             },
         ]
     }

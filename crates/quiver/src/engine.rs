@@ -17,11 +17,14 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::async_udf::AsyncScalarUDF;
+use datafusion::physical_expr::ScalarFunctionExpr;
+use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
+use quiver_exec::{BatchSizeHint, InferenceRule};
 use quiver_settings::QuiverSettings;
 use quiver_sources::download::UrlDownload;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
@@ -121,6 +124,8 @@ fn new_context(
         .with_config(session_config)
         .with_runtime_env(runtime)
         .with_default_features()
+        // Model calls run in InferenceExec, batched across partitions.
+        .with_physical_optimizer_rule(Arc::new(InferenceRule::new(model_batch_size(models))))
         .build();
     for format in ["PARQUET", "CSV", "JSON", "NDJSON"] {
         state.table_factories_mut().insert(
@@ -160,6 +165,16 @@ fn new_context(
         AsyncScalarUDF::new(Arc::new(UrlDownload::new(ctx.runtime_env()))).into_scalar_udf(),
     );
     Ok(ctx)
+}
+
+/// A model call's registered `batch_size`: the model its constant first
+/// argument names.
+fn model_batch_size(models: &Arc<ModelRegistry>) -> BatchSizeHint {
+    let models = models.clone();
+    Arc::new(move |call: &ScalarFunctionExpr| {
+        let name = call.args().first()?.downcast_ref::<Literal>()?.value();
+        models.batch_size(&quiver_settings::args::scalar_text(name)?)
+    })
 }
 
 /// The Quiver engine: plan and run SQL over tables, files and object stores.

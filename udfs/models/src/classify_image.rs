@@ -282,7 +282,7 @@ impl AsyncScalarUDFImpl for ClassifyImage {
             crop_fraction: info.crop_fraction,
         };
         let (rgb, present) = decode_images(&images, input, limits, self.lenient, self.name).await?;
-        let model = load_model(&self.registry.0, &name).await?;
+        let model = load_model(&self.registry.0, &name, &args.config_options).await?;
         let ranked = if rgb.is_empty() {
             vec![]
         } else {

@@ -177,7 +177,7 @@ impl AsyncScalarUDFImpl for ClipUdf {
             crop_fraction: 1.0,
         };
         let (rgb, present) = decode_images(&images, input, limits, false, self.name()).await?;
-        let model = load_model(&self.registry.0, &name).await?;
+        let model = load_model(&self.registry.0, &name, &args.config_options).await?;
         match self.op {
             ClipOp::EmbedImage => {
                 let DataType::FixedSizeList(item, dim) = args.return_field.data_type() else {

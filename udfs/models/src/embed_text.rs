@@ -15,6 +15,8 @@ use datafusion::logical_expr::{
 use quiver_models::{Model, ModelError, ModelRegistry};
 
 use crate::Registry;
+use datafusion::common::config::ConfigOptions;
+use quiver_settings::QuiverSettings;
 use quiver_settings::args::scalar_text;
 
 /// An embedding column: `FixedSizeList<Float32, dim>` tagged
@@ -40,14 +42,22 @@ pub(crate) fn model_error(e: ModelError) -> DataFusionError {
 }
 
 /// The loaded model `name` (loading it on first use, off the async
-/// runtime).
-pub(crate) async fn load_model(registry: &Arc<ModelRegistry>, name: &str) -> Result<Arc<Model>> {
+/// runtime), with as many worker threads as the session's
+/// `quiver.inference.replicas` asks for.
+pub(crate) async fn load_model(
+    registry: &Arc<ModelRegistry>,
+    name: &str,
+    options: &ConfigOptions,
+) -> Result<Arc<Model>> {
+    let replicas = QuiverSettings::from_options(options).inference.replicas;
     let registry = registry.clone();
     let name = name.to_string();
-    tokio::task::spawn_blocking(move || registry.get(&name))
+    let model = tokio::task::spawn_blocking(move || registry.get(&name))
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?
-        .map_err(model_error)
+        .map_err(model_error)?;
+    model.ensure_replicas(replicas).map_err(model_error)?;
+    Ok(model)
 }
 
 /// `embed_text(model, text)`.
@@ -196,7 +206,7 @@ impl AsyncScalarUDFImpl for EmbedText {
             {
                 return Ok(ColumnarValue::Array(v.to_array_of_size(args.number_rows)?));
             }
-            let model = load_model(&self.registry.0, &name).await?;
+            let model = load_model(&self.registry.0, &name, &args.config_options).await?;
             let array = self
                 .embed(
                     &model,
@@ -227,7 +237,7 @@ impl AsyncScalarUDFImpl for EmbedText {
                 ),
             ));
         }
-        let model = load_model(&self.registry.0, &name).await?;
+        let model = load_model(&self.registry.0, &name, &args.config_options).await?;
         Ok(ColumnarValue::Array(
             self.embed(&model, texts, &args.return_field).await?,
         ))

@@ -164,7 +164,7 @@ impl AsyncScalarUDFImpl for Transcribe {
             return Ok(ColumnarValue::Array(new_null_array(&DataType::Utf8, rows)));
         }
         let limits = QuiverSettings::from_options(&args.config_options).audio_limits;
-        let model = load_model(&self.registry.0, &name).await?;
+        let model = load_model(&self.registry.0, &name, &args.config_options).await?;
 
         let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut out = StringBuilder::new();
