@@ -1,5 +1,7 @@
-//! A progress line on stderr (rows and elapsed time) for statements that
-//! run longer than a second, shown only when stderr is a terminal.
+//! A progress line on stderr (rows, elapsed time, and rows through model
+//! calls out of the rows expected, when the statement runs models) for
+//! statements that run longer than a second, shown only when stderr is a
+//! terminal.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -7,9 +9,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use quiver::InferenceProgress;
 
 /// How long a statement runs before the bar appears.
 const DELAY: Duration = Duration::from_secs(1);
+
+/// `12 rows`, or `12 rows · model 640/10000 rows (6%)` while model calls run.
+fn message(rows: u64, models: Option<&InferenceProgress>) -> String {
+    let Some(m) = models.filter(|m| m.done() > 0 || m.total().is_some()) else {
+        return format!("{rows} rows");
+    };
+    match m.total() {
+        Some(total) => format!(
+            "{rows} rows · model {}/{total} rows ({}%)",
+            m.done(),
+            m.done() * 100 / total.max(1)
+        ),
+        None => format!("{rows} rows · model {} rows", m.done()),
+    }
+}
 
 /// Progress of one running statement.
 pub struct Progress {
@@ -19,8 +37,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Starts tracking; the bar shows after [`DELAY`] if stderr is a terminal.
-    pub fn start() -> Self {
+    /// Starts tracking; the bar shows after [`DELAY`] if stderr is a
+    /// terminal. `models` is the session's count of rows through model
+    /// calls, reset here.
+    pub fn start(models: Option<Arc<InferenceProgress>>) -> Self {
+        if let Some(m) = &models {
+            m.reset();
+        }
         let rows = Arc::new(AtomicU64::new(0));
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
         if !std::io::stderr().is_terminal() {
@@ -39,7 +62,7 @@ impl Progress {
             task_bar.set_draw_target(ProgressDrawTarget::stderr());
             loop {
                 let n = task_rows.load(Ordering::Relaxed);
-                task_bar.set_message(format!("{n} rows"));
+                task_bar.set_message(message(n, models.as_deref()));
                 task_bar.tick();
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -68,5 +91,17 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_counts_model_rows_when_there_are_some() {
+        assert_eq!(message(5, None), "5 rows");
+        let m = InferenceProgress::default();
+        assert_eq!(message(5, Some(&m)), "5 rows");
     }
 }

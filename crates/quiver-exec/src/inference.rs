@@ -43,6 +43,7 @@ use datafusion::arrow::compute::concat;
 use datafusion::arrow::datatypes::{FieldRef, Fields, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{ColumnStatistics, Statistics};
 use datafusion::common::{DataFusionError, Result, ScalarValue, internal_err};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -52,16 +53,24 @@ use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
 use datafusion::physical_expr::equivalence::ProjectionMapping;
 use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet, Time,
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet,
+    RecordOutput, Time,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ChildStats, StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PhysicalExpr,
     PlanProperties,
 };
 use futures::StreamExt;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
+
+use crate::progress::InferenceProgress;
+
+/// Producers hand rows to the batcher in slices of `batch_size /
+/// SLICES_PER_CALL` rows (rounded up).
+const SLICES_PER_CALL: usize = 4;
 
 /// How an `InferenceExec` batches and runs its calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +241,8 @@ impl InferenceExec {
         let (chunk_tx, chunk_rx) = mpsc::channel(partitions.max(1) * self.config.queue_depth);
         let mut tasks = JoinSet::new();
         let mut outputs = Vec::with_capacity(partitions);
+        let freed = Arc::new(Notify::new());
+        let stalls = Arc::new(Stalls::new(partitions));
         for partition in 0..partitions {
             let input = self.input.execute(partition, context.clone())?;
             let (out_tx, out_rx) = mpsc::channel(self.config.queue_depth);
@@ -241,16 +252,31 @@ impl InferenceExec {
             );
             tasks.spawn(produce(Producer {
                 input,
+                stalls: stalls.clone(),
+                slice_rows: self.config.batch_size.div_ceil(SLICES_PER_CALL),
+                freed: freed.clone(),
                 calls: self.calls.clone(),
                 output: out_tx,
                 chunks: chunk_tx.clone(),
                 reservation: reservation.clone(),
                 metrics: metrics.clone(),
             }));
-            outputs.push(Some((out_rx, reservation)));
+            outputs.push(Some((out_rx, reservation, freed.clone())));
         }
         drop(chunk_tx);
+        let progress = context
+            .session_config()
+            .get_extension::<InferenceProgress>();
+        if let Some(progress) = &progress {
+            let rows = StatisticsContext::new()
+                .compute(self.input.as_ref(), &StatisticsArgs::new())
+                .ok()
+                .and_then(|s| s.num_rows.get_value().copied());
+            progress.expect(rows);
+        }
         tasks.spawn(batch(Batcher {
+            stalls,
+            progress,
             chunks: chunk_rx,
             calls: self.calls.clone(),
             config: self.config,
@@ -264,10 +290,14 @@ impl InferenceExec {
     }
 }
 
+/// What an output stream takes over: its queue, its memory reservation
+/// and the signal that it freed memory.
+type OutputEnds = (mpsc::Receiver<Pending>, Arc<MemoryReservation>, Arc<Notify>);
+
 /// An execution whose output streams are being handed out.
 #[derive(Debug)]
 struct Running {
-    outputs: Vec<Option<(mpsc::Receiver<Pending>, Arc<MemoryReservation>)>>,
+    outputs: Vec<Option<OutputEnds>>,
     tasks: Arc<Tasks>,
 }
 
@@ -374,7 +404,7 @@ impl ExecutionPlan for InferenceExec {
         let Some(current) = running.as_mut() else {
             return internal_err!("InferenceExec: no execution");
         };
-        let Some((queue, reservation)) = current.outputs[partition].take() else {
+        let Some((queue, reservation, freed)) = current.outputs[partition].take() else {
             return internal_err!("InferenceExec: partition {partition} taken twice");
         };
         let tasks = current.tasks.clone();
@@ -385,6 +415,7 @@ impl ExecutionPlan for InferenceExec {
         let output = Output {
             queue,
             reservation,
+            freed,
             tasks,
             schema: self.schema(),
             baseline: BaselineMetrics::new(&self.metrics, partition),
@@ -401,6 +432,28 @@ impl ExecutionPlan for InferenceExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    /// As many rows as the input, its columns' statistics, nothing known
+    /// of the model columns.
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let Some(input) = input_stats.first() else {
+            return Ok(Arc::new(Statistics::new_unknown(&self.schema())));
+        };
+        let mut stats = input.as_ref().clone();
+        stats.total_byte_size = datafusion::common::stats::Precision::Absent;
+        stats
+            .column_statistics
+            .extend(self.exprs.iter().map(|_| ColumnStatistics::new_unknown()));
+        Ok(Arc::new(stats))
     }
 }
 
@@ -423,6 +476,8 @@ struct SharedMetrics {
     output_blocked: Time,
     /// Time producers spent evaluating the functions' arguments.
     preprocess: Time,
+    /// When the execution started.
+    started: Instant,
 }
 
 impl SharedMetrics {
@@ -436,7 +491,24 @@ impl SharedMetrics {
             input_wait: MetricBuilder::new(set).subset_time("input_wait", 0),
             output_blocked: MetricBuilder::new(set).subset_time("output_blocked", 0),
             preprocess: MetricBuilder::new(set).subset_time("preprocess", 0),
+            started: Instant::now(),
         }
+    }
+
+    /// A call of `rows` rows made; `calls` and `rows_called` so far.
+    fn called(&self, rows: usize, calls: usize, rows_called: usize, size: usize) {
+        self.batches.add(1);
+        self.model_rows.add(rows);
+        self.batch_fill_pct
+            .set(rows_called * 100 / (calls * size).max(1));
+    }
+
+    /// Brings `model_busy_pct` up to date (after each call, so that it is
+    /// right whenever the last rows reach the consumer).
+    fn update_busy(&self) {
+        let elapsed = self.started.elapsed().as_nanos().max(1);
+        self.busy_pct
+            .set((self.model_busy.value() as u128 * 100 / elapsed) as usize);
     }
 }
 
@@ -523,6 +595,9 @@ impl Sink {
 
 struct Producer {
     input: SendableRecordBatchStream,
+    stalls: Arc<Stalls>,
+    slice_rows: usize,
+    freed: Arc<Notify>,
     calls: Arc<[ModelCall]>,
     output: mpsc::Sender<Pending>,
     chunks: mpsc::Sender<Chunk>,
@@ -541,27 +616,50 @@ fn arguments(calls: &[ModelCall], batch: &RecordBatch) -> Result<Vec<Vec<Columna
 /// One input partition: evaluate arguments, queue the batch for output and
 /// its rows for the batcher, until the input ends or nobody listens.
 async fn produce(mut p: Producer) {
+    // However this ends (input done, consumer gone, aborted), the
+    // batcher stops counting on rows from here.
+    let _finished = FinishGuard(p.stalls.clone());
     while let Some(batch) = p.input.next().await {
         let batch = match batch {
-            Ok(b) if b.num_rows() == 0 => continue,
             Ok(b) => b,
             Err(e) => {
                 let _ = p.output.send(Pending::Failed(e)).await;
                 return;
             }
         };
+        // Slices of `slice_rows`: the arguments (decoded images…) of one
+        // slice at a time are in memory, and rows reach the batcher while
+        // the rest of the batch is still being prepared.
+        let total = batch.num_rows();
+        let bytes = batch.get_array_memory_size();
+        let mut offset = 0;
+        while offset < total {
+            let rows = p.slice_rows.min(total - offset);
+            let slice = batch.slice(offset, rows);
+            offset += rows;
+            if !p.send(slice, bytes * rows / total).await {
+                return;
+            }
+        }
+    }
+}
+
+impl Producer {
+    /// Queues one slice (its share of its input batch's memory is
+    /// `bytes`); false when the execution is over for this partition.
+    async fn send(&mut self, batch: RecordBatch, bytes: usize) -> bool {
         let args = {
-            let _timer = p.metrics.preprocess.timer();
-            arguments(&p.calls, &batch)
+            let _timer = self.metrics.preprocess.timer();
+            arguments(&self.calls, &batch)
         };
         let args = match args {
             Ok(a) => a,
             Err(e) => {
-                let _ = p.output.send(Pending::Failed(e)).await;
-                return;
+                let _ = self.output.send(Pending::Failed(e)).await;
+                return false;
             }
         };
-        let reserved = batch.get_array_memory_size()
+        let reserved = bytes
             + args
                 .iter()
                 .flatten()
@@ -570,9 +668,9 @@ async fn produce(mut p: Producer) {
                     ColumnarValue::Scalar(_) => 0,
                 })
                 .sum::<usize>();
-        if let Err(e) = p.reservation.try_grow(reserved) {
-            let _ = p.output.send(Pending::Failed(e)).await;
-            return;
+        if let Err(e) = self.reserve(reserved).await {
+            let _ = self.output.send(Pending::Failed(e)).await;
+            return false;
         }
         let (reply, result) = oneshot::channel();
         let rows = batch.num_rows();
@@ -581,12 +679,19 @@ async fn produce(mut p: Producer) {
             result,
             reserved,
         };
-        let sent = {
-            let _timer = p.metrics.output_blocked.timer();
-            p.output.send(pending).await
+        let sent = match self.output.try_send(pending) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(pending)) => {
+                // Blocked until the consumer takes a batch: while every
+                // partition is, the batcher runs what it has.
+                let _timer = self.metrics.output_blocked.timer();
+                let _stalled = self.stalls.stall();
+                self.output.send(pending).await.is_ok()
+            }
         };
-        if sent.is_err() {
-            return;
+        if !sent {
+            return false;
         }
         let chunk = Chunk {
             rows,
@@ -594,13 +699,95 @@ async fn produce(mut p: Producer) {
             sink: Arc::new(Sink::new(rows, reply)),
             arrived: Instant::now(),
         };
-        if p.chunks.send(chunk).await.is_err() {
-            return;
+        self.chunks.send(chunk).await.is_ok()
+    }
+
+    /// Reserves `bytes` in the memory pool. While this partition has
+    /// batches queued, a full pool means waiting for the consumer to take
+    /// them (backpressure); with nothing queued, it waits up to
+    /// [`RESERVE_PATIENCE`] for other partitions to free memory, then fails
+    /// with the pool's "resources exhausted" error.
+    async fn reserve(&mut self, bytes: usize) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let freed = self.freed.notified();
+            let Err(e) = self.reservation.try_grow(bytes) else {
+                return Ok(());
+            };
+            if self.reservation.size() == 0 && started.elapsed() > RESERVE_PATIENCE {
+                return Err(e);
+            }
+            drop(e);
+            let _stalled = (self.reservation.size() > 0).then(|| self.stalls.stall());
+            let _ = tokio::time::timeout(Duration::from_millis(10), freed).await;
         }
     }
 }
 
+/// How many producers can send no rows now: finished, or blocked until
+/// their consumer takes a batch (whose rows may be the very ones the
+/// batcher holds). When all of them are, waiting for more rows is
+/// pointless.
+#[derive(Debug)]
+struct Stalls {
+    count: std::sync::atomic::AtomicUsize,
+    partitions: usize,
+    changed: Notify,
+}
+
+impl Stalls {
+    fn new(partitions: usize) -> Self {
+        Self {
+            count: std::sync::atomic::AtomicUsize::new(0),
+            partitions,
+            changed: Notify::new(),
+        }
+    }
+
+    fn all(&self) -> bool {
+        self.count.load(std::sync::atomic::Ordering::SeqCst) >= self.partitions
+    }
+
+    /// Counts one producer stalled until the guard drops.
+    fn stall(self: &Arc<Self>) -> StallGuard {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_one();
+        StallGuard(self.clone())
+    }
+}
+
+struct StallGuard(Arc<Stalls>);
+
+/// Counts its producer as finished (for good) when dropped.
+struct FinishGuard(Arc<Stalls>);
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        self.0
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_one();
+    }
+}
+
+impl Drop for StallGuard {
+    fn drop(&mut self) {
+        self.0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How long every producer must stay stalled before the batcher runs a
+/// partly filled call rather than wait for `max_wait`.
+const STALL_GRACE: Duration = Duration::from_millis(5);
+
+/// How long a partition with nothing queued waits for memory.
+const RESERVE_PATIENCE: Duration = Duration::from_secs(2);
+
 struct Batcher {
+    stalls: Arc<Stalls>,
+    progress: Option<Arc<InferenceProgress>>,
     chunks: mpsc::Receiver<Chunk>,
     calls: Arc<[ModelCall]>,
     config: InferenceConfig,
@@ -658,9 +845,9 @@ impl Drop for BusyGuard {
 /// Gathers rows of every partition into calls of `batch_size` rows and
 /// runs them, `replicas + 1` at once.
 async fn batch(mut b: Batcher) {
-    let started = Instant::now();
     let size = b.config.batch_size;
-    let permits = Arc::new(Semaphore::new(b.config.replicas + 1));
+    let slots = b.config.replicas + 1;
+    let permits = Arc::new(Semaphore::new(slots));
     let busy = Arc::new(BusyClock::default());
     let mut in_flight = JoinSet::new();
     let mut pending: VecDeque<(Chunk, usize)> = VecDeque::new();
@@ -691,12 +878,25 @@ async fn batch(mut b: Batcher) {
                     let _timer = b.metrics.input_wait.timer();
                     Some(b.chunks.recv().await)
                 }
+                // Every producer done or blocked on its consumer, and no
+                // other call running whose results could unblock one: no
+                // more rows will come until these are run.
+                // (A producer just unblocked may not have run yet: the
+                // state must last STALL_GRACE.)
+                Some(_) if b.stalls.all() && permits.available_permits() == slots - 1 => {
+                    match tokio::time::timeout(STALL_GRACE, b.chunks.recv()).await {
+                        Ok(next) => Some(next),
+                        Err(_) if b.stalls.all() => break,
+                        Err(_) => continue,
+                    }
+                }
                 Some((oldest, _)) => {
                     let deadline =
                         tokio::time::Instant::from_std(oldest.arrived + b.config.max_wait);
-                    tokio::time::timeout_at(deadline, b.chunks.recv())
-                        .await
-                        .ok()
+                    tokio::select! {
+                        next = tokio::time::timeout_at(deadline, b.chunks.recv()) => next.ok(),
+                        () = b.stalls.changed.notified() => continue,
+                    }
                 }
             };
             match next {
@@ -741,36 +941,31 @@ async fn batch(mut b: Batcher) {
         pending_rows -= take;
         calls += 1;
         rows_called += take;
-        b.metrics.batches.add(1);
-        b.metrics.model_rows.add(take);
+        b.metrics.called(take, calls, rows_called, size);
         let calls_of = b.calls.clone();
         let options = b.options.clone();
         let guard_clock = busy.clone();
-        let busy_time = b.metrics.model_busy.clone();
+        let metrics = b.metrics.clone();
+        let progress = b.progress.clone();
+        let stalls = b.stalls.clone();
         in_flight.spawn(async move {
-            let _permit = permit;
             run_call(
                 &calls_of,
                 segments,
                 take,
                 &options,
                 &guard_clock,
-                &busy_time,
+                &metrics,
+                progress.as_deref(),
             )
             .await;
+            // A slot is free: the batcher looks again at whether to wait.
+            drop(permit);
+            stalls.changed.notify_one();
         });
         while in_flight.try_join_next().is_some() {}
     }
     while in_flight.join_next().await.is_some() {}
-    if calls > 0 {
-        b.metrics
-            .batch_fill_pct
-            .set(rows_called * 100 / (calls * size));
-    }
-    let elapsed = started.elapsed().as_nanos().max(1);
-    b.metrics
-        .busy_pct
-        .set((b.metrics.model_busy.value() as u128 * 100 / elapsed) as usize);
 }
 
 /// Rows `offset..offset + rows` of an argument.
@@ -811,7 +1006,8 @@ async fn run_call(
     rows: usize,
     options: &Arc<ConfigOptions>,
     clock: &Arc<BusyClock>,
-    busy: &Time,
+    metrics: &SharedMetrics,
+    progress: Option<&InferenceProgress>,
 ) {
     let mut outputs = Vec::with_capacity(calls.len());
     for (i, call) in calls.iter().enumerate() {
@@ -833,7 +1029,7 @@ async fn run_call(
             .collect::<Result<Vec<_>>>();
         let result = match args {
             Ok(args) => {
-                let _busy = clock.enter(busy);
+                let _busy = clock.enter(&metrics.model_busy);
                 call.invoke(args, rows, options).await
             }
             Err(e) => Err(e),
@@ -849,6 +1045,10 @@ async fn run_call(
             }
         }
     }
+    metrics.update_busy();
+    if let Some(p) = progress {
+        p.add(rows);
+    }
     let mut at = 0;
     for s in segments {
         s.sink.add(
@@ -863,6 +1063,7 @@ async fn run_call(
 struct Output {
     queue: mpsc::Receiver<Pending>,
     reservation: Arc<MemoryReservation>,
+    freed: Arc<Notify>,
     #[allow(dead_code)]
     tasks: Arc<Tasks>,
     schema: SchemaRef,
@@ -881,6 +1082,7 @@ impl Output {
             } => {
                 let result = result.await;
                 self.reservation.shrink(reserved);
+                self.freed.notify_waiters();
                 let columns = match result {
                     Ok(Ok(columns)) => columns,
                     Ok(Err(e)) => return Some(Err(e)),
@@ -894,10 +1096,7 @@ impl Output {
                 all.extend(columns);
                 let out =
                     RecordBatch::try_new(self.schema.clone(), all).map_err(DataFusionError::from);
-                if let Ok(b) = &out {
-                    self.baseline.record_output(b.num_rows());
-                }
-                Some(out)
+                Some(out.map(|b| b.record_output(&self.baseline)))
             }
         }
     }

@@ -11,6 +11,7 @@ use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::common::{Result, exec_err};
 use datafusion::datasource::MemTable;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{
@@ -19,7 +20,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, collect, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
-use quiver_exec::{InferenceExec, InferenceRule};
+use quiver_exec::{InferenceExec, InferenceProgress, InferenceRule};
 use quiver_settings::QuiverSettings;
 
 #[derive(Debug, Default)]
@@ -111,11 +112,26 @@ fn table(partitions: usize, batches: usize, rows: usize) -> MemTable {
 }
 
 fn context(calls: &Arc<Calls>, delay: Duration, fail_on: Option<i64>) -> SessionContext {
+    context_with_memory(calls, delay, fail_on, None)
+}
+
+fn context_with_memory(
+    calls: &Arc<Calls>,
+    delay: Duration,
+    fail_on: Option<i64>,
+    memory_limit: Option<usize>,
+) -> SessionContext {
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = memory_limit {
+        runtime = runtime.with_memory_limit(limit, 1.0);
+    }
     let config = SessionConfig::new()
         .with_target_partitions(8)
-        .with_option_extension(QuiverSettings::default());
+        .with_option_extension(QuiverSettings::default())
+        .with_extension(Arc::new(InferenceProgress::default()));
     let state = SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(Arc::new(runtime.build().expect("runtime")))
         .with_default_features()
         .with_physical_optimizer_rule(Arc::new(InferenceRule::default()))
         .build();
@@ -156,13 +172,16 @@ async fn rows_line_up_and_calls_fill_across_partitions() {
     ctx.sql("SET quiver.inference.batch_size = 16")
         .await
         .unwrap();
-    ctx.sql("SET quiver.inference.max_wait_ms = 2000")
+    // Inputs that end flush the last call at once; no call before it
+    // should ever wait this long.
+    ctx.sql("SET quiver.inference.max_wait_ms = 600000")
         .await
         .unwrap();
     let plan = plan(&ctx, "SELECT id, echo(id) AS e FROM t").await;
     let shown = displayable(plan.as_ref()).indent(true).to_string();
     assert!(
-        shown.contains("InferenceExec: batch_size=16, replicas=1, queue_depth=4, max_wait=2000ms"),
+        shown
+            .contains("InferenceExec: batch_size=16, replicas=1, queue_depth=4, max_wait=600000ms"),
         "{shown}"
     );
     assert!(!shown.contains("AsyncFuncExec"), "{shown}");
@@ -201,14 +220,21 @@ async fn rows_line_up_and_calls_fill_across_partitions() {
         .flat_map(|p| (0..6).map(move |b| 5 + (p * 7 + b * 3) % 5))
         .sum();
     assert_eq!(total, expected);
-    // Partitions deliver 5–9 rows per batch; calls take 16 rows from
-    // several of them (only the last call may be short).
+    // Partitions deliver 5–9 rows per batch, handed on in slices of 4;
+    // calls take 16 rows from several of them. Only the tail may be
+    // short: when the last partitions' queues hold all that is left.
     let sizes = calls.sizes.lock().unwrap().clone();
     assert_eq!(sizes.iter().sum::<usize>(), expected);
-    assert!(
-        sizes[..sizes.len() - 1].iter().all(|&s| s == 16),
-        "{sizes:?}"
-    );
+    let short = sizes.iter().filter(|&&s| s < 16).count();
+    assert!(short <= 2, "{sizes:?}");
+    // The session's progress: every row expected (the table's statistics
+    // know its size) and done.
+    let progress = task
+        .session_config()
+        .get_extension::<InferenceProgress>()
+        .expect("progress");
+    assert_eq!(progress.total(), Some(expected as u64));
+    assert_eq!(progress.done(), expected as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -346,4 +372,95 @@ async fn replicas_run_calls_side_by_side() {
     let one = run(1).await;
     let four = run(4).await;
     assert!(four * 3 < one * 2, "4 replicas {four:?}, 1 replica {one:?}");
+}
+
+/// 1,600 rows of 10 KB each (16 MB) over 8 partitions.
+fn wide_table() -> MemTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("blob", DataType::Utf8, false),
+    ]));
+    let data = (0..8i64)
+        .map(|p| {
+            (0..10i64)
+                .map(|b| {
+                    let ids: Int64Array = (0..20).map(|i| p * 1000 + b * 20 + i).collect();
+                    let blobs: datafusion::arrow::array::StringArray =
+                        (0..20).map(|_| Some("x".repeat(10_000))).collect();
+                    RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(blobs)])
+                        .expect("batch")
+                })
+                .collect()
+        })
+        .collect();
+    MemTable::try_new(schema, data).expect("table")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queues_wait_for_memory_and_fail_cleanly_when_a_slice_cannot_fit() {
+    // 1 MB: a few slices of 4 rows (40 KB) at a time; the query waits for
+    // memory instead of failing, and finishes.
+    let calls = Arc::new(Calls::default());
+    let ctx = context_with_memory(&calls, Duration::from_millis(1), None, Some(1 << 20));
+    ctx.register_table("t", Arc::new(wide_table())).unwrap();
+    ctx.sql("SET quiver.inference.batch_size = 16")
+        .await
+        .unwrap();
+    let out = ctx
+        .sql("SELECT max(length(blob)), count(echo(id)) FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(out[0].column(1).as_primitive::<Int64Type>().value(0), 1600);
+    // 16 KB: not one slice fits; a clear error, not a hang or a crash.
+    let ctx = context_with_memory(&calls, Duration::ZERO, None, Some(16 << 10));
+    ctx.register_table("t", Arc::new(wide_table())).unwrap();
+    ctx.sql("SET quiver.inference.batch_size = 16")
+        .await
+        .unwrap();
+    let err = ctx
+        .sql("SELECT max(length(blob)), count(echo(id)) FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Resources exhausted"), "{err}");
+    assert!(err.contains("InferenceExec"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_read_one_after_another_never_wait_for_rows_that_cannot_come() {
+    // The consumer reads partition 0 to its end before it looks at
+    // partition 1: the other partitions' queues fill and their producers
+    // block, so the batcher runs what it has instead of waiting out an
+    // (hour-long) max_wait.
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::ZERO, None);
+    ctx.register_table("t", Arc::new(table(4, 20, 10))).unwrap();
+    ctx.sql("SET quiver.inference.batch_size = 64")
+        .await
+        .unwrap();
+    ctx.sql("SET quiver.inference.max_wait_ms = 3600000")
+        .await
+        .unwrap();
+    let plan = plan(&ctx, "SELECT id, echo(id) FROM t").await;
+    let read = async {
+        let mut rows = 0;
+        for p in 0..plan.output_partitioning().partition_count() {
+            let mut stream = plan.execute(p, ctx.task_ctx()).unwrap();
+            while let Some(batch) = stream.next().await {
+                rows += batch.unwrap().num_rows();
+            }
+        }
+        rows
+    };
+    let rows = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("no stall");
+    assert_eq!(rows, calls.rows.load(Ordering::SeqCst));
+    assert!(rows >= 800);
 }

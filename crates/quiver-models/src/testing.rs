@@ -357,12 +357,57 @@ pub fn pattern_image(kind: u64, size: usize) -> Vec<u8> {
     out
 }
 
+/// The vision tower of a generated CLIP: image and patch size, width,
+/// depth and heads, and the embedding dimension. The text tower is the
+/// tiny one (2 layers of width 32) whatever the shape.
+#[derive(Debug, Clone, Copy)]
+pub struct ClipShape {
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub width: usize,
+    /// Width of the MLP inside each layer.
+    pub mlp: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub projection_dim: usize,
+}
+
+impl ClipShape {
+    /// 32×32 images in 8×8 patches, 2 layers of width 32, 16-dimensional
+    /// embeddings.
+    pub const TINY: ClipShape = ClipShape {
+        image_size: 32,
+        patch_size: 8,
+        width: 32,
+        mlp: 64,
+        layers: 2,
+        heads: 4,
+        projection_dim: 16,
+    };
+    /// OpenAI's ViT-B/32 image tower: 224×224 images in 32×32 patches,
+    /// 12 layers of width 768, 512-dimensional embeddings.
+    pub const VIT_B32: ClipShape = ClipShape {
+        image_size: 224,
+        patch_size: 32,
+        width: 768,
+        mlp: 3072,
+        layers: 12,
+        heads: 12,
+        projection_dim: 512,
+    };
+}
+
 /// Writes a tiny CLIP (OpenAI's ViT layout, Hugging Face names) to `dir`:
-/// 32×32 images in 8×8 patches, 2-layer towers of width 32, 16-dimensional
-/// embeddings, and a WordPiece tokenizer whose end-of-text token has the
-/// highest id (the text tower pools there, as CLIP's BPE vocabulary has
-/// it).
+/// [`ClipShape::TINY`], and a WordPiece tokenizer whose end-of-text token
+/// has the highest id (the text tower pools there, as CLIP's BPE
+/// vocabulary has it).
 pub fn write_tiny_clip(dir: &Path, seed: u64) -> Result<()> {
+    write_clip(dir, ClipShape::TINY, seed)
+}
+
+/// Writes a CLIP of vision tower `shape` with deterministic weights to
+/// `dir` (see [`write_tiny_clip`]).
+pub fn write_clip(dir: &Path, shape: ClipShape, seed: u64) -> Result<()> {
     use candle_transformers::models::clip::ClipModel;
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let mut vocab = tiny_vocab();
@@ -370,7 +415,8 @@ pub fn write_tiny_clip(dir: &Path, seed: u64) -> Result<()> {
     vocab.push("<|endoftext|>".into());
     let tower = |extra: serde_json::Value| {
         let mut base = json!({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                              "num_attention_heads": 4, "hidden_act": "quick_gelu", "projection_dim": 16});
+                              "num_attention_heads": 4, "hidden_act": "quick_gelu",
+                              "projection_dim": shape.projection_dim});
         if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());
         }
@@ -381,12 +427,15 @@ pub fn write_tiny_clip(dir: &Path, seed: u64) -> Result<()> {
         &json!({
             "architectures": ["CLIPModel"],
             "model_type": "clip",
-            "projection_dim": 16,
+            "projection_dim": shape.projection_dim,
             "logit_scale_init_value": 2.6592,
             "text_config": tower(json!({"vocab_size": vocab.len(), "max_position_embeddings": 16,
                                         "bos_token_id": vocab.len() - 2, "eos_token_id": vocab.len() - 1,
                                         "pad_token_id": 0})),
-            "vision_config": tower(json!({"image_size": 32, "patch_size": 8})),
+            "vision_config": tower(json!({"image_size": shape.image_size, "patch_size": shape.patch_size,
+                                          "hidden_size": shape.width, "intermediate_size": shape.mlp,
+                                          "num_hidden_layers": shape.layers,
+                                          "num_attention_heads": shape.heads})),
         }),
     )?;
     write_wordpiece_tokenizer(
@@ -404,7 +453,7 @@ pub fn write_tiny_clip(dir: &Path, seed: u64) -> Result<()> {
     let init = candle_nn::Init::Const(0.0);
     varmap
         .get(
-            32,
+            shape.width,
             "vision_model.embeddings.class_embedding",
             init,
             DType::F32,

@@ -13,7 +13,7 @@
 //! | `quiver.inference.batch_size` | 0 | rows per model call in `InferenceExec`; 0 takes the model's `batch_size` |
 //! | `quiver.inference.replicas` | 1 | forward passes of one model running at once (worker threads sharing its weights) |
 //! | `quiver.inference.queue_depth` | 4 | input batches each partition keeps queued ahead of its consumer |
-//! | `quiver.inference.max_wait_ms` | 20 | how long a partly filled model batch waits for more rows |
+//! | `quiver.inference.max_wait_ms` | 100 | how long a partly filled model batch waits for more rows |
 
 pub mod args;
 
@@ -58,7 +58,7 @@ impl Default for InferenceSettings {
             batch_size: 0,
             replicas: 1,
             queue_depth: 4,
-            max_wait_ms: 20,
+            max_wait_ms: 100,
         }
     }
 }

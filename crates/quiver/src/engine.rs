@@ -24,7 +24,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
-use quiver_exec::{BatchSizeHint, InferenceRule};
+use quiver_exec::{BatchSizeHint, InferenceProgress, InferenceRule};
 use quiver_settings::QuiverSettings;
 use quiver_sources::download::UrlDownload;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
@@ -107,6 +107,8 @@ fn new_context(
         .with_target_partitions(config.target_partitions())
         .with_batch_size(config.exec.batch_size)
         .with_information_schema(true)
+        // Rows through model calls, for progress displays.
+        .with_extension(Arc::new(InferenceProgress::default()))
         // Keep the Arrow schema stored in Parquet files, so that image
         // and embedding columns written by COPY read back tagged.
         .set_bool("datafusion.execution.parquet.skip_metadata", false)
@@ -214,6 +216,16 @@ impl Quiver {
     /// The underlying DataFusion context, for anything this API lacks.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Rows done and expected by this session's model calls (reset it
+    /// when a statement starts): what a progress display shows.
+    pub fn inference_progress(&self) -> Option<Arc<InferenceProgress>> {
+        self.ctx
+            .state_ref()
+            .read()
+            .config()
+            .get_extension::<InferenceProgress>()
     }
 
     /// The configuration this engine was built with.

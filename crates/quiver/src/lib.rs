@@ -37,5 +37,6 @@ pub mod statements;
 pub use config::{ConfigError, QuiverConfig};
 pub use datafusion;
 pub use engine::{Quiver, QuiverBuilder};
+pub use quiver_exec::InferenceProgress;
 pub use quiver_sources::images;
 pub use quiver_sources::listing;

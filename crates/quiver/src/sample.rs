@@ -409,6 +409,19 @@ pub fn photo_jpeg(width: u32, height: u32, seed: u64) -> Result<Vec<u8>> {
 /// cycling through [`PHOTO_SIZES`], on `threads` threads; files already
 /// there are kept, so a benchmark can reuse its corpus.
 pub fn write_photo_corpus(dir: &Path, count: usize, threads: usize) -> Result<Vec<PathBuf>> {
+    write_photo_corpus_of(dir, count, threads, &PHOTO_SIZES)
+}
+
+/// [`write_photo_corpus`] cycling through `sizes` (width, height) instead.
+pub fn write_photo_corpus_of(
+    dir: &Path,
+    count: usize,
+    threads: usize,
+    sizes: &[(u32, u32)],
+) -> Result<Vec<PathBuf>> {
+    if sizes.is_empty() {
+        return Ok(vec![]);
+    }
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let paths: Vec<PathBuf> = (0..count)
         .map(|i| dir.join(format!("photo-{i:05}.jpg")))
@@ -426,7 +439,7 @@ pub fn write_photo_corpus(dir: &Path, count: usize, threads: usize) -> Result<Ve
                         if path.exists() {
                             continue;
                         }
-                        let (w, h) = PHOTO_SIZES[i % PHOTO_SIZES.len()];
+                        let (w, h) = sizes[i % sizes.len()];
                         let bytes = photo_jpeg(w, h, i as u64)?;
                         std::fs::write(path, bytes).map_err(io_err(path))?;
                     }
