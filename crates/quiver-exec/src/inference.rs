@@ -414,6 +414,7 @@ impl ExecutionPlan for InferenceExec {
         }
         let output = Output {
             queue,
+            parts: vec![],
             reservation,
             freed,
             tasks,
@@ -516,7 +517,8 @@ impl SharedMetrics {
 #[derive(Debug)]
 enum Pending {
     Rows {
-        batch: RecordBatch,
+        /// The whole input batch, on its last slice only.
+        whole: Option<RecordBatch>,
         result: oneshot::Receiver<Result<Vec<ArrayRef>>>,
         reserved: usize,
     },
@@ -637,7 +639,10 @@ async fn produce(mut p: Producer) {
             let rows = p.slice_rows.min(total - offset);
             let slice = batch.slice(offset, rows);
             offset += rows;
-            if !p.send(slice, bytes * rows / total).await {
+            // The last slice carries its whole input batch, so that the
+            // output can be that batch again (not one batch per slice).
+            let whole = (offset == total).then(|| batch.clone());
+            if !p.send(slice, whole, bytes * rows / total).await {
                 return;
             }
         }
@@ -647,7 +652,7 @@ async fn produce(mut p: Producer) {
 impl Producer {
     /// Queues one slice (its share of its input batch's memory is
     /// `bytes`); false when the execution is over for this partition.
-    async fn send(&mut self, batch: RecordBatch, bytes: usize) -> bool {
+    async fn send(&mut self, batch: RecordBatch, whole: Option<RecordBatch>, bytes: usize) -> bool {
         let args = {
             let _timer = self.metrics.preprocess.timer();
             arguments(&self.calls, &batch)
@@ -675,7 +680,7 @@ impl Producer {
         let (reply, result) = oneshot::channel();
         let rows = batch.num_rows();
         let pending = Pending::Rows {
-            batch,
+            whole,
             result,
             reserved,
         };
@@ -1062,6 +1067,8 @@ async fn run_call(
 /// One output partition's stream state.
 struct Output {
     queue: mpsc::Receiver<Pending>,
+    /// Model columns of the current input batch's slices so far.
+    parts: Vec<Vec<ArrayRef>>,
     reservation: Arc<MemoryReservation>,
     freed: Arc<Notify>,
     #[allow(dead_code)]
@@ -1071,33 +1078,49 @@ struct Output {
 }
 
 impl Output {
-    /// The next batch with its model columns, in input order.
+    /// The next input batch with its model columns, in input order:
+    /// the results of its slices, put together.
     async fn next(&mut self) -> Option<Result<RecordBatch>> {
-        match self.queue.recv().await? {
-            Pending::Failed(e) => Some(Err(e)),
-            Pending::Rows {
-                batch,
-                result,
-                reserved,
-            } => {
-                let result = result.await;
-                self.reservation.shrink(reserved);
-                self.freed.notify_waiters();
-                let columns = match result {
-                    Ok(Ok(columns)) => columns,
-                    Ok(Err(e)) => return Some(Err(e)),
-                    Err(_) => {
-                        return Some(Err(DataFusionError::Execution(
-                            "InferenceExec: the model call for these rows was dropped".into(),
-                        )));
-                    }
-                };
-                let mut all = batch.columns().to_vec();
-                all.extend(columns);
-                let out =
-                    RecordBatch::try_new(self.schema.clone(), all).map_err(DataFusionError::from);
-                Some(out.map(|b| b.record_output(&self.baseline)))
+        loop {
+            let (whole, result, reserved) = match self.queue.recv().await? {
+                Pending::Failed(e) => return Some(Err(e)),
+                Pending::Rows {
+                    whole,
+                    result,
+                    reserved,
+                } => (whole, result, reserved),
+            };
+            let result = result.await;
+            self.reservation.shrink(reserved);
+            self.freed.notify_waiters();
+            match result {
+                Ok(Ok(columns)) => self.parts.push(columns),
+                Ok(Err(e)) => return Some(Err(e)),
+                Err(_) => {
+                    return Some(Err(DataFusionError::Execution(
+                        "InferenceExec: the model call for these rows was dropped".into(),
+                    )));
+                }
+            }
+            if let Some(whole) = whole {
+                let parts = std::mem::take(&mut self.parts);
+                return Some(self.assemble(whole, parts));
             }
         }
+    }
+
+    /// `whole` with the model columns of its slices appended.
+    fn assemble(&self, whole: RecordBatch, parts: Vec<Vec<ArrayRef>>) -> Result<RecordBatch> {
+        let mut all = whole.columns().to_vec();
+        let columns = parts.first().map_or(0, Vec::len);
+        for c in 0..columns {
+            if parts.len() == 1 {
+                all.push(parts[0][c].clone());
+            } else {
+                let pieces: Vec<&dyn Array> = parts.iter().map(|p| p[c].as_ref()).collect();
+                all.push(concat(&pieces)?);
+            }
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), all)?.record_output(&self.baseline))
     }
 }
