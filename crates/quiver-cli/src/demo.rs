@@ -61,6 +61,10 @@ pub const QUERIES: &[(&str, &str)] = &[
         "queries/12_zero_shot.sql",
         include_str!("../../../queries/12_zero_shot.sql"),
     ),
+    (
+        "queries/13_inference.sql",
+        include_str!("../../../queries/13_inference.sql"),
+    ),
 ];
 
 /// Generates `workdir/sample-data` and runs every example query there.
