@@ -157,6 +157,11 @@ async fn plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
         .expect("plan")
 }
 
+/// `SET key = value` in `ctx`.
+async fn set(ctx: &SessionContext, key: &str, value: u64) {
+    ctx.sql(&format!("SET {key} = {value}")).await.expect("SET");
+}
+
 fn find_inference(plan: &Arc<dyn ExecutionPlan>) -> Option<&InferenceExec> {
     if let Some(e) = plan.downcast_ref::<InferenceExec>() {
         return Some(e);
@@ -169,14 +174,10 @@ async fn rows_line_up_and_calls_fill_across_partitions() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::ZERO, None);
     ctx.register_table("t", Arc::new(table(8, 6, 5))).unwrap();
-    ctx.sql("SET quiver.inference.batch_size = 16")
-        .await
-        .unwrap();
+    set(&ctx, "quiver.inference.batch_size", 16).await;
     // Inputs that end flush the last call at once; no call before it
     // should ever wait this long.
-    ctx.sql("SET quiver.inference.max_wait_ms = 600000")
-        .await
-        .unwrap();
+    set(&ctx, "quiver.inference.max_wait_ms", 600000).await;
     let plan = plan(&ctx, "SELECT id, echo(id) AS e FROM t").await;
     let shown = displayable(plan.as_ref()).indent(true).to_string();
     assert!(
@@ -242,9 +243,7 @@ async fn explain_analyze_shows_the_batching() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::from_millis(5), None);
     ctx.register_table("t", Arc::new(table(4, 4, 20))).unwrap();
-    ctx.sql("SET quiver.inference.batch_size = 32")
-        .await
-        .unwrap();
+    set(&ctx, "quiver.inference.batch_size", 32).await;
     let batches = ctx
         .sql("EXPLAIN ANALYZE SELECT sum(echo(id)) FROM t")
         .await
@@ -351,15 +350,11 @@ async fn replicas_run_calls_side_by_side() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::from_millis(40), None);
     ctx.register_table("t", Arc::new(table(4, 8, 16))).unwrap();
-    ctx.sql("SET quiver.inference.batch_size = 16")
-        .await
-        .unwrap();
-    let run = |replicas: usize| {
+    set(&ctx, "quiver.inference.batch_size", 16).await;
+    let run = |replicas: u64| {
         let ctx = ctx.clone();
         async move {
-            ctx.sql(&format!("SET quiver.inference.replicas = {replicas}"))
-                .await
-                .unwrap();
+            set(&ctx, "quiver.inference.replicas", replicas).await;
             let started = std::time::Instant::now();
             let plan = plan(&ctx, "SELECT echo(id) FROM t").await;
             let out = collect(plan, ctx.task_ctx()).await.unwrap();
@@ -403,9 +398,7 @@ async fn queues_wait_for_memory_and_fail_cleanly_when_a_slice_cannot_fit() {
     let calls = Arc::new(Calls::default());
     let ctx = context_with_memory(&calls, Duration::from_millis(1), None, Some(1 << 20));
     ctx.register_table("t", Arc::new(wide_table())).unwrap();
-    ctx.sql("SET quiver.inference.batch_size = 16")
-        .await
-        .unwrap();
+    set(&ctx, "quiver.inference.batch_size", 16).await;
     let out = ctx
         .sql("SELECT max(length(blob)), count(echo(id)) FROM t")
         .await
@@ -417,9 +410,7 @@ async fn queues_wait_for_memory_and_fail_cleanly_when_a_slice_cannot_fit() {
     // 16 KB: not one slice fits; a clear error, not a hang or a crash.
     let ctx = context_with_memory(&calls, Duration::ZERO, None, Some(16 << 10));
     ctx.register_table("t", Arc::new(wide_table())).unwrap();
-    ctx.sql("SET quiver.inference.batch_size = 16")
-        .await
-        .unwrap();
+    set(&ctx, "quiver.inference.batch_size", 16).await;
     let err = ctx
         .sql("SELECT max(length(blob)), count(echo(id)) FROM t")
         .await
@@ -441,12 +432,8 @@ async fn partitions_read_one_after_another_never_wait_for_rows_that_cannot_come(
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::ZERO, None);
     ctx.register_table("t", Arc::new(table(4, 20, 10))).unwrap();
-    ctx.sql("SET quiver.inference.batch_size = 64")
-        .await
-        .unwrap();
-    ctx.sql("SET quiver.inference.max_wait_ms = 3600000")
-        .await
-        .unwrap();
+    set(&ctx, "quiver.inference.batch_size", 64).await;
+    set(&ctx, "quiver.inference.max_wait_ms", 3600000).await;
     let plan = plan(&ctx, "SELECT id, echo(id) FROM t").await;
     let read = async {
         let mut rows = 0;
