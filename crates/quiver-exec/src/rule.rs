@@ -1,14 +1,18 @@
 //! `InferenceRule`: puts an [`InferenceExec`] wherever a plan calls a model.
 //!
 //! DataFusion plans every async scalar function (Quiver's model functions:
-//! `embed_text`, `classify_image`, `transcribe`, …) into an
-//! `AsyncFuncExec` below the projection, filter or aggregate that uses
-//! it. This rule swaps each such node for an `InferenceExec` with the
+//! `embed_text`, `classify_image`, `transcribe`, …, and `url_download`)
+//! into an `AsyncFuncExec` below the projection, filter or aggregate that
+//! uses it. This rule swaps such a node for an `InferenceExec` with the
 //! same output, configured from the session's `quiver.inference.*`
-//! settings; where `quiver.inference.batch_size` is 0 the batch size
-//! comes from the [`BatchSizeHint`] (the model registry's per-model
-//! `batch_size`), else from the function's own `ideal_batch_size`, else
-//! 32.
+//! settings, when it calls a model ([`InferenceRule::for_models`]: the
+//! [`BatchSizeHint`] knows the call) or always
+//! ([`InferenceRule::for_every_async_function`]). Where
+//! `quiver.inference.batch_size` is 0 the batch size comes from the hint
+//! (the model registry's per-model `batch_size`), else from the function's
+//! own `ideal_batch_size`, else 32. Other async functions (downloads) keep
+//! DataFusion's per-partition operator, whose concurrency is per
+//! partition.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +30,8 @@ use quiver_settings::QuiverSettings;
 use crate::inference::{InferenceConfig, InferenceExec};
 
 /// The batch size a model call would like (for Quiver's model functions:
-/// the `batch_size` its model was registered with), or `None`.
+/// the `batch_size` its model was registered with), or `None` for a call
+/// that is not a model's.
 pub type BatchSizeHint = Arc<dyn Fn(&ScalarFunctionExpr) -> Option<usize> + Send + Sync>;
 
 /// Batch size when neither the session, the hint nor the function says.
@@ -36,6 +41,7 @@ const DEFAULT_BATCH_SIZE: usize = 32;
 #[derive(Clone)]
 pub struct InferenceRule {
     hint: BatchSizeHint,
+    every_async: bool,
 }
 
 impl std::fmt::Debug for InferenceRule {
@@ -46,14 +52,34 @@ impl std::fmt::Debug for InferenceRule {
 
 impl Default for InferenceRule {
     fn default() -> Self {
-        Self::new(Arc::new(|_| None))
+        Self::for_every_async_function()
     }
 }
 
 impl InferenceRule {
-    /// The rule, asking `hint` for each model call's batch size.
-    pub fn new(hint: BatchSizeHint) -> Self {
-        Self { hint }
+    /// Swaps the async operators that call a model: a call `hint` knows
+    /// (and whose batch size it gives).
+    pub fn for_models(hint: BatchSizeHint) -> Self {
+        Self {
+            hint,
+            every_async: false,
+        }
+    }
+
+    /// Swaps every async operator.
+    pub fn for_every_async_function() -> Self {
+        Self {
+            hint: Arc::new(|_| None),
+            every_async: true,
+        }
+    }
+
+    fn calls_a_model(&self, exprs: &[Arc<AsyncFuncExpr>]) -> bool {
+        exprs.iter().any(|e| {
+            e.func
+                .downcast_ref::<ScalarFunctionExpr>()
+                .is_some_and(|f| (self.hint)(f).is_some())
+        })
     }
 
     fn batch_size(&self, exprs: &[Arc<AsyncFuncExpr>], settings: usize) -> usize {
@@ -84,6 +110,9 @@ impl PhysicalOptimizerRule for InferenceRule {
             };
             #[expect(deprecated, reason = "the only way to read an AsyncFuncExec's calls")]
             let exprs = exec.async_exprs().to_vec();
+            if !self.every_async && !self.calls_a_model(&exprs) {
+                return Ok(Transformed::no(node));
+            }
             let config = InferenceConfig {
                 batch_size: self.batch_size(&exprs, settings.batch_size),
                 replicas: settings.replicas,

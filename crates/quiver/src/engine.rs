@@ -127,7 +127,9 @@ fn new_context(
         .with_runtime_env(runtime)
         .with_default_features()
         // Model calls run in InferenceExec, batched across partitions.
-        .with_physical_optimizer_rule(Arc::new(InferenceRule::new(model_batch_size(models))))
+        .with_physical_optimizer_rule(Arc::new(InferenceRule::for_models(model_batch_size(
+            models,
+        ))))
         .build();
     for format in ["PARQUET", "CSV", "JSON", "NDJSON"] {
         state.table_factories_mut().insert(
