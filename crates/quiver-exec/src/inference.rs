@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
-use datafusion::arrow::compute::concat;
+use datafusion::arrow::compute::{concat, concat_batches};
 use datafusion::arrow::datatypes::{FieldRef, Fields, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -621,31 +621,73 @@ async fn produce(mut p: Producer) {
     // However this ends (input done, consumer gone, aborted), the
     // batcher stops counting on rows from here.
     let _finished = FinishGuard(p.stalls.clone());
-    while let Some(batch) = p.input.next().await {
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
+    let schema = p.input.schema();
+    // Input batches smaller than a slice are put together first (as
+    // DataFusion's own async operator does), so that queues bounded in
+    // batches still hold enough rows for full calls.
+    let mut held: Vec<RecordBatch> = vec![];
+    let mut held_rows = 0;
+    loop {
+        let ended = match p.input.next().await {
+            Some(Ok(b)) => {
+                held_rows += b.num_rows();
+                held.push(b);
+                if held_rows < p.slice_rows {
+                    continue;
+                }
+                false
+            }
+            Some(Err(e)) => {
                 let _ = p.output.send(Pending::Failed(e)).await;
                 return;
             }
+            None => true,
         };
-        // Slices of `slice_rows`: the arguments (decoded images…) of one
-        // slice at a time are in memory, and rows reach the batcher while
-        // the rest of the batch is still being prepared.
+        let batches = std::mem::take(&mut held);
+        held_rows = 0;
+        let batch = match batches.len() {
+            0 => None,
+            1 => batches.into_iter().next(),
+            _ => match concat_batches(&schema, &batches) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    let _ = p.output.send(Pending::Failed(e.into())).await;
+                    return;
+                }
+            },
+        };
+        if let Some(batch) = batch.filter(|b| b.num_rows() > 0)
+            && !p.send_batch(batch).await
+        {
+            return;
+        }
+        if ended {
+            return;
+        }
+    }
+}
+
+impl Producer {
+    /// Queues `batch` in slices of `slice_rows`: the arguments (decoded
+    /// images…) of one slice at a time are in memory, and rows reach the
+    /// batcher while the rest of the batch is still being prepared. False
+    /// when the execution is over for this partition.
+    async fn send_batch(&mut self, batch: RecordBatch) -> bool {
         let total = batch.num_rows();
         let bytes = batch.get_array_memory_size();
         let mut offset = 0;
         while offset < total {
-            let rows = p.slice_rows.min(total - offset);
+            let rows = self.slice_rows.min(total - offset);
             let slice = batch.slice(offset, rows);
             offset += rows;
             // The last slice carries its whole input batch, so that the
             // output can be that batch again (not one batch per slice).
             let whole = (offset == total).then(|| batch.clone());
-            if !p.send(slice, whole, bytes * rows / total).await {
-                return;
+            if !self.send(slice, whole, bytes * rows / total).await {
+                return false;
             }
         }
+        true
     }
 }
 

@@ -90,9 +90,15 @@ impl AsyncScalarUDFImpl for Echo {
     }
 }
 
-/// `partitions` partitions of `batches` batches of `rows` ids each, ids
-/// numbered in order across partitions.
+/// `partitions` partitions of `batches` batches of `rows` to `rows + 4`
+/// ids each, ids numbered in order across partitions.
 fn table(partitions: usize, batches: usize, rows: usize) -> MemTable {
+    table_of(partitions, batches, |p, b| rows + (p * 7 + b * 3) % 5)
+}
+
+/// `partitions` partitions of `batches` batches, batch `b` of partition
+/// `p` holding `rows(p, b)` ids.
+fn table_of(partitions: usize, batches: usize, rows: impl Fn(usize, usize) -> usize) -> MemTable {
     let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
     let mut next = 0i64;
     let data = (0..partitions)
@@ -100,7 +106,7 @@ fn table(partitions: usize, batches: usize, rows: usize) -> MemTable {
             (0..batches)
                 .map(|b| {
                     // Uneven batch sizes, so calls must cut across batches.
-                    let n = rows + (p * 7 + b * 3) % 5;
+                    let n = rows(p, b);
                     let ids: Int64Array = (next..next + n as i64).collect();
                     next += n as i64;
                     RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).expect("batch")
@@ -450,4 +456,24 @@ async fn partitions_read_one_after_another_never_wait_for_rows_that_cannot_come(
         .expect("no stall");
     assert_eq!(rows, calls.rows.load(Ordering::SeqCst));
     assert!(rows >= 800);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_row_input_batches_still_make_full_calls() {
+    // 8 partitions of 1-row batches (as a scan of a few large files may
+    // deliver them): queues of 4 batches each could hold 32 rows, half a
+    // call; small batches are put together first, so calls are full.
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::ZERO, None);
+    ctx.register_table("t", Arc::new(table_of(8, 60, |_, _| 1)))
+        .unwrap();
+    set(&ctx, "quiver.inference.batch_size", 64).await;
+    set(&ctx, "quiver.inference.max_wait_ms", 600000).await;
+    let plan = plan(&ctx, "SELECT id, echo(id) FROM t").await;
+    let out = collect(plan, ctx.task_ctx()).await.unwrap();
+    let rows: usize = out.iter().map(|b| b.num_rows()).sum();
+    let sizes = calls.sizes.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), rows);
+    let short = sizes.iter().filter(|&&s| s < 64).count();
+    assert!(short <= 2, "{sizes:?}");
 }
