@@ -285,7 +285,9 @@ impl InferenceExec {
         }));
         Ok(Running {
             outputs,
-            tasks: Arc::new(Tasks(Mutex::new(tasks))),
+            tasks: Arc::new(Tasks {
+                _set: Mutex::new(tasks),
+            }),
         })
     }
 }
@@ -304,7 +306,9 @@ struct Running {
 /// The tasks of one execution: dropping the last output stream drops
 /// them, which aborts them.
 #[derive(Debug)]
-struct Tasks(#[allow(dead_code)] Mutex<JoinSet<()>>);
+struct Tasks {
+    _set: Mutex<JoinSet<()>>,
+}
 
 impl DisplayAs for InferenceExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -417,7 +421,7 @@ impl ExecutionPlan for InferenceExec {
             parts: vec![],
             reservation,
             freed,
-            tasks,
+            _tasks: tasks,
             schema: self.schema(),
             baseline: BaselineMetrics::new(&self.metrics, partition),
         };
@@ -1113,8 +1117,8 @@ struct Output {
     parts: Vec<Vec<ArrayRef>>,
     reservation: Arc<MemoryReservation>,
     freed: Arc<Notify>,
-    #[allow(dead_code)]
-    tasks: Arc<Tasks>,
+    /// Held for its drop: the last stream gone aborts the tasks.
+    _tasks: Arc<Tasks>,
     schema: SchemaRef,
     baseline: BaselineMetrics,
 }
