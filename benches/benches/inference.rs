@@ -31,7 +31,7 @@ use quiver_models::testing::{ClipShape, write_clip};
 
 const PIPELINE: &str = "embed_image('clip', image_resize(image_decode(image), 224, 224))";
 
-async fn engine(memory_limit: Option<&str>) -> Quiver {
+fn engine(memory_limit: Option<&str>) -> Quiver {
     let mut config = QuiverConfig::default();
     if let Some(limit) = memory_limit {
         config
@@ -111,7 +111,7 @@ fn rss_mb(key: &str) -> f64 {
 
 /// The memory run, in a child process so that its peak RSS is its own.
 async fn memory_child(corpus: &Path, model: &Path, device: &str) {
-    let q = engine(Some("512MB")).await;
+    let q = engine(Some("512MB"));
     let before_model = rss_mb("VmRSS:");
     register_model(&q, model, device, &corpus.join("photo-00000.jpg")).await;
     // One full batch first: buffers (and, on a GPU, kernels the CUDA
@@ -167,7 +167,7 @@ async fn main() {
         env_usize("QUIVER_BENCH_BATCH", 64)
     );
 
-    let q = engine(None).await;
+    let q = engine(None);
     register_model(&q, &model, &device, &corpus.join("photo-00000.jpg")).await;
     let (decode_s, _) = run(
         &q,

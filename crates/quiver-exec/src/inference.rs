@@ -580,14 +580,8 @@ impl Sink {
         };
         let mut pieces = std::mem::take(&mut state.pieces);
         pieces.sort_by_key(|(offset, _)| *offset);
-        let columns = pieces.first().map_or(0, |(_, a)| a.len());
-        let result = (0..columns)
-            .map(|c| {
-                let parts: Vec<&dyn Array> = pieces.iter().map(|(_, a)| a[c].as_ref()).collect();
-                Ok(concat(&parts)?)
-            })
-            .collect::<Result<Vec<_>>>();
-        let _ = reply.send(result);
+        let parts: Vec<Vec<ArrayRef>> = pieces.into_iter().map(|(_, a)| a).collect();
+        let _ = reply.send(join_columns(&parts));
     }
 
     fn fail(&self, error: &Arc<DataFusionError>) {
@@ -1019,6 +1013,21 @@ async fn batch(mut b: Batcher) {
     while in_flight.join_next().await.is_some() {}
 }
 
+/// Column by column, `parts` (each a set of columns over consecutive
+/// rows) as one set of columns; a single part is passed on, not copied.
+fn join_columns(parts: &[Vec<ArrayRef>]) -> Result<Vec<ArrayRef>> {
+    if let [only] = parts {
+        return Ok(only.clone());
+    }
+    let columns = parts.first().map_or(0, Vec::len);
+    (0..columns)
+        .map(|c| {
+            let pieces: Vec<&dyn Array> = parts.iter().map(|p| p[c].as_ref()).collect();
+            Ok(concat(&pieces)?)
+        })
+        .collect()
+}
+
 /// Rows `offset..offset + rows` of an argument.
 fn slice(value: &ColumnarValue, offset: usize, rows: usize) -> ColumnarValue {
     match value {
@@ -1158,15 +1167,7 @@ impl Output {
     /// `whole` with the model columns of its slices appended.
     fn assemble(&self, whole: RecordBatch, parts: Vec<Vec<ArrayRef>>) -> Result<RecordBatch> {
         let mut all = whole.columns().to_vec();
-        let columns = parts.first().map_or(0, Vec::len);
-        for c in 0..columns {
-            if parts.len() == 1 {
-                all.push(parts[0][c].clone());
-            } else {
-                let pieces: Vec<&dyn Array> = parts.iter().map(|p| p[c].as_ref()).collect();
-                all.push(concat(&pieces)?);
-            }
-        }
+        all.extend(join_columns(&parts)?);
         Ok(RecordBatch::try_new(self.schema.clone(), all)?.record_output(&self.baseline))
     }
 }
