@@ -24,7 +24,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
-use quiver_exec::{BatchSizeHint, InferenceProgress, InferenceRule};
+use quiver_exec::{BatchSizeHint, InferenceProgress, InferenceRule, NestedAsyncRule};
 use quiver_settings::QuiverSettings;
 use quiver_sources::download::UrlDownload;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
@@ -126,6 +126,8 @@ fn new_context(
         .with_config(session_config)
         .with_runtime_env(runtime)
         .with_default_features()
+        // Asynchronous calls nested in others run innermost first.
+        .with_physical_optimizer_rule(Arc::new(NestedAsyncRule))
         // Model calls run in InferenceExec, batched across partitions.
         .with_physical_optimizer_rule(Arc::new(InferenceRule::for_models(model_batch_size(
             models,
