@@ -192,6 +192,10 @@ impl MediaReader for AudioReader {
         COL_AUDIO
     }
 
+    fn check(&self, bytes: &[u8]) -> std::result::Result<(), MediaError> {
+        probe_audio(&[(0, bytes)], bytes.len() as u64).map(drop)
+    }
+
     /// Decoded audio is 2–6 times its encoded size and functions build a
     /// column of it per batch: smaller batches keep that column small.
     fn batch_bytes(&self) -> u64 {

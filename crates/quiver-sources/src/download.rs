@@ -85,39 +85,40 @@ impl UrlDownload {
             doc,
         }
     }
+}
 
-    /// Where a value points: its store and the object's path.
-    fn resolve(&self, value: &str) -> Result<(ObjectStoreUrl, Path)> {
-        let url = if has_scheme(value) {
-            Url::parse(value).map_err(|e| DataFusionError::External(Box::new(e)))?
-        } else {
-            let path = std::path::absolute(value)?;
-            Url::from_file_path(&path).map_err(|()| {
-                DataFusionError::Execution(format!("'{value}' is not a usable local path"))
-            })?
-        };
-        if url.query().is_some() {
-            return exec_err!(
-                "URLs with a query string are not supported (object stores address objects by path)"
-            );
-        }
-        let store = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
-        let path = Path::from_url_path(url.path())
-            .map_err(|e| DataFusionError::ObjectStore(Box::new(e.into())))?;
-        Ok((store, path))
+/// Where a value points: its store and the object's path.
+fn resolve(value: &str) -> Result<(ObjectStoreUrl, Path)> {
+    let url = if has_scheme(value) {
+        Url::parse(value).map_err(|e| DataFusionError::External(Box::new(e)))?
+    } else {
+        let path = std::path::absolute(value)?;
+        Url::from_file_path(&path).map_err(|()| {
+            DataFusionError::Execution(format!("'{value}' is not a usable local path"))
+        })?
+    };
+    if url.query().is_some() {
+        return exec_err!(
+            "URLs with a query string are not supported (object stores address objects by path)"
+        );
     }
+    let store = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
+    let path = Path::from_url_path(url.path())
+        .map_err(|e| DataFusionError::ObjectStore(Box::new(e.into())))?;
+    Ok((store, path))
+}
 
-    async fn fetch(&self, value: &str) -> Result<bytes::Bytes> {
-        let (store_url, path) = self.resolve(value)?;
-        let store = self.runtime.object_store(&store_url)?;
-        let got = store
-            .get(&path)
-            .await
-            .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
-        got.bytes()
-            .await
-            .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))
-    }
+/// The bytes behind a path or URL, from the object stores of `runtime`.
+pub(crate) async fn fetch_address(runtime: &RuntimeEnv, value: &str) -> Result<bytes::Bytes> {
+    let (store_url, path) = resolve(value)?;
+    let store = runtime.object_store(&store_url)?;
+    let got = store
+        .get(&path)
+        .await
+        .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
+    got.bytes()
+        .await
+        .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))
 }
 
 fn on_error_null(args: &[ColumnarValue]) -> Result<bool> {
@@ -184,7 +185,7 @@ impl AsyncScalarUDFImpl for UrlDownload {
                     return Ok(None);
                 }
                 let url = urls.value(row);
-                match self.fetch(url).await {
+                match fetch_address(&self.runtime, url).await {
                     Ok(bytes) => Ok(Some(bytes)),
                     Err(_) if null_on_error => Ok(None),
                     Err(e) => Err(e.context(format!(

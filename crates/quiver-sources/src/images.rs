@@ -172,6 +172,10 @@ impl MediaReader for ImagesReader {
         COL_IMAGE
     }
 
+    fn check(&self, bytes: &[u8]) -> std::result::Result<(), MediaError> {
+        probe_image(bytes).map(drop)
+    }
+
     fn batch(
         &self,
         scan: Arc<ScanContext>,

@@ -3,6 +3,8 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`download`] | `url_download`: the bytes behind a path or URL, fetched concurrently |
+//! | [`fetch`] | `media_fetch`: a media file's bytes fetched for the rows a join kept |
+//! | [`late`] | late materialization: joins move paths, bytes are fetched above them |
 //! | [`listing`] | `read_parquet` / `read_csv` / `read_json`, globbing `CREATE EXTERNAL TABLE` on every scheme |
 //! | [`audio`] | `read_audio` and `STORED AS AUDIO`: audio files as rows of header facts and bytes |
 //! | [`images`] | `read_images` and `STORED AS IMAGES`: image files as rows of metadata and bytes |
@@ -11,7 +13,9 @@
 
 pub mod audio;
 pub mod download;
+pub mod fetch;
 pub mod images;
+pub mod late;
 pub mod listing;
 pub mod media_scan;
 pub mod media_write;

@@ -486,6 +486,10 @@ pub trait MediaReader: fmt::Debug + Send + Sync + 'static {
     fn cost_per_byte(&self, _meta: &ObjectMeta) -> u64 {
         1
     }
+    /// Whether a whole file's bytes are readable media of this kind, as a
+    /// scan that reads the bytes decides it (late materialization checks
+    /// the bytes it fetches the same way).
+    fn check(&self, bytes: &[u8]) -> std::result::Result<(), MediaError>;
     /// Reads `chunk` as far as `scan.reads` says and builds one batch of
     /// `scan.projected` (rows of bad files follow `scan.on_error`).
     fn batch(
@@ -847,6 +851,16 @@ pub struct MediaTable {
 }
 
 impl MediaTable {
+    /// The kind of media.
+    pub fn reader(&self) -> &Arc<dyn MediaReader> {
+        &self.reader
+    }
+
+    /// The table's policy for bad files.
+    pub fn on_error(&self) -> OnError {
+        self.on_error
+    }
+
     /// A table over `location` (path, prefix ending in `/`, or glob) with
     /// options `on_error`.
     pub fn try_new(

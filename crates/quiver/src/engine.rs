@@ -27,6 +27,8 @@ use object_store::path::Path;
 use quiver_exec::{BatchSizeHint, InferenceProgress, InferenceRule, NestedAsyncRule};
 use quiver_settings::QuiverSettings;
 use quiver_sources::download::UrlDownload;
+use quiver_sources::fetch::MediaFetch;
+use quiver_sources::late::LateMaterialization;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
 
 use crate::config::QuiverConfig;
@@ -122,10 +124,15 @@ fn new_context(
             },
             ..QuiverSettings::default()
         });
+    // Joins carry paths; media bytes are fetched above them.
+    let media_fetch = Arc::new(
+        AsyncScalarUDF::new(Arc::new(MediaFetch::new(Arc::clone(&runtime)))).into_scalar_udf(),
+    );
     let mut state = SessionStateBuilder::new()
         .with_config(session_config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_optimizer_rule(Arc::new(LateMaterialization::new(Arc::clone(&media_fetch))))
         // Asynchronous calls nested in others run innermost first.
         .with_physical_optimizer_rule(Arc::new(NestedAsyncRule))
         // Model calls run in InferenceExec, batched across partitions.
@@ -170,6 +177,7 @@ fn new_context(
     ctx.register_udf(
         AsyncScalarUDF::new(Arc::new(UrlDownload::new(ctx.runtime_env()))).into_scalar_udf(),
     );
+    ctx.register_udf(Arc::unwrap_or_clone(media_fetch));
     Ok(ctx)
 }
 
