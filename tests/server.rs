@@ -584,6 +584,28 @@ async fn models_are_shared_by_connections_and_embeddings_are_float4_arrays() {
         .map(|e| e.message().to_string())
         .unwrap_or_default();
     assert!(message.contains("no model named 'nope'"), "{err:?}");
+    // A cancel request stops model inference in flight: the model's
+    // batches stop, the client hears 57014 within a second.
+    let token = b.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        let asked = std::time::Instant::now();
+        token.cancel_query(NoTls).await.expect("cancel request");
+        asked
+    });
+    let err = b
+        .simple_query(
+            "SELECT count(embed_text('tiny', 'row ' || x)) FROM generate_series(1, 100000000) AS t(x)",
+        )
+        .await
+        .expect_err("cancelled inference");
+    let asked = canceller.await.expect("canceller");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(1),
+        "answered {:?} after the cancel request",
+        asked.elapsed()
+    );
     b.simple_query("DROP MODEL tiny").await.expect("drop");
     let err = a
         .simple_query("SELECT embed_text('tiny', 'x')")
@@ -594,5 +616,117 @@ async fn models_are_shared_by_connections_and_embeddings_are_float4_arrays() {
         .map(|e| e.message().to_string())
         .unwrap_or_default();
     assert!(message.contains("no model named 'tiny'"), "{err:?}");
+    server.stop().await;
+}
+
+/// A query that runs for minutes unless stopped.
+const ENDLESS: &str =
+    "SELECT count(*) FROM generate_series(1, 100000000000) AS t(x) WHERE x % 7 = 3";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_requests_and_statement_timeout_stop_execution_with_57014() {
+    let server = Server::start().await;
+    let c = server.connect().await;
+
+    // A cancel request (what psql sends on Ctrl-C) stops a running
+    // aggregate, in the simple and the extended protocol.
+    for extended in [false, true] {
+        let token = c.cancel_token();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let asked = std::time::Instant::now();
+            token.cancel_query(NoTls).await.expect("cancel request");
+            asked
+        });
+        let err = if extended {
+            c.query(ENDLESS, &[])
+                .await
+                .map(|_| ())
+                .expect_err("cancelled")
+        } else {
+            c.simple_query(ENDLESS)
+                .await
+                .map(|_| ())
+                .expect_err("cancelled")
+        };
+        let asked = canceller.await.expect("canceller");
+        assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+        assert!(
+            format!("{err:?}").contains("canceling statement due to user request"),
+            "{err:?}"
+        );
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(1),
+            "answered {:?} after the cancel request",
+            asked.elapsed()
+        );
+    }
+
+    // Rows already streaming: the stream ends with the error.
+    let token = c.cancel_token();
+    let rows = c
+        .query_raw(
+            "SELECT x FROM generate_series(1, 100000000000) AS t(x)",
+            std::iter::empty::<i64>(),
+        )
+        .await
+        .expect("streaming");
+    futures::pin_mut!(rows);
+    let mut seen = 0;
+    while seen < 1000 {
+        futures::StreamExt::next(&mut rows)
+            .await
+            .expect("a row")
+            .expect("row");
+        seen += 1;
+    }
+    token.cancel_query(NoTls).await.expect("cancel request");
+    let asked = std::time::Instant::now();
+    let err = loop {
+        match futures::StreamExt::next(&mut rows).await {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without the cancel error"),
+        }
+    };
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    assert!(asked.elapsed() < std::time::Duration::from_secs(1));
+
+    // statement_timeout, with a unit or in milliseconds.
+    for timeout in ["'300ms'", "300"] {
+        c.simple_query(&format!("SET statement_timeout = {timeout}"))
+            .await
+            .expect("set timeout");
+        let started = std::time::Instant::now();
+        let err = c
+            .simple_query(ENDLESS)
+            .await
+            .map(|_| ())
+            .expect_err("timed out");
+        assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+        assert!(
+            format!("{err:?}").contains("canceling statement due to statement timeout"),
+            "{err:?}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= std::time::Duration::from_millis(300)
+                && took < std::time::Duration::from_secs(2),
+            "timed out after {took:?}"
+        );
+    }
+    // Quick statements run under the timeout; 0 turns it off.
+    let rows = simple_rows(&c.simple_query("SELECT 1 + 1").await.expect("quick"));
+    assert_eq!(rows, vec![vec![Some("2".into())]]);
+    c.simple_query("SET statement_timeout = 0")
+        .await
+        .expect("off");
+    let rows = simple_rows(
+        &c.simple_query("SELECT count(*) FROM generate_series(1, 1000)")
+            .await
+            .expect("after"),
+    );
+    assert_eq!(rows, vec![vec![Some("1000".into())]]);
+    drop(c);
     server.stop().await;
 }

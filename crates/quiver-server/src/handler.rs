@@ -3,26 +3,41 @@
 //! DataFusion does not know (transactions, client settings).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
-use futures::{TryStreamExt, stream};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{SinkExt, StreamExt, TryStreamExt, stream};
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::portal::PortalExecutionState;
 use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::send_execution_response;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, PgWireServerHandlers, Type,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::response::EmptyQueryResponse;
 use quiver::Quiver;
 use quiver::models::ModelStatement;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
+use tokio::sync::watch;
 
 use crate::encode::{encode_batch, fields, pg_type};
 use crate::errors::{pg_error, to_pg};
@@ -341,12 +356,145 @@ pub struct Connection {
     quiver: Quiver,
     parser: Arc<Parser>,
     client_settings: Mutex<HashMap<String, String>>,
+    /// The server's cancel keys, this connection's among them once started.
+    cancel_keys: Arc<CancelKeys>,
+    /// Counts this connection's cancel requests; running statements stop
+    /// when it moves.
+    cancels: Arc<watch::Sender<u64>>,
+    /// This connection's key in `cancel_keys`.
+    cancel_key: Mutex<Option<CancelKey>>,
+}
+
+/// A connection's process id and secret key, as its cancel requests bring them.
+type CancelKey = (i32, Vec<u8>);
+
+/// The cancel key of every connection of a server: a cancel request (a
+/// connection of its own, sent by psql on Ctrl-C or by a driver's
+/// `cancel()`) names the connection whose running statement it stops.
+///
+/// Quiver keeps its own registry rather than `pgwire`'s, whose signal only
+/// covers a query's planning: here it also stops a statement while its rows
+/// are being sent.
+#[derive(Debug, Default)]
+pub struct CancelKeys(Mutex<HashMap<CancelKey, Arc<watch::Sender<u64>>>>);
+
+impl CancelKeys {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CancelKey, Arc<watch::Sender<u64>>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl CancelHandler for CancelKeys {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let key = (request.pid, request.secret_key.to_bytes().to_vec());
+        // An unknown key is ignored, as Postgres does.
+        if let Some(cancels) = self.lock().get(&key) {
+            cancels.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// A cancel request for the statements of one query message: fires when a
+/// request arrives after the message did.
+type CancelSignal = watch::Receiver<u64>;
+
+/// What a statement that stops early answers, as Postgres does.
+fn canceled(why: &str) -> PgWireError {
+    pg_error("57014", format!("canceling statement due to {why}"))
+}
+
+/// `statement_timeout` as Postgres reads it: milliseconds unless a unit
+/// says otherwise; 0 is none.
+pub fn parse_timeout(value: &str) -> Option<Duration> {
+    let v = value.trim().trim_matches('\'').trim().to_ascii_lowercase();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" => number,
+        "s" => number * 1e3,
+        "min" => number * 60e3,
+        "h" => number * 3600e3,
+        "d" => number * 86_400e3,
+        "us" => number / 1e3,
+        _ => return None,
+    };
+    (ms > 0.0).then(|| Duration::from_secs_f64(ms / 1e3))
+}
+
+/// Completes with the error a statement stops with: on a cancel request or
+/// when `timeout` has passed; never otherwise.
+fn stopper(
+    cancel: Option<CancelSignal>,
+    timeout: Option<Duration>,
+) -> BoxFuture<'static, PgWireError> {
+    Box::pin(async move {
+        let cancelled = async {
+            // A closed channel (the connection ended) is no cancel.
+            let requested = match cancel {
+                Some(mut signal) => signal.changed().await.is_ok(),
+                None => false,
+            };
+            if !requested {
+                std::future::pending::<()>().await;
+            }
+        };
+        let timed_out = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = cancelled => canceled("user request"),
+            () = timed_out => canceled("statement timeout"),
+        }
+    })
+}
+
+/// `rows` until `stop` completes; then its error, and the rows' stream
+/// (the query's execution) is dropped at once.
+fn until_stopped<T: Send + 'static>(
+    rows: impl futures::Stream<Item = PgWireResult<T>> + Send + 'static,
+    stop: BoxFuture<'static, PgWireError>,
+) -> impl futures::Stream<Item = PgWireResult<T>> + Send + 'static {
+    let rows: BoxStream<'static, PgWireResult<T>> = Box::pin(rows);
+    stream::unfold(Some((rows, stop)), |state| async move {
+        let (mut rows, mut stop) = state?;
+        tokio::select! {
+            biased;
+            error = &mut stop => {
+                drop(rows);
+                Some((Err(error), None))
+            }
+            item = rows.next() => item.map(|item| (item, Some((rows, stop)))),
+        }
+    })
+}
+
+/// `work`, unless `stop` completes first.
+async fn or_stop<T>(
+    work: impl Future<Output = PgWireResult<T>>,
+    stop: &mut BoxFuture<'static, PgWireError>,
+) -> PgWireResult<T> {
+    tokio::select! {
+        biased;
+        error = stop => Err(error),
+        done = work => done,
+    }
 }
 
 impl Connection {
-    /// Handlers over `quiver`, a session of its own.
-    pub fn new(quiver: Quiver) -> Self {
+    /// Handlers over `quiver`, a session of its own; cancel requests find
+    /// the connection through `connections`.
+    pub fn new(quiver: Quiver, cancel_keys: Arc<CancelKeys>) -> Self {
         Self {
+            cancel_keys,
+            cancels: Arc::new(watch::channel(0).0),
+            cancel_key: Mutex::new(None),
             parser: Arc::new(Parser {
                 quiver: quiver.clone(),
             }),
@@ -360,12 +508,29 @@ impl Connection {
         }
     }
 
-    /// Runs one statement; `format` gives each result column's format.
+    /// What stops the statements of a query message that starts now.
+    fn cancel_signal(&self) -> CancelSignal {
+        self.cancels.subscribe()
+    }
+
+    /// The session's `statement_timeout`.
+    fn statement_timeout(&self) -> Option<Duration> {
+        let settings = self
+            .client_settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        parse_timeout(settings.get("statement_timeout")?)
+    }
+
+    /// Runs one statement; `format` gives each result column's format. A
+    /// cancel request or `statement_timeout` stops it — planning, running
+    /// or sending rows — with SQLSTATE 57014.
     async fn run(
         &self,
         stmt: &Statement,
         params: Option<ParamValues>,
         format: &(dyn Fn(usize) -> FieldFormat + Sync),
+        cancel: Option<CancelSignal>,
     ) -> PgWireResult<Response> {
         match &stmt.kind {
             Kind::Transaction { start: true, tag } => Ok(Response::TransactionStart(Tag::new(tag))),
@@ -414,16 +579,27 @@ impl Connection {
                 }
                 let command = is_command(&plan);
                 let tag = command_tag(&stmt.sql, &plan);
-                let df = self
-                    .quiver
-                    .context()
-                    .execute_logical_plan(plan)
-                    .await
-                    .map_err(to_pg)?;
-                let stream = self.quiver.execute_frame(df).await.map_err(to_pg)?;
+                let mut stop = stopper(cancel, self.statement_timeout());
+                let stream = or_stop(
+                    async {
+                        let df = self
+                            .quiver
+                            .context()
+                            .execute_logical_plan(plan)
+                            .await
+                            .map_err(to_pg)?;
+                        self.quiver.execute_frame(df).await.map_err(to_pg)
+                    },
+                    &mut stop,
+                )
+                .await?;
                 if command || stream.schema().fields().is_empty() {
                     // A command: run it to the end; COPY and INSERT report a count.
-                    let batches: Vec<_> = stream.try_collect().await.map_err(to_pg)?;
+                    let batches: Vec<_> = or_stop(
+                        async { stream.try_collect().await.map_err(to_pg) },
+                        &mut stop,
+                    )
+                    .await?;
                     let count = batches
                         .first()
                         .and_then(|b| b.columns().first().cloned())
@@ -453,7 +629,10 @@ impl Connection {
                     })
                     .map_ok(|rows| stream::iter(rows.into_iter().map(Ok)))
                     .try_flatten();
-                Ok(Response::Query(QueryResponse::new(fields, rows)))
+                Ok(Response::Query(QueryResponse::new(
+                    fields,
+                    until_stopped(rows, stop),
+                )))
             }
         }
     }
@@ -587,10 +766,15 @@ impl SimpleQueryHandler for Connection {
         C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
     {
+        // One cancel request stops every statement of the message.
+        let cancel = Some(self.cancel_signal());
         let mut out = vec![];
         for piece in quiver::statements::split_statements(query) {
             let result = match self.parser.parse(&piece.sql).await {
-                Ok(stmt) => self.run(&stmt, None, &|_| FieldFormat::Text).await,
+                Ok(stmt) => {
+                    self.run(&stmt, None, &|_| FieldFormat::Text, cancel.clone())
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match result {
@@ -626,6 +810,88 @@ impl ExtendedQueryHandler for Connection {
         Arc::clone(&self.parser)
     }
 
+    /// Streams a portal's rows to the client as they are made when the
+    /// client asks for all of them (`max_rows = 0`, what most drivers send).
+    /// `pgwire` 0.42 gathers every row of such an Execute before sending the
+    /// first, which holds a whole result in memory and makes an endless
+    /// query silent; with a row limit (`setFetchSize`, cursors) its own
+    /// handling, which gathers at most that many rows, is kept.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<pgwire::messages::PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) if message.max_rows <= 0 => portal,
+            _ => return self._on_execute(client, message).await,
+        };
+        let state = portal.state();
+        if !matches!(*state.lock().await, PortalExecutionState::Initial) {
+            return self._on_execute(client, message).await;
+        }
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let mut status = client.transaction_status();
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let response = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await?;
+        *state.lock().await = PortalExecutionState::Finished;
+        match response {
+            Response::Query(mut rows) => {
+                let tag = rows.command_tag().to_string();
+                let mut sent = 0;
+                while let Some(row) = rows.data_rows().next().await {
+                    client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                    sent += 1;
+                }
+                let done = Tag::new(&tag).with_rows(sent);
+                client
+                    .send(PgWireBackendMessage::CommandComplete(done.into()))
+                    .await?;
+            }
+            Response::EmptyQuery => {
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
+            }
+            Response::Execution(tag) => send_execution_response(client, tag).await?,
+            Response::TransactionStart(tag) => {
+                send_execution_response(client, tag).await?;
+                status = status.to_in_transaction_state();
+            }
+            Response::TransactionEnd(tag) => {
+                send_execution_response(client, tag).await?;
+                status = status.to_idle_state();
+                client.portal_store().rm_portal(DEFAULT_NAME);
+            }
+            Response::Error(e) => {
+                client
+                    .send(PgWireBackendMessage::ErrorResponse((*e).into()))
+                    .await?;
+                status = status.to_error_state();
+            }
+            Response::CopyOut(copy) => {
+                pgwire::api::copy::send_copy_out_response(client, copy).await?;
+            }
+            Response::CopyIn(_) | Response::CopyBoth(_) => {
+                return Err(pg_error("0A000", "COPY FROM STDIN is not supported"));
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        Ok(())
+    }
+
     async fn do_query<C>(
         &self,
         _client: &mut C,
@@ -645,14 +911,52 @@ impl ExtendedQueryHandler for Connection {
     {
         let params = bind(portal)?;
         let format = portal.result_column_format.clone();
-        self.run(&portal.statement.statement, params, &move |i| {
-            format.format_for(i)
-        })
+        let cancel = Some(self.cancel_signal());
+        self.run(
+            &portal.statement.statement,
+            params,
+            &move |i| format.format_for(i),
+            cancel,
+        )
         .await
     }
 }
 
-impl NoopStartupHandler for Connection {}
+#[async_trait]
+impl NoopStartupHandler for Connection {
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures::Sink<pgwire::messages::PgWireBackendMessage> + Unpin + Send,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
+    {
+        // pgwire has sent the client its process id and secret key.
+        let (pid, secret) = client.pid_and_secret_key();
+        let key = (pid, secret.to_bytes().to_vec());
+        self.cancel_keys
+            .lock()
+            .insert(key.clone(), Arc::clone(&self.cancels));
+        *self.cancel_key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+        Ok(())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let key = self
+            .cancel_key
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(key) = key {
+            self.cancel_keys.lock().remove(&key);
+        }
+    }
+}
 
 /// The handlers pgwire asks for, all served by one [`Connection`].
 #[derive(Debug)]
@@ -669,5 +973,9 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         Arc::clone(&self.0)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.0.cancel_keys)
     }
 }

@@ -102,6 +102,8 @@ pub async fn serve(
         )));
     }
     let max_connections = engine.config().server.max_connections.max(1);
+    // Every connection's cancel key, for cancel requests (Ctrl-C in psql).
+    let cancel_keys = Arc::new(handler::CancelKeys::default());
     let mut connections = JoinSet::new();
     let mut refusals = JoinSet::new();
     tokio::pin!(shutdown);
@@ -124,7 +126,7 @@ pub async fn serve(
                     Ok(s) => s,
                     Err(_) => continue,
                 };
-                let handlers = Arc::new(handler::Handlers(Arc::new(handler::Connection::new(session))));
+                let handlers = Arc::new(handler::Handlers(Arc::new(handler::Connection::new(session, Arc::clone(&cancel_keys)))));
                 connections.spawn(async move {
                     // Protocol errors end this connection only.
                     let _ = pgwire::tokio::process_socket(socket, None, handlers).await;
