@@ -730,3 +730,123 @@ async fn cancel_requests_and_statement_timeout_stop_execution_with_57014() {
     drop(c);
     server.stop().await;
 }
+
+/// Connects as `user` with `password` to `port`.
+async fn login(port: u16, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user={user} password='{password}' dbname=quiver"),
+        NoTls,
+    )
+    .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// With passwords configured, every client logs in with SCRAM-SHA-256:
+/// right passwords work, wrong ones and unknown users get 28P01 (also
+/// from psql), many logins at once keep their own state, and the server
+/// may listen beyond loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_passwords_are_required_when_configured() {
+    let mut config = quiver::QuiverConfig::default();
+    config
+        .set("server.password", "s3cret pass", "test")
+        .expect("password");
+    config
+        .server
+        .users
+        .insert("alice".into(), "wonderland".into());
+    let server = Server::start_with(config.clone()).await;
+    let port = server.addr.port();
+
+    for (user, password) in [("quiver", "s3cret pass"), ("alice", "wonderland")] {
+        let c = login(port, user, password).await.expect(user);
+        let rows = simple_rows(&c.simple_query("SELECT 40 + 2").await.expect("query"));
+        assert_eq!(rows, vec![vec![Some("42".into())]]);
+    }
+    for (user, password) in [
+        ("quiver", "wrong"),
+        ("alice", "s3cret pass"),
+        ("mallory", "wonderland"),
+        ("quiver", ""),
+    ] {
+        let err = login(port, user, password)
+            .await
+            .map(|_| ())
+            .expect_err("refused");
+        if !password.is_empty() {
+            assert_eq!(
+                err.code(),
+                Some(&SqlState::INVALID_PASSWORD),
+                "{user}/{password}: {err:?}"
+            );
+        }
+    }
+
+    // Logins at once, right and wrong interleaved: each gets its own answer.
+    let attempts = (0..24).map(|i| {
+        let right = i % 2 == 0;
+        tokio::spawn(async move {
+            let password = if right { "wonderland" } else { "wonderlanD" };
+            (right, login(port, "alice", password).await.is_ok())
+        })
+    });
+    for attempt in futures::future::join_all(attempts).await {
+        let (right, ok) = attempt.expect("task");
+        assert_eq!(right, ok, "a login got another's answer");
+    }
+
+    // psql, with the password from the environment, and without it.
+    let query = |password: Option<&'static str>| {
+        tokio::task::spawn_blocking(move || {
+            let mut command = Command::new("psql");
+            command.args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "alice",
+                "-d",
+                "quiver",
+                "-w",
+                "-Atc",
+                "SELECT 6 * 7",
+            ]);
+            match password {
+                Some(p) => command.env("PGPASSWORD", p),
+                None => command.env_remove("PGPASSWORD"),
+            };
+            command.output().expect("psql runs")
+        })
+    };
+    let ok = query(Some("wonderland")).await.expect("psql");
+    assert!(ok.status.success(), "{ok:?}");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "42");
+    let refused = query(Some("nope")).await.expect("psql");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .to_lowercase()
+            .contains("password authentication failed"),
+        "{refused:?}"
+    );
+    server.stop().await;
+
+    // With passwords, the server may listen on every interface.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let engine = Quiver::builder().config(config).build().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(quiver_server::serve(listener, engine, async {
+        let _ = stopped.await;
+    }));
+    let c = login(port, "quiver", "s3cret pass")
+        .await
+        .expect("login on 0.0.0.0");
+    c.simple_query("SELECT 1").await.expect("query");
+    drop(c);
+    let _ = stop.send(());
+    task.await.expect("task").expect("serve");
+}

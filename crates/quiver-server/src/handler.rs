@@ -15,7 +15,12 @@ use datafusion::logical_expr::LogicalPlan;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt, TryStreamExt, stream};
-use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::NoopHandler;
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::PortalExecutionState;
 use pgwire::api::portal::{Format, Portal};
@@ -363,6 +368,62 @@ pub struct Connection {
     cancels: Arc<watch::Sender<u64>>,
     /// This connection's key in `cancel_keys`.
     cancel_key: Mutex<Option<CancelKey>>,
+    /// Password authentication, when the server has users.
+    auth: Option<Arc<Auth>>,
+}
+
+/// SCRAM-SHA-256 password authentication (`pgwire`'s).
+pub struct Auth(SASLAuthStartupHandler<DefaultServerParameterProvider>);
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Auth(SCRAM-SHA-256)")
+    }
+}
+
+/// The users of `passwords` and their SCRAM-SHA-256 verifiers: each
+/// password salted (16 random bytes, drawn at start) and hashed with 4096
+/// iterations, as Postgres stores them; the passwords themselves are not
+/// kept.
+#[derive(Debug)]
+pub struct Users(HashMap<String, Password>);
+
+/// SCRAM's iteration count (Postgres' default, the RFC's minimum).
+const SCRAM_ITERATIONS: usize = 4096;
+
+impl Users {
+    /// Verifiers for `passwords` (user → password).
+    pub fn new(passwords: &std::collections::BTreeMap<String, String>) -> std::io::Result<Self> {
+        let mut users = HashMap::new();
+        for (user, password) in passwords {
+            let mut salt = [0u8; 16];
+            getrandom::fill(&mut salt).map_err(std::io::Error::other)?;
+            let hashed = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
+            users.insert(user.clone(), Password::new(Some(salt.to_vec()), hashed));
+        }
+        Ok(Self(users))
+    }
+
+    /// The authentication handler over these users.
+    pub fn into_auth(self) -> Auth {
+        let mut scram = ScramAuth::new(Arc::new(self));
+        scram.set_iterations(SCRAM_ITERATIONS);
+        Auth(
+            SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
+                .with_scram(scram),
+        )
+    }
+}
+
+#[async_trait]
+impl AuthSource for Users {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let user = login.user().unwrap_or_default();
+        self.0
+            .get(user)
+            .cloned()
+            .ok_or_else(|| PgWireError::InvalidPassword(user.to_string()))
+    }
 }
 
 /// A connection's process id and secret key, as its cancel requests bring them.
@@ -490,8 +551,9 @@ async fn or_stop<T>(
 impl Connection {
     /// Handlers over `quiver`, a session of its own; cancel requests find
     /// the connection through `connections`.
-    pub fn new(quiver: Quiver, cancel_keys: Arc<CancelKeys>) -> Self {
+    pub fn new(quiver: Quiver, cancel_keys: Arc<CancelKeys>, auth: Option<Arc<Auth>>) -> Self {
         Self {
+            auth,
             cancel_keys,
             cancels: Arc::new(watch::channel(0).0),
             cancel_key: Mutex::new(None),
@@ -923,24 +985,33 @@ impl ExtendedQueryHandler for Connection {
 }
 
 #[async_trait]
-impl NoopStartupHandler for Connection {
-    async fn post_startup<C>(
+impl StartupHandler for Connection {
+    async fn on_startup<C>(
         &self,
         client: &mut C,
-        _message: pgwire::messages::PgWireFrontendMessage,
+        message: pgwire::messages::PgWireFrontendMessage,
     ) -> PgWireResult<()>
     where
-        C: ClientInfo + futures::Sink<pgwire::messages::PgWireBackendMessage> + Unpin + Send,
+        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: std::fmt::Debug,
-        PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        // pgwire has sent the client its process id and secret key.
-        let (pid, secret) = client.pid_and_secret_key();
-        let key = (pid, secret.to_bytes().to_vec());
-        self.cancel_keys
-            .lock()
-            .insert(key.clone(), Arc::clone(&self.cancels));
-        *self.cancel_key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+        match &self.auth {
+            Some(auth) => auth.0.on_startup(client, message).await?,
+            // Trust (loopback only, see `serve`).
+            None => NoopHandler.on_startup(client, message).await?,
+        }
+        // Once started, pgwire has sent the client its process id and
+        // secret key: cancel requests find this connection by them.
+        let mut registered = self.cancel_key.lock().unwrap_or_else(|e| e.into_inner());
+        if registered.is_none() && matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            let (pid, secret) = client.pid_and_secret_key();
+            let key = (pid, secret.to_bytes().to_vec());
+            self.cancel_keys
+                .lock()
+                .insert(key.clone(), Arc::clone(&self.cancels));
+            *registered = Some(key);
+        }
         Ok(())
     }
 }

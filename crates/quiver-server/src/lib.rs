@@ -11,7 +11,9 @@
 //! future that ends the server: it then stops accepting, gives running
 //! connections [`SHUTDOWN_GRACE`] to finish, and returns.
 //!
-//! This first slice authenticates nobody, so [`serve`] refuses a listener
+//! With users configured (`server.password`, `[server.users]`), every
+//! client logs in with SCRAM-SHA-256; without, nobody is authenticated and
+//! [`serve`] refuses a listener
 //! that is not on a loopback address. Beyond `server.max_connections`
 //! connections at once, a client gets SQLSTATE 53300 ("sorry, too many
 //! clients already"), as from Postgres.
@@ -96,11 +98,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
+    let passwords = engine.config().server.passwords();
+    if passwords.is_empty() && !addr.ip().is_loopback() {
         return Err(DataFusionError::Configuration(format!(
-            "refusing to listen on {addr}: this server does not authenticate clients yet, so it only listens on a loopback address (127.0.0.1 or ::1)"
+            "refusing to listen on {addr} without authentication: set a password (server.password or QUIVER_SERVER_PASSWORD, or [server.users] in the config) or listen on a loopback address (127.0.0.1 or ::1)"
         )));
     }
+    // With users, every client logs in with SCRAM-SHA-256, loopback too.
+    let auth = if passwords.is_empty() {
+        None
+    } else {
+        Some(Arc::new(handler::Users::new(&passwords)?.into_auth()))
+    };
     let max_connections = engine.config().server.max_connections.max(1);
     // Every connection's cancel key, for cancel requests (Ctrl-C in psql).
     let cancel_keys = Arc::new(handler::CancelKeys::default());
@@ -126,7 +135,7 @@ pub async fn serve(
                     Ok(s) => s,
                     Err(_) => continue,
                 };
-                let handlers = Arc::new(handler::Handlers(Arc::new(handler::Connection::new(session, Arc::clone(&cancel_keys)))));
+                let handlers = Arc::new(handler::Handlers(Arc::new(handler::Connection::new(session, Arc::clone(&cancel_keys), auth.clone()))));
                 connections.spawn(async move {
                     // Protocol errors end this connection only.
                     let _ = pgwire::tokio::process_socket(socket, None, handlers).await;

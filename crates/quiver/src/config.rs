@@ -19,6 +19,10 @@
 //! [server]
 //! max_connections = 100          # more are refused with SQLSTATE 53300
 //! read_only = false              # true: COPY TO / INSERT are refused (25006)
+//! password = "…"                 # SCRAM-SHA-256 password of `user` (default "quiver")
+//!
+//! [server.users]                 # more users: name = password
+//! alice = "…"
 //!
 //! [object_store.s3]
 //! region = "us-east-1"
@@ -123,7 +127,7 @@ impl ModelDeclaration {
 }
 
 /// The Postgres endpoint (`quiver serve`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Connections served at once; more are refused with SQLSTATE 53300.
@@ -131,6 +135,12 @@ pub struct ServerConfig {
     /// Refuse statements that write (COPY … TO, INSERT, UPDATE, DELETE)
     /// with SQLSTATE 25006; reading and session tables stay allowed.
     pub read_only: bool,
+    /// The user [`ServerConfig::password`] is for.
+    pub user: String,
+    /// A password for `user` (`QUIVER_SERVER_PASSWORD`).
+    pub password: Option<String>,
+    /// More users and their passwords.
+    pub users: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ServerConfig {
@@ -139,7 +149,34 @@ impl Default for ServerConfig {
         Self {
             max_connections: 100,
             read_only: false,
+            user: "quiver".to_string(),
+            password: None,
+            users: std::collections::BTreeMap::new(),
         }
+    }
+}
+
+impl ServerConfig {
+    /// Every user that may log in, with its password; empty when clients
+    /// are not authenticated (loopback only).
+    pub fn passwords(&self) -> std::collections::BTreeMap<String, String> {
+        let mut all = self.users.clone();
+        if let Some(p) = &self.password {
+            all.insert(self.user.clone(), p.clone());
+        }
+        all
+    }
+}
+
+/// Passwords never reach logs or error messages.
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let users: Vec<String> = self.passwords().into_keys().collect();
+        f.debug_struct("ServerConfig")
+            .field("max_connections", &self.max_connections)
+            .field("read_only", &self.read_only)
+            .field("users (passwords hidden)", &users)
+            .finish()
     }
 }
 
@@ -294,6 +331,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("QUIVER_MEDIA_MAX_AUDIO_ALLOC", "media.max_audio_alloc"),
     ("QUIVER_SERVER_MAX_CONNECTIONS", "server.max_connections"),
     ("QUIVER_SERVER_READ_ONLY", "server.read_only"),
+    ("QUIVER_SERVER_USER", "server.user"),
+    ("QUIVER_SERVER_PASSWORD", "server.password"),
     ("QUIVER_S3_REGION", "object_store.s3.region"),
     ("QUIVER_S3_ENDPOINT", "object_store.s3.endpoint"),
     ("QUIVER_S3_ACCESS_KEY_ID", "object_store.s3.access_key_id"),
@@ -431,6 +470,8 @@ impl QuiverConfig {
             "media.max_image_alloc" => self.media.max_image_alloc = positive()?,
             "media.max_audio_alloc" => self.media.max_audio_alloc = positive()?,
             "server.read_only" => self.server.read_only = flag()?.unwrap_or_default(),
+            "server.user" => self.server.user = value.to_string(),
+            "server.password" => self.server.password = text().filter(|p| !p.is_empty()),
             "server.max_connections" => {
                 self.server.max_connections = usize::try_from(positive()?).unwrap_or(usize::MAX)
             }
@@ -468,6 +509,16 @@ impl QuiverConfig {
             .map_err(|reason| err("exec.memory_limit", self.exec.memory_limit.clone(), &reason))?;
         if self.exec.batch_size == 0 {
             return Err(err("exec.batch_size", "0".into(), "must be at least 1"));
+        }
+        if self.server.user.is_empty() {
+            return Err(err("server.user", String::new(), "must not be empty"));
+        }
+        if self.server.users.values().any(String::is_empty) {
+            return Err(err(
+                "server.users",
+                "(hidden)".into(),
+                "a password must not be empty",
+            ));
         }
         if self.server.max_connections == 0 {
             return Err(err(
