@@ -850,3 +850,158 @@ async fn scram_passwords_are_required_when_configured() {
     let _ = stop.send(());
     task.await.expect("task").expect("serve");
 }
+
+/// A test CA and a certificate it signed for localhost / 127.0.0.1, made
+/// with the `openssl` command: (ca.pem, server.crt, server.key).
+fn test_certificates(dir: &std::path::Path) -> (String, String, String) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Quiver test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("extensions");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    let path = |f: &str| dir.join(f).display().to_string();
+    (path("ca.pem"), path("server.crt"), path("server.key"))
+}
+
+/// TLS: psql connects with `sslmode=require` and with `verify-full`
+/// against the test CA (SCRAM bound to the channel when a password is
+/// set); a TLS configuration that cannot be used stops the server before
+/// it serves anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_psql_and_refusal_of_broken_configurations() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = test_certificates(certs.path());
+    let mut config = quiver::QuiverConfig::default();
+    config.set("server.tls_cert", &cert, "test").expect("cert");
+    config.set("server.tls_key", &key, "test").expect("key");
+    config
+        .set("server.password", "tls pass", "test")
+        .expect("password");
+    let server = Server::start_with(config.clone()).await;
+    let port = server.addr.port();
+    let psql = |options: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new("psql")
+                .args([
+                    "-X",
+                    "-w",
+                    "-At",
+                    &format!("host=localhost hostaddr=127.0.0.1 port={port} user=quiver dbname=quiver {options}"),
+                    "-c",
+                    "\\conninfo",
+                    "-c",
+                    "SELECT 6 * 7",
+                ])
+                .env("PGPASSWORD", "tls pass")
+                .output()
+                .expect("psql runs")
+        })
+    };
+    for options in [
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-full sslrootcert={ca} channel_binding=require"),
+    ] {
+        let out = psql(options.clone()).await.expect("psql");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{options}: {out:?}");
+        assert!(stdout.contains("SSL connection"), "{options}: {stdout}");
+        assert!(stdout.trim_end().ends_with("42"), "{stdout}");
+    }
+    // A client that trusts another CA refuses the server.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (other_ca, _, _) = test_certificates(other.path());
+    let out = psql(format!("sslmode=verify-full sslrootcert={other_ca}"))
+        .await
+        .expect("psql");
+    assert!(!out.status.success(), "{out:?}");
+    server.stop().await;
+
+    // Broken configurations: the server does not start.
+    for (cert_path, key_path, expect) in [
+        (cert.clone(), format!("{key}.missing"), "reading"),
+        (key.clone(), key.clone(), "no PEM certificate"),
+        (
+            cert.clone(),
+            other.path().join("server.key").display().to_string(),
+            "server.key",
+        ),
+    ] {
+        let mut broken = quiver::QuiverConfig::default();
+        broken
+            .set("server.tls_cert", &cert_path, "test")
+            .expect("cert");
+        broken
+            .set("server.tls_key", &key_path, "test")
+            .expect("key");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let engine = Quiver::builder().config(broken).build().unwrap();
+        let err = quiver_server::serve(listener, engine, async {})
+            .await
+            .expect_err("broken TLS must stop the server");
+        let message = err.to_string();
+        assert!(
+            message.contains("TLS is configured but cannot be set up") && message.contains(expect),
+            "{message}"
+        );
+    }
+}

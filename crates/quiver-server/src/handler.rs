@@ -404,14 +404,19 @@ impl Users {
         Ok(Self(users))
     }
 
-    /// The authentication handler over these users.
-    pub fn into_auth(self) -> Auth {
+    /// The authentication handler over these users; with the server's
+    /// certificates (PEM), clients on TLS may bind their proof to the
+    /// channel (SCRAM-SHA-256-PLUS).
+    pub fn into_auth(self, certs_pem: Option<&[u8]>) -> PgWireResult<Auth> {
         let mut scram = ScramAuth::new(Arc::new(self));
         scram.set_iterations(SCRAM_ITERATIONS);
-        Auth(
+        if let Some(pem) = certs_pem {
+            scram.configure_certificate(pem)?;
+        }
+        Ok(Auth(
             SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
                 .with_scram(scram),
-        )
+        ))
     }
 }
 

@@ -6,6 +6,7 @@
 //! | [`handler`] | one connection: its own session, simple and extended query protocols, transactions and client settings |
 //! | [`encode`] | Arrow → Postgres types and value encodings (text and binary) |
 //! | [`errors`] | the one mapping from errors to SQLSTATE codes |
+//! | [`tls`] | TLS (rustls) from `server.tls_cert` / `server.tls_key` |
 //!
 //! [`serve`] takes an already-bound listener (tests bind port 0) and a
 //! future that ends the server: it then stops accepting, gives running
@@ -21,6 +22,7 @@
 pub mod encode;
 pub mod errors;
 pub mod handler;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -104,12 +106,31 @@ pub async fn serve(
             "refusing to listen on {addr} without authentication: set a password (server.password or QUIVER_SERVER_PASSWORD, or [server.users] in the config) or listen on a loopback address (127.0.0.1 or ::1)"
         )));
     }
-    // With users, every client logs in with SCRAM-SHA-256, loopback too.
+    // TLS when configured; a configuration that does not work stops the
+    // server here rather than serving in plain text.
+    let tls = match (
+        &engine.config().server.tls_cert,
+        &engine.config().server.tls_key,
+    ) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    // With users, every client logs in with SCRAM-SHA-256, loopback too
+    // (SCRAM-SHA-256-PLUS, bound to the TLS channel, where TLS is on).
     let auth = if passwords.is_empty() {
         None
     } else {
-        Some(Arc::new(handler::Users::new(&passwords)?.into_auth()))
+        let certs = tls.as_ref().map(|t| t.certs_pem.as_slice());
+        let auth = handler::Users::new(&passwords)?
+            .into_auth(certs)
+            .map_err(|e| {
+                DataFusionError::Configuration(format!(
+                    "TLS is configured but cannot be set up: SCRAM channel binding: {e}"
+                ))
+            })?;
+        Some(Arc::new(auth))
     };
+    let acceptor = tls.map(|t| t.acceptor);
     let max_connections = engine.config().server.max_connections.max(1);
     // Every connection's cancel key, for cancel requests (Ctrl-C in psql).
     let cancel_keys = Arc::new(handler::CancelKeys::default());
@@ -136,9 +157,10 @@ pub async fn serve(
                     Err(_) => continue,
                 };
                 let handlers = Arc::new(handler::Handlers(Arc::new(handler::Connection::new(session, Arc::clone(&cancel_keys), auth.clone()))));
+                let acceptor = acceptor.clone();
                 connections.spawn(async move {
                     // Protocol errors end this connection only.
-                    let _ = pgwire::tokio::process_socket(socket, None, handlers).await;
+                    let _ = pgwire::tokio::process_socket(socket, acceptor, handlers).await;
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

@@ -20,6 +20,8 @@
 //! max_connections = 100          # more are refused with SQLSTATE 53300
 //! read_only = false              # true: COPY TO / INSERT are refused (25006)
 //! password = "…"                 # SCRAM-SHA-256 password of `user` (default "quiver")
+//! tls_cert = "server.crt"        # PEM chain; with tls_key, clients may use TLS
+//! tls_key = "server.key"         # PEM private key
 //!
 //! [server.users]                 # more users: name = password
 //! alice = "…"
@@ -141,6 +143,10 @@ pub struct ServerConfig {
     pub password: Option<String>,
     /// More users and their passwords.
     pub users: std::collections::BTreeMap<String, String>,
+    /// The server's certificate chain (PEM); with `tls_key`, TLS is offered.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -152,6 +158,8 @@ impl Default for ServerConfig {
             user: "quiver".to_string(),
             password: None,
             users: std::collections::BTreeMap::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -176,6 +184,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_connections", &self.max_connections)
             .field("read_only", &self.read_only)
             .field("users (passwords hidden)", &users)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -333,6 +343,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("QUIVER_SERVER_READ_ONLY", "server.read_only"),
     ("QUIVER_SERVER_USER", "server.user"),
     ("QUIVER_SERVER_PASSWORD", "server.password"),
+    ("QUIVER_SERVER_TLS_CERT", "server.tls_cert"),
+    ("QUIVER_SERVER_TLS_KEY", "server.tls_key"),
     ("QUIVER_S3_REGION", "object_store.s3.region"),
     ("QUIVER_S3_ENDPOINT", "object_store.s3.endpoint"),
     ("QUIVER_S3_ACCESS_KEY_ID", "object_store.s3.access_key_id"),
@@ -472,6 +484,8 @@ impl QuiverConfig {
             "server.read_only" => self.server.read_only = flag()?.unwrap_or_default(),
             "server.user" => self.server.user = value.to_string(),
             "server.password" => self.server.password = text().filter(|p| !p.is_empty()),
+            "server.tls_cert" => self.server.tls_cert = Some(PathBuf::from(value)),
+            "server.tls_key" => self.server.tls_key = Some(PathBuf::from(value)),
             "server.max_connections" => {
                 self.server.max_connections = usize::try_from(positive()?).unwrap_or(usize::MAX)
             }
@@ -509,6 +523,17 @@ impl QuiverConfig {
             .map_err(|reason| err("exec.memory_limit", self.exec.memory_limit.clone(), &reason))?;
         if self.exec.batch_size == 0 {
             return Err(err("exec.batch_size", "0".into(), "must be at least 1"));
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            let (key, value) = match &self.server.tls_cert {
+                Some(c) => ("server.tls_key", c.display().to_string()),
+                None => ("server.tls_cert", String::new()),
+            };
+            return Err(err(
+                key,
+                value,
+                "server.tls_cert and server.tls_key go together",
+            ));
         }
         if self.server.user.is_empty() {
             return Err(err("server.user", String::new(), "must not be empty"));
