@@ -1005,3 +1005,89 @@ async fn tls_with_psql_and_refusal_of_broken_configurations() {
         );
     }
 }
+
+/// `COPY … TO STDOUT` in the three formats, read by tokio-postgres'
+/// `copy_out` and by psql (`COPY` and `\copy`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_to_stdout_in_text_csv_and_binary() {
+    let server = Server::start().await;
+    let c = server.connect().await;
+    c.simple_query(
+        "CREATE TABLE t AS SELECT * FROM (VALUES (1, 'plain', 1.5), (2, 'tab\there, \"quoted\"', NULL), (3, NULL, -2.0)) AS v(id, name, x)",
+    )
+    .await
+    .expect("table");
+    let copy = |sql: &'static str| {
+        let c = &c;
+        async move {
+            let stream = c.copy_out(sql).await.expect(sql);
+            futures::pin_mut!(stream);
+            let mut out = Vec::new();
+            while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+                out.extend_from_slice(&chunk.expect("chunk"));
+            }
+            out
+        }
+    };
+    let text = copy("COPY (SELECT id, name, x FROM t ORDER BY id) TO STDOUT").await;
+    assert_eq!(
+        String::from_utf8(text).unwrap(),
+        "1\tplain\t1.5\n2\ttab\\there, \"quoted\"\t\\N\n3\t\\N\t-2.0\n"
+    );
+    let csv =
+        copy("COPY (SELECT id, name FROM t ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)").await;
+    assert_eq!(
+        String::from_utf8(csv).unwrap(),
+        "id,name\n1,plain\n2,\"tab\there, \"\"quoted\"\"\"\n3,\n"
+    );
+    let table = copy("COPY t (id) TO STDOUT").await;
+    let mut ids: Vec<String> = String::from_utf8(table)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["1", "2", "3"]);
+    // Binary: PGCOPY header, one tuple (2 fields: int8 8 bytes, text), trailer.
+    let binary = copy("COPY (SELECT id, name FROM t WHERE id = 1) TO STDOUT (FORMAT binary)").await;
+    let mut expected = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+    expected.extend_from_slice(&2i16.to_be_bytes());
+    expected.extend_from_slice(&8i32.to_be_bytes());
+    expected.extend_from_slice(&1i64.to_be_bytes());
+    expected.extend_from_slice(&5i32.to_be_bytes());
+    expected.extend_from_slice(b"plain");
+    expected.extend_from_slice(&(-1i16).to_be_bytes());
+    assert_eq!(binary, expected);
+    // Bad options are errors with a SQLSTATE, and the connection goes on.
+    let err = c
+        .simple_query("COPY t TO STDOUT (FORCE_QUOTE *)")
+        .await
+        .expect_err("unsupported option");
+    assert_eq!(err.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED));
+    c.simple_query("SELECT 1").await.expect("still usable");
+
+    // psql: COPY to its stdout, and \copy to a file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("out.csv");
+    let out = psql(
+        server.addr.port(),
+        vec![
+            "-c".into(),
+            "COPY (SELECT 1 AS a, 'x y' AS b) TO STDOUT WITH CSV HEADER".into(),
+            "-c".into(),
+            format!(
+                "\\copy (SELECT 2 AS a, 'z' AS b) to '{}' with (format csv)",
+                file.display()
+            ),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("a,b\n1,x y\n"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "2,z\n");
+    drop(c);
+    server.stop().await;
+}

@@ -26,7 +26,7 @@ use pgwire::api::portal::PortalExecutionState;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::send_execution_response;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{CopyResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
@@ -72,6 +72,11 @@ enum Kind {
     /// `SHOW name` for such a setting.
     ShowClient {
         name: String,
+    },
+    /// `COPY (query) TO STDOUT`: the query's rows in a COPY format.
+    CopyOut {
+        plan: Box<LogicalPlan>,
+        options: crate::copy::CopyOptions,
     },
     /// `DISCARD ALL`, `DEALLOCATE …`: nothing to do.
     Nothing {
@@ -200,7 +205,21 @@ impl Parser {
         }
         let special = match model_statement {
             Some(_) => None,
-            None => special(sql),
+            None => match crate::copy::parse(sql) {
+                Some(copy) => {
+                    let copy = copy?;
+                    let plan = self
+                        .quiver
+                        .create_logical_plan(&copy.query)
+                        .await
+                        .map_err(to_pg)?;
+                    Some(Kind::CopyOut {
+                        plan: Box::new(plan),
+                        options: copy.options,
+                    })
+                }
+                None => special(sql),
+            },
         };
         let kind = match special {
             Some(kind) => kind,
@@ -637,6 +656,32 @@ impl Connection {
                 Ok(Response::Query(QueryResponse::new(
                     fields,
                     stream::iter(vec![Ok(row)]),
+                )))
+            }
+            Kind::CopyOut { plan, options } => {
+                let mut plan = plan.as_ref().clone();
+                if let Some(params) = params {
+                    plan = plan.with_param_values(params).map_err(to_pg)?;
+                }
+                let mut stop = stopper(cancel, self.statement_timeout());
+                let stream = or_stop(
+                    async {
+                        let df = self
+                            .quiver
+                            .context()
+                            .execute_logical_plan(plan)
+                            .await
+                            .map_err(to_pg)?;
+                        self.quiver.execute_frame(df).await.map_err(to_pg)
+                    },
+                    &mut stop,
+                )
+                .await?;
+                let (columns, data) = crate::copy::copy_data(stream, options);
+                Ok(Response::CopyOut(CopyResponse::new(
+                    options.wire_format(),
+                    columns,
+                    until_stopped(data, stop),
                 )))
             }
             Kind::Plan(plan) => {

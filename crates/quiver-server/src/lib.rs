@@ -3,6 +3,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`copy`] | `COPY … TO STDOUT` in the text, csv and binary formats |
 //! | [`handler`] | one connection: its own session, simple and extended query protocols, transactions and client settings |
 //! | [`encode`] | Arrow → Postgres types and value encodings (text and binary) |
 //! | [`errors`] | the one mapping from errors to SQLSTATE codes |
@@ -19,6 +20,7 @@
 //! connections at once, a client gets SQLSTATE 53300 ("sorry, too many
 //! clients already"), as from Postgres.
 
+pub mod copy;
 pub mod encode;
 pub mod errors;
 pub mod handler;
