@@ -1091,3 +1091,33 @@ async fn copy_to_stdout_in_text_csv_and_binary() {
     drop(c);
     server.stop().await;
 }
+
+/// psycopg 3 (Python, from PyPI; `.ci/setup` installs it) runs
+/// `tests/clients/psycopg_check.py` against the server: transactions,
+/// parameters, binary results, bytea images, float4[] arrays, SQLSTATE
+/// errors, `cancel()`, `statement_timeout`, `COPY … TO STDOUT`, streaming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_works_as_with_postgres() {
+    let server = Server::start().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/psycopg_check.py");
+    let port = server.addr.port().to_string();
+    let data = server.data();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .arg(port)
+            .arg(data)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .expect("task");
+    assert!(
+        out.status.success(),
+        "psycopg check failed (pip install 'psycopg[binary]' if it is missing):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("psycopg: ok"));
+    server.stop().await;
+}
