@@ -599,6 +599,33 @@ impl Connection {
         self.cancels.subscribe()
     }
 
+    /// Starts `plan`, unless cancelled or timed out first; the stream and
+    /// what stops it later.
+    async fn start(
+        &self,
+        plan: LogicalPlan,
+        cancel: Option<CancelSignal>,
+    ) -> PgWireResult<(
+        datafusion::execution::SendableRecordBatchStream,
+        BoxFuture<'static, PgWireError>,
+    )> {
+        let mut stop = stopper(cancel, self.statement_timeout());
+        let stream = or_stop(
+            async {
+                let df = self
+                    .quiver
+                    .context()
+                    .execute_logical_plan(plan)
+                    .await
+                    .map_err(to_pg)?;
+                self.quiver.execute_frame(df).await.map_err(to_pg)
+            },
+            &mut stop,
+        )
+        .await?;
+        Ok((stream, stop))
+    }
+
     /// The session's `statement_timeout`.
     fn statement_timeout(&self) -> Option<Duration> {
         let settings = self
@@ -659,24 +686,8 @@ impl Connection {
                 )))
             }
             Kind::CopyOut { plan, options } => {
-                let mut plan = plan.as_ref().clone();
-                if let Some(params) = params {
-                    plan = plan.with_param_values(params).map_err(to_pg)?;
-                }
-                let mut stop = stopper(cancel, self.statement_timeout());
-                let stream = or_stop(
-                    async {
-                        let df = self
-                            .quiver
-                            .context()
-                            .execute_logical_plan(plan)
-                            .await
-                            .map_err(to_pg)?;
-                        self.quiver.execute_frame(df).await.map_err(to_pg)
-                    },
-                    &mut stop,
-                )
-                .await?;
+                let plan = with_params(plan, params)?;
+                let (stream, stop) = self.start(plan, cancel).await?;
                 let (columns, data) = crate::copy::copy_data(stream, options);
                 Ok(Response::CopyOut(CopyResponse::new(
                     options.wire_format(),
@@ -685,26 +696,10 @@ impl Connection {
                 )))
             }
             Kind::Plan(plan) => {
-                let mut plan = plan.as_ref().clone();
-                if let Some(params) = params {
-                    plan = plan.with_param_values(params).map_err(to_pg)?;
-                }
+                let plan = with_params(plan, params)?;
                 let command = is_command(&plan);
                 let tag = command_tag(&stmt.sql, &plan);
-                let mut stop = stopper(cancel, self.statement_timeout());
-                let stream = or_stop(
-                    async {
-                        let df = self
-                            .quiver
-                            .context()
-                            .execute_logical_plan(plan)
-                            .await
-                            .map_err(to_pg)?;
-                        self.quiver.execute_frame(df).await.map_err(to_pg)
-                    },
-                    &mut stop,
-                )
-                .await?;
+                let (stream, mut stop) = self.start(plan, cancel).await?;
                 if command || stream.schema().fields().is_empty() {
                     // A command: run it to the end; COPY and INSERT report a count.
                     let batches: Vec<_> = or_stop(
@@ -747,6 +742,15 @@ impl Connection {
                 )))
             }
         }
+    }
+}
+
+/// `plan` with its `$n` bound to `params`.
+fn with_params(plan: &LogicalPlan, params: Option<ParamValues>) -> PgWireResult<LogicalPlan> {
+    let plan = plan.clone();
+    match params {
+        Some(params) => plan.with_param_values(params).map_err(to_pg),
+        None => Ok(plan),
     }
 }
 

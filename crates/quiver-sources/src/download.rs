@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, BinaryViewBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
@@ -172,40 +172,66 @@ impl AsyncScalarUDFImpl for UrlDownload {
 
     async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let null_on_error = on_error_null(&args.args)?;
-        let Some(first) = args.args.first() else {
-            return plan_err!("url_download needs a URL or path");
-        };
-        let urls = cast(&first.to_array(args.number_rows)?, &DataType::Utf8)?;
-        let urls = urls.as_string::<i32>();
-        let concurrency =
-            QuiverSettings::from_options(&args.config_options).max_concurrent_requests;
-        let results: Vec<Result<Option<bytes::Bytes>>> =
-            futures::stream::iter((0..urls.len()).map(|row| async move {
-                if urls.is_null(row) {
-                    return Ok(None);
-                }
-                let url = urls.value(row);
-                match fetch_address(&self.runtime, url).await {
-                    Ok(bytes) => Ok(Some(bytes)),
-                    Err(_) if null_on_error => Ok(None),
-                    Err(e) => Err(e.context(format!(
-                        "url_download: row {} of its batch: {url} (use on_error => 'null' to get NULL instead)",
-                        row + 1
-                    ))),
-                }
-            }))
-            .buffered(concurrency.max(1))
-            .collect()
-            .await;
-        let total: usize = results
-            .iter()
-            .map(|r| r.as_ref().map_or(0, |b| b.as_ref().map_or(0, |b| b.len())))
-            .sum();
-        let mut out = BinaryBuilder::with_capacity(results.len(), total);
-        for r in results {
-            out.append_option(r?);
-        }
-        let out: ArrayRef = std::sync::Arc::new(out.finish());
-        Ok(ColumnarValue::Array(out))
+        let results = fetch_each(&self.runtime, &args, "url_download", |row, url, got| match got {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(_) if null_on_error => Ok(None),
+            Err(e) => Err(e.context(format!(
+                "url_download: row {} of its batch: {url} (use on_error => 'null' to get NULL instead)",
+                row + 1
+            ))),
+        })
+        .await?;
+        Ok(ColumnarValue::Array(binary_array(&results, false)))
     }
+}
+
+/// Fetches the path or URL of each row of the first argument, at most
+/// `quiver.io.max_concurrent_requests` requests at a time, results in row
+/// order; `each` turns a row's fetch (its index in the batch, the address,
+/// the bytes or the error) into its value. NULL gives NULL.
+pub(crate) async fn fetch_each(
+    runtime: &RuntimeEnv,
+    args: &ScalarFunctionArgs,
+    function: &str,
+    each: impl Fn(usize, &str, Result<bytes::Bytes>) -> Result<Option<bytes::Bytes>>,
+) -> Result<Vec<Option<bytes::Bytes>>> {
+    let Some(first) = args.args.first() else {
+        return plan_err!("{function} needs a URL or path");
+    };
+    let addresses = cast(&first.to_array(args.number_rows)?, &DataType::Utf8)?;
+    let addresses = addresses.as_string::<i32>();
+    let concurrency = QuiverSettings::from_options(&args.config_options).max_concurrent_requests;
+    let each = &each;
+    let results: Vec<Result<Option<bytes::Bytes>>> =
+        futures::stream::iter((0..addresses.len()).map(|row| async move {
+            if addresses.is_null(row) {
+                return Ok(None);
+            }
+            let address = addresses.value(row);
+            each(row, address, fetch_address(runtime, address).await)
+        }))
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// The fetched values as a binary array (a view array when `view`).
+pub(crate) fn binary_array(values: &[Option<bytes::Bytes>], view: bool) -> ArrayRef {
+    if view {
+        let mut out = BinaryViewBuilder::with_capacity(values.len());
+        for v in values {
+            out.append_option(v.as_deref());
+        }
+        return Arc::new(out.finish());
+    }
+    let total: usize = values
+        .iter()
+        .map(|v| v.as_ref().map_or(0, |b| b.len()))
+        .sum();
+    let mut out = BinaryBuilder::with_capacity(values.len(), total);
+    for v in values {
+        out.append_option(v.as_deref());
+    }
+    Arc::new(out.finish())
 }

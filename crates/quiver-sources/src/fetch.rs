@@ -15,8 +15,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, BinaryViewBuilder};
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -25,11 +23,9 @@ use datafusion::logical_expr::{
     ColumnarValue, DocSection, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl,
     Signature, TypeSignature, Volatility,
 };
-use futures::StreamExt;
-use quiver_settings::QuiverSettings;
 
 use crate::audio::AudioReader;
-use crate::download::{IDEAL_ROWS, fetch_address};
+use crate::download::{IDEAL_ROWS, binary_array, fetch_each};
 use crate::images::ImagesReader;
 use crate::media_scan::{MediaReader, OnError};
 
@@ -154,58 +150,20 @@ impl AsyncScalarUDFImpl for MediaFetch {
         let kind = constant(&args.args, 1, "kind")?;
         let reader = reader_for(&kind)?;
         let on_error = OnError::parse(&constant(&args.args, 2, "on_error")?)?;
-        let Some(first) = args.args.first() else {
-            return plan_err!("{MEDIA_FETCH} needs a path");
-        };
-        let paths = cast(&first.to_array(args.number_rows)?, &DataType::Utf8)?;
-        let paths = paths.as_string::<i32>();
-        let concurrency =
-            QuiverSettings::from_options(&args.config_options).max_concurrent_requests;
-        let reader = &reader;
-        let kind = &kind;
-        let results: Vec<Result<Option<bytes::Bytes>>> =
-            futures::stream::iter((0..paths.len()).map(|row| async move {
-                if paths.is_null(row) {
-                    return Ok(None);
-                }
-                let path = paths.value(row);
-                let bytes = fetch_address(&self.runtime, path)
-                    .await
-                    .map_err(|e| e.context(format!("reading {kind} {path}")))?;
-                match reader.check(&bytes) {
-                    Ok(()) => Ok(Some(bytes)),
-                    Err(e) if on_error == OnError::Fail => Err(DataFusionError::External(
-                        Box::new(e),
-                    )
+        let results = fetch_each(&self.runtime, &args, MEDIA_FETCH, |_, path, got| {
+            let bytes = got.map_err(|e| e.context(format!("reading {kind} {path}")))?;
+            match reader.check(&bytes) {
+                Ok(()) => Ok(Some(bytes)),
+                Err(e) if on_error == OnError::Fail => Err(DataFusionError::External(Box::new(e))
                     .context(format!(
                         "reading {kind} {path} (on_error=fail; use 'on_error=null' or 'on_error=skip' to go on)"
                     ))),
-                    Err(_) => Ok(None),
-                }
-            }))
-            .buffered(concurrency.max(1))
-            .collect()
-            .await;
-        let results = results.into_iter().collect::<Result<Vec<_>>>()?;
-        let total: usize = results
-            .iter()
-            .map(|b| b.as_ref().map_or(0, |b| b.len()))
-            .sum();
+                Err(_) => Ok(None),
+            }
+        })
+        .await?;
         let view =
             reader.schema().field(reader.bytes_column()).data_type() == &DataType::BinaryView;
-        let out: ArrayRef = if view {
-            let mut out = BinaryViewBuilder::with_capacity(results.len());
-            for b in &results {
-                out.append_option(b.as_deref());
-            }
-            Arc::new(out.finish())
-        } else {
-            let mut out = BinaryBuilder::with_capacity(results.len(), total);
-            for b in &results {
-                out.append_option(b.as_deref());
-            }
-            Arc::new(out.finish())
-        };
-        Ok(ColumnarValue::Array(out))
+        Ok(ColumnarValue::Array(binary_array(&results, view)))
     }
 }
