@@ -65,6 +65,10 @@ pub const QUERIES: &[(&str, &str)] = &[
         "queries/13_inference.sql",
         include_str!("../../../queries/13_inference.sql"),
     ),
+    (
+        "queries/14_media_joins.sql",
+        include_str!("../../../queries/14_media_joins.sql"),
+    ),
 ];
 
 /// Generates `workdir/sample-data` and runs every example query there.
