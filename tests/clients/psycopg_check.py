@@ -27,6 +27,10 @@ with psycopg.connect(dsn, autocommit=True) as conn:
     # Parameters of several types, text and binary results.
     cur.execute("SELECT %s + 1, %s::text || '!', %s * 2.0, NOT %s", (1, "a", 1.25, False))
     assert cur.fetchone() == (2, "a!", 2.5, True)
+    # Types psycopg declares are the parameters' types; strings, sent as
+    # `unknown`, are text where nothing else decides.
+    cur.execute("SELECT %s, %s || %s", (True, "con", "cat"))
+    assert cur.fetchone() == (True, "concat")
     bcur = conn.cursor(binary=True)
     bcur.execute("SELECT CAST(7 AS INT), 'x', CAST(2.5 AS DOUBLE), CAST(NULL AS TEXT)")
     assert bcur.fetchone() == (7, "x", 2.5, None)

@@ -345,12 +345,26 @@ impl QueryParser for Parser {
         &self,
         _client: &C,
         sql: &str,
-        _types: &[Option<Type>],
+        types: &[Option<Type>],
     ) -> PgWireResult<Option<Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        self.parse(sql).await.map(Some)
+        // Types the client declared are the parameters' types, as in
+        // Postgres; `unknown` ones are text where nothing else decides.
+        let declared = crate::params::with_declared_types(sql, types);
+        match self.parse(declared.as_deref().unwrap_or(sql)).await {
+            Ok(stmt) => Ok(Some(stmt)),
+            Err(e) => {
+                let as_text = crate::params::with_unknown_as_text(sql, types);
+                if as_text != sql
+                    && let Ok(stmt) = self.parse(&as_text).await
+                {
+                    return Ok(Some(stmt));
+                }
+                Err(e)
+            }
+        }
     }
 
     fn get_parameter_types(&self, stmt: &Statement) -> PgWireResult<Vec<Type>> {

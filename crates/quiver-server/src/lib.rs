@@ -7,6 +7,7 @@
 //! | [`handler`] | one connection: its own session, simple and extended query protocols, transactions and client settings |
 //! | [`encode`] | Arrow → Postgres types and value encodings (text and binary) |
 //! | [`errors`] | the one mapping from errors to SQLSTATE codes |
+//! | [`params`] | parameter types the client declares (`$1` as `bool`), and `unknown` ones as text |
 //! | [`tls`] | TLS (rustls) from `server.tls_cert` / `server.tls_key` |
 //!
 //! [`serve`] takes an already-bound listener (tests bind port 0) and a
@@ -24,6 +25,7 @@ pub mod copy;
 pub mod encode;
 pub mod errors;
 pub mod handler;
+pub mod params;
 pub mod tls;
 
 use std::future::Future;
