@@ -526,18 +526,11 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
 
 /// Completes with the error a statement stops with: on a cancel request or
 /// when `timeout` has passed; never otherwise.
-fn stopper(
-    cancel: Option<CancelSignal>,
-    timeout: Option<Duration>,
-) -> BoxFuture<'static, PgWireError> {
+fn stopper(mut cancel: CancelSignal, timeout: Option<Duration>) -> BoxFuture<'static, PgWireError> {
     Box::pin(async move {
         let cancelled = async {
             // A closed channel (the connection ended) is no cancel.
-            let requested = match cancel {
-                Some(mut signal) => signal.changed().await.is_ok(),
-                None => false,
-            };
-            if !requested {
+            if cancel.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         };
@@ -618,7 +611,7 @@ impl Connection {
     async fn start(
         &self,
         plan: LogicalPlan,
-        cancel: Option<CancelSignal>,
+        cancel: CancelSignal,
     ) -> PgWireResult<(
         datafusion::execution::SendableRecordBatchStream,
         BoxFuture<'static, PgWireError>,
@@ -657,7 +650,7 @@ impl Connection {
         stmt: &Statement,
         params: Option<ParamValues>,
         format: &(dyn Fn(usize) -> FieldFormat + Sync),
-        cancel: Option<CancelSignal>,
+        cancel: CancelSignal,
     ) -> PgWireResult<Response> {
         match &stmt.kind {
             Kind::Transaction { start: true, tag } => Ok(Response::TransactionStart(Tag::new(tag))),
@@ -897,7 +890,7 @@ impl SimpleQueryHandler for Connection {
         C::PortalStore: PortalStore,
     {
         // One cancel request stops every statement of the message.
-        let cancel = Some(self.cancel_signal());
+        let cancel = self.cancel_signal();
         let mut out = vec![];
         for piece in quiver::statements::split_statements(query) {
             let result = match self.parser.parse(&piece.sql).await {
@@ -1041,7 +1034,7 @@ impl ExtendedQueryHandler for Connection {
     {
         let params = bind(portal)?;
         let format = portal.result_column_format.clone();
-        let cancel = Some(self.cancel_signal());
+        let cancel = self.cancel_signal();
         self.run(
             &portal.statement.statement,
             params,
