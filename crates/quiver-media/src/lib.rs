@@ -10,6 +10,7 @@
 //! | [`pixels`] | decoding under limits (DCT-scaled for JPEG), encoding, resize, crop, rotate, flip, convert, tensors |
 //! | [`hash`] | perceptual hashes and Hamming distance |
 //! | [`exif`] | EXIF metadata (camera, time taken, orientation, GPS) |
+//! | [`video`] | video probing and sampled frame decoding through FFmpeg (feature `video`) |
 
 pub mod arrow_types;
 pub mod audio;
@@ -19,6 +20,7 @@ pub mod hash;
 pub mod image_probe;
 pub mod mel;
 pub mod pixels;
+pub mod video;
 
 pub use audio::{AudioFormat, AudioInfo, AudioLimits, Pcm, decode_audio, probe_audio};
 pub use error::MediaError;

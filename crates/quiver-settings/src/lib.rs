@@ -9,6 +9,7 @@
 //! | `quiver.media.max_image_pixels` | 100000000 | images declaring more pixels are refused before decoding |
 //! | `quiver.media.max_image_alloc` | 1073741824 | bytes a decoder may allocate for one image |
 //! | `quiver.media.max_audio_alloc` | 1073741824 | bytes of decoded samples one audio decode may hold |
+//! | `quiver.media.max_video_pixels` | 36000000 | pixels of one video frame; larger videos are refused before decoding |
 //! | `quiver.io.max_concurrent_requests` | 32 | requests `url_download` keeps in flight per partition |
 //! | `quiver.inference.batch_size` | 0 | rows per model call in `InferenceExec`; 0 takes the model's `batch_size` |
 //! | `quiver.inference.replicas` | 1 | forward passes of one model running at once (worker threads sharing its weights) |
@@ -21,6 +22,7 @@ use std::any::Any;
 
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ConfigOptions, ExtensionOptions};
 use datafusion::common::{DataFusionError, Result};
+use quiver_media::video::VideoLimits;
 use quiver_media::{AudioLimits, DecodeLimits};
 
 /// The `quiver.*` settings of a session.
@@ -30,6 +32,8 @@ pub struct QuiverSettings {
     pub decode_limits: DecodeLimits,
     /// Limits on every audio decode.
     pub audio_limits: AudioLimits,
+    /// Limits on every video probe and decode.
+    pub video_limits: VideoLimits,
     /// Requests `url_download` keeps in flight at once, per partition.
     pub max_concurrent_requests: usize,
     /// How `InferenceExec` batches and runs model calls.
@@ -68,6 +72,7 @@ impl Default for QuiverSettings {
         Self {
             decode_limits: DecodeLimits::default(),
             audio_limits: AudioLimits::default(),
+            video_limits: VideoLimits::default(),
             max_concurrent_requests: 32,
             inference: InferenceSettings::default(),
         }
@@ -132,6 +137,9 @@ impl ExtensionOptions for QuiverSettings {
             "media.max_audio_alloc" => {
                 self.audio_limits.max_alloc = parse_count(key, value)?;
             }
+            "media.max_video_pixels" => {
+                self.video_limits.max_pixels = parse_count(key, value)?;
+            }
             "io.max_concurrent_requests" => {
                 self.max_concurrent_requests =
                     usize::try_from(parse_count(key, value)?).unwrap_or(usize::MAX);
@@ -183,6 +191,11 @@ impl ExtensionOptions for QuiverSettings {
                 key: "quiver.media.max_audio_alloc".to_string(),
                 value: Some(self.audio_limits.max_alloc.to_string()),
                 description: "Bytes of decoded samples (4 per sample and channel) one audio decode may hold; longer audio is refused before decoding.",
+            },
+            ConfigEntry {
+                key: "quiver.media.max_video_pixels".to_string(),
+                value: Some(self.video_limits.max_pixels.to_string()),
+                description: "Videos whose frames have more pixels (width × height) are refused before decoding.",
             },
             ConfigEntry {
                 key: "quiver.io.max_concurrent_requests".to_string(),
