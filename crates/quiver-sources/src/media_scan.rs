@@ -25,6 +25,7 @@ use datafusion::physical_plan::{
 };
 use object_store::{ObjectStore, ObjectStoreExt};
 use quiver_media::MediaError;
+use quiver_settings::QuiverSettings;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BinaryBuilder, BooleanArray, RecordBatch, StringBuilder,
@@ -518,6 +519,8 @@ pub struct ScanContext {
     pub header_filter: Option<Arc<dyn PhysicalExpr>>,
     /// Files left out by `on_error = 'skip'`.
     pub skipped: Count,
+    /// The session's `quiver.*` settings (decode limits).
+    pub settings: Arc<QuiverSettings>,
 }
 
 impl ScanContext {
@@ -803,6 +806,9 @@ impl ExecutionPlan for MediaExec {
             reads: self.reads,
             header_filter: self.header_filter.clone(),
             skipped,
+            settings: Arc::new(QuiverSettings::from_options(
+                context.session_config().options(),
+            )),
         });
         let bytes = (self.reads == Reads::Everything).then(|| self.reader.batch_bytes());
         let chunks = chunk_files(files, batch_size, bytes);

@@ -15,6 +15,7 @@
 //! max_image_pixels = 100000000   # session default of quiver.media.max_image_pixels
 //! max_image_alloc = 1073741824   # bytes per decode
 //! max_audio_alloc = 1073741824   # bytes of samples per audio decode
+//! max_video_pixels = 36000000    # pixels of one video frame
 //!
 //! [server]
 //! max_connections = 100          # more are refused with SQLSTATE 53300
@@ -201,6 +202,8 @@ pub struct MediaConfig {
     pub max_image_alloc: u64,
     /// Bytes of decoded samples one audio decode may hold.
     pub max_audio_alloc: u64,
+    /// Videos whose frames have more pixels are refused before decoding.
+    pub max_video_pixels: u64,
 }
 
 impl Default for MediaConfig {
@@ -210,6 +213,7 @@ impl Default for MediaConfig {
             max_image_pixels: d.max_pixels,
             max_image_alloc: d.max_alloc,
             max_audio_alloc: quiver_media::AudioLimits::default().max_alloc,
+            max_video_pixels: quiver_media::video::VideoLimits::default().max_pixels,
         }
     }
 }
@@ -339,6 +343,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("QUIVER_MEDIA_MAX_IMAGE_PIXELS", "media.max_image_pixels"),
     ("QUIVER_MEDIA_MAX_IMAGE_ALLOC", "media.max_image_alloc"),
     ("QUIVER_MEDIA_MAX_AUDIO_ALLOC", "media.max_audio_alloc"),
+    ("QUIVER_MEDIA_MAX_VIDEO_PIXELS", "media.max_video_pixels"),
     ("QUIVER_SERVER_MAX_CONNECTIONS", "server.max_connections"),
     ("QUIVER_SERVER_READ_ONLY", "server.read_only"),
     ("QUIVER_SERVER_USER", "server.user"),
@@ -481,6 +486,7 @@ impl QuiverConfig {
             "media.max_image_pixels" => self.media.max_image_pixels = positive()?,
             "media.max_image_alloc" => self.media.max_image_alloc = positive()?,
             "media.max_audio_alloc" => self.media.max_audio_alloc = positive()?,
+            "media.max_video_pixels" => self.media.max_video_pixels = positive()?,
             "server.read_only" => self.server.read_only = flag()?.unwrap_or_default(),
             "server.user" => self.server.user = value.to_string(),
             "server.password" => self.server.password = text().filter(|p| !p.is_empty()),

@@ -122,6 +122,10 @@ fn new_context(
             audio_limits: quiver_media::AudioLimits {
                 max_alloc: config.media.max_audio_alloc,
             },
+            video_limits: quiver_media::video::VideoLimits {
+                max_pixels: config.media.max_video_pixels,
+                ..Default::default()
+            },
             ..QuiverSettings::default()
         });
     // Joins carry paths; media bytes are fetched above them.
@@ -154,6 +158,10 @@ fn new_context(
         "AUDIO".to_string(),
         Arc::new(quiver_sources::audio::audio_table_factory()),
     );
+    state.table_factories_mut().insert(
+        "VIDEO".to_string(),
+        Arc::new(quiver_sources::video::video_table_factory()),
+    );
     // ORDER BY may call model (async) functions.
     state.add_analyzer_rule(Arc::new(crate::async_sort::AsyncSortKeys));
     // COPY … STORED AS IMAGES / AUDIO writes one file per row.
@@ -170,6 +178,14 @@ fn new_context(
     ctx.register_udtf(
         "read_audio",
         Arc::new(quiver_sources::audio::read_audio_function()),
+    );
+    ctx.register_udtf(
+        "read_video",
+        Arc::new(quiver_sources::video::read_video_function()),
+    );
+    ctx.register_udtf(
+        "video_frames",
+        Arc::new(quiver_sources::frames::VideoFramesFunction),
     );
     quiver_udf_image::register_all(&ctx);
     quiver_udf_audio::register_all(&ctx);
@@ -278,7 +294,21 @@ impl Quiver {
             let plan = self.run_model_statement(stmt)?;
             return self.ctx.execute_logical_plan(plan).await;
         }
+        if sql.contains("=>") {
+            let plan = self.plan_named_args(sql).await?;
+            return self.ctx.execute_logical_plan(plan).await;
+        }
         self.ctx.sql(sql).await
+    }
+
+    /// Plans a statement whose table functions may take named arguments
+    /// (`video_frames('v.mp4', fps => 1)`).
+    async fn plan_named_args(&self, sql: &str) -> Result<LogicalPlan> {
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let mut statement = state.sql_to_statement(sql, &dialect)?;
+        crate::named_args::rewrite(&mut statement);
+        state.statement_to_plan(statement).await
     }
 
     /// Plans one SQL statement without running it, as
@@ -287,6 +317,9 @@ impl Quiver {
     pub async fn create_logical_plan(&self, sql: &str) -> Result<LogicalPlan> {
         if let Some(stmt) = parse_model_statement(sql)? {
             return self.run_model_statement(stmt);
+        }
+        if sql.contains("=>") {
+            return self.plan_named_args(sql).await;
         }
         self.ctx.state().create_logical_plan(sql).await
     }

@@ -8,9 +8,11 @@
 //! | [`images`] | (from `quiver-sources`) `read_images` and `STORED AS IMAGES` tables |
 //! | [`object_stores`] | lazily built `s3://`, `gs://`, `az://`, `http(s)://` stores; local data roots |
 //! | [`models`] | `CREATE MODEL`, `DROP MODEL`, `SHOW MODELS`, `DESCRIBE MODEL` |
+//! | [`named_args`] | named arguments of table functions (`fps => 1`) as `'name=value'` options |
 //! | [`statements`] | splitting SQL scripts into statements with their line and column |
 //! | [`sample`] | the built-in sample dataset and benchmark data generators |
 //! | [`sample_audio`] | generated audio: the sample clips, lossy copies via ffmpeg, damaged files, the benchmark corpus |
+//! | [`sample_video`] | generated video via ffmpeg: the sample clips, damaged files, the benchmark corpus |
 //!
 //! ```no_run
 //! # async fn demo() -> datafusion::common::Result<()> {
@@ -29,9 +31,11 @@ pub mod config;
 pub mod display;
 pub mod engine;
 pub mod models;
+pub mod named_args;
 pub mod object_stores;
 pub mod sample;
 pub mod sample_audio;
+pub mod sample_video;
 pub mod statements;
 
 pub use config::{ConfigError, QuiverConfig};
