@@ -46,7 +46,12 @@ impl ObjectStore for Counting {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        // A HEAD request (a single file's listing) reads no bytes.
+        let head = options.head;
         let result = self.inner.get_opts(location, options).await?;
+        if head {
+            return Ok(result);
+        }
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.bytes
             .fetch_add(result.range.end - result.range.start, Ordering::Relaxed);
@@ -240,4 +245,97 @@ async fn joins_read_the_bytes_of_the_rows_they_keep() {
     let (requests, bytes) = store.take();
     assert_eq!(requests, (FILES / 100) as u64, "one read per kept row");
     assert_eq!(bytes, (FILES / 100 * png.len()) as u64);
+}
+
+/// Video is read through ranged requests: probing reads the headers (the
+/// start of the file and the index at its end), a window of frames seeks,
+/// and LIMIT stops reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_reads_headers_and_seeks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("long.mp4");
+    // 30 s of 640x360 H.264 at 2 Mbit/s, a keyframe every 2 s, the index
+    // (moov) written at the end as ffmpeg does by default.
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=640x360:rate=25:duration=30")
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-b:v",
+            "2M",
+            "-g",
+            "50",
+        ])
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs (the set-up installs it)");
+    assert!(status.success());
+    let size = std::fs::metadata(&path).expect("video").len();
+    let store = Arc::new(Counting {
+        inner: Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store")),
+        bytes: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+    });
+    let q = Quiver::builder().build().expect("engine");
+    q.context().runtime_env().register_object_store(
+        &url::Url::parse("counted://video").expect("url"),
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
+    );
+
+    let rows = quiver_tests::batches_to_rows(
+        &q.collect("SELECT duration, frame_count FROM read_video('counted://video/long.mp4')")
+            .await
+            .expect("probe"),
+    )
+    .expect("rows");
+    assert_eq!(rows, vec![vec!["30.0", "750"]]);
+    let (requests, bytes) = store.take();
+    println!("probe: {bytes} of {size} bytes, {requests} requests");
+    assert!(
+        bytes * 10 < size,
+        "probing read {bytes} bytes of {size} in {requests} requests"
+    );
+
+    // One second in the middle: a seek to the keyframe at 14 s.
+    let rows = quiver_tests::batches_to_rows(
+        &q.collect(
+            "SELECT count(*), min(pts), max(pts) FROM video_frames('counted://video/long.mp4') \
+             WHERE pts >= 15 AND pts < 16",
+        )
+        .await
+        .expect("window"),
+    )
+    .expect("rows");
+    assert_eq!(rows, vec![vec!["25", "15.0", "15.96"]]);
+    let (requests, bytes) = store.take();
+    println!("1-s window: {bytes} of {size} bytes, {requests} requests");
+    assert!(
+        bytes * 5 < size,
+        "a 1-s window read {bytes} bytes of {size} in {requests} requests"
+    );
+
+    // LIMIT stops decoding and reading.
+    q.collect("SELECT frame FROM video_frames('counted://video/long.mp4', fps => 1) LIMIT 2")
+        .await
+        .expect("limit");
+    let (requests, bytes) = store.take();
+    println!("LIMIT 2 at 1 fps: {bytes} of {size} bytes, {requests} requests");
+    assert!(
+        bytes * 5 < size,
+        "two frames read {bytes} bytes of {size} in {requests} requests"
+    );
+
+    // All frames read the file about once.
+    q.collect(
+        "SELECT count(*) FROM video_frames('counted://video/long.mp4', keyframes_only => true)",
+    )
+    .await
+    .expect("keyframes");
+    let (requests, bytes) = store.take();
+    println!("keyframes: {bytes} of {size} bytes, {requests} requests");
+    assert!(bytes <= size * 2, "keyframes read {bytes} bytes of {size}");
 }

@@ -414,3 +414,50 @@ async fn audio_in_a_bucket() {
         4
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_in_a_bucket() {
+    let (server, q, dir) = setup().await;
+    let video = dir.path().join("video");
+    for path in quiver::sample_video::write_video(&video).expect("sample video") {
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let body = std::fs::read(&path).expect("sample video");
+        let status = server
+            .put_public("quiver", &format!("video/{name}"), &body)
+            .expect("upload");
+        assert!(status.contains("200"), "upload {name}: {status}");
+    }
+    let rows = batches_to_rows(
+        &q.collect(
+            "SELECT regexp_replace(path, '.*/', ''), codec, width, round(duration, 1) \
+             FROM read_video('s3://quiver/video/') ORDER BY path",
+        )
+        .await
+        .expect("read_video over s3"),
+    )
+    .expect("rows");
+    assert_eq!(
+        rows,
+        vec![
+            vec!["bars.mkv", "hevc", "320", "3.0"],
+            vec!["life.avi", "mpeg4", "160", "4.0"],
+            vec!["mandelbrot.webm", "vp9", "320", "3.0"],
+            vec!["pattern.mp4", "h264", "320", "6.0"],
+            vec!["turned.mov", "mpeg4", "240", "2.0"],
+        ]
+    );
+    let rows = batches_to_rows(
+        &q.collect(
+            "SELECT count(*), max(image_width(frame)) FROM video_frames('s3://quiver/video/pattern.mp4', fps => 1, width => 100) \
+             WHERE pts >= 2",
+        )
+        .await
+        .expect("video_frames over s3"),
+    )
+    .expect("rows");
+    assert_eq!(rows, vec![vec!["4", "100"]]);
+}

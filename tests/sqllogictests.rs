@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Files see `${SAMPLE_DIR}` (the generated sample dataset, with damaged
-//! files under `images-bad/` and `audio-bad/` and lossy audio under
-//! `audio-lossy/`, models under `models/`) and
+//! files under `images-bad/`, `audio-bad/` and `video-bad/`, lossy audio
+//! under `audio-lossy/`, video under `video/`, models under `models/`) and
 //! `$__TEST_DIR__` (a fresh temporary directory) after
 //! `control substitution on`.
 
@@ -101,6 +101,9 @@ async fn main() -> ExitCode {
         // MP3, Ogg and AAC fixtures need the ffmpeg command (.ci/setup
         // installs it).
         .and_then(|_| quiver::sample_audio::write_lossy_audio(&sample.path().join("audio-lossy")))
+        // Video fixtures are encoded by the ffmpeg command too.
+        .and_then(|_| quiver::sample_video::write_video(&sample.path().join("video")).map(drop))
+        .and_then(|_| quiver::sample_video::write_bad_video(&sample.path().join("video-bad")))
         // The tiny BERT and all-MiniLM-L6-v2 (from the wheel .ci/setup
         // downloads).
         .and_then(|_| quiver::sample::write_models(sample.path()))
