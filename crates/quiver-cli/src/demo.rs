@@ -69,6 +69,10 @@ pub const QUERIES: &[(&str, &str)] = &[
         "queries/14_media_joins.sql",
         include_str!("../../../queries/14_media_joins.sql"),
     ),
+    (
+        "queries/15_video.sql",
+        include_str!("../../../queries/15_video.sql"),
+    ),
 ];
 
 /// Generates `workdir/sample-data` and runs every example query there.
@@ -83,6 +87,10 @@ pub async fn run_demo(
         .with_context(|| format!("cannot enter {}", workdir.display()))?;
     let mut files = quiver::sample::generate(Path::new("sample-data"))?;
     files.extend(quiver::sample::write_models(Path::new("sample-data"))?);
+    // Video test patterns, encoded by the ffmpeg command (.ci/setup installs it).
+    files.extend(quiver::sample_video::write_video(Path::new(
+        "sample-data/video",
+    ))?);
     println!(
         "Sample data: {} files in {}",
         files.len(),

@@ -24,6 +24,7 @@ fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     quiver::sample::generate(&dir.path().join("sample-data")).expect("sample data");
     quiver::sample::write_models(&dir.path().join("sample-data")).expect("sample models");
+    quiver::sample_video::write_video(&dir.path().join("sample-data/video")).expect("sample video");
     dir
 }
 

@@ -81,13 +81,16 @@ pub const VIDEO: &[(&str, &[&str])] = &[
             "-f",
             "lavfi",
             "-i",
-            "life=size=160x120:rate=10:mold=10:ratio=0.5",
+            "life=size=160x120:rate=10:mold=10:ratio=0.5:seed=7",
             "-t",
             "4",
             "-c:v",
             "mpeg4",
             "-g",
             "10",
+            // Keyframes every 10 frames exactly, not at scene changes.
+            "-sc_threshold",
+            "1000000000",
         ],
     ),
     // MPEG-4 in QuickTime, 15 fps, shown turned by 90 degrees.
