@@ -275,6 +275,10 @@ pub struct FrameReader {
     just_sought: bool,
     /// Seeks ahead are tried (off once one landed behind).
     seek_ahead: bool,
+    /// The next tick of sampling by rate, once a frame was taken.
+    next_tick: Option<f64>,
+    /// Whether the decoder is told to skip frames nothing refers to.
+    skipping: bool,
     /// The last keyframe's pts and the distance from the one before.
     last_key: Option<f64>,
     key_interval: Option<f64>,
@@ -403,6 +407,8 @@ impl FrameReader {
             seek_ahead: true,
             last_key: None,
             key_interval: None,
+            next_tick: None,
+            skipping: false,
             flushed: false,
             done: false,
             scaler: None,
@@ -481,6 +487,21 @@ impl FrameReader {
                     }
                     if self.sampling.keyframes_only && !packet.is_key() {
                         continue;
+                    }
+                    // Frames no sampling can take are skipped by the decoder
+                    // when nothing refers to them.
+                    let skippable = packet.pts().is_some_and(|ts| {
+                        let pts =
+                            (ts - self.start_time) as f64 * self.time_base.0 / self.time_base.1;
+                        self.cannot_take(pts)
+                    });
+                    if skippable != self.skipping {
+                        self.skipping = skippable;
+                        self.decoder.skip_frame(if skippable {
+                            ff::Discard::NonReference
+                        } else {
+                            ff::Discard::Default
+                        });
                     }
                     return match self.decoder.send_packet(&packet) {
                         Ok(()) => Ok(()),
@@ -596,6 +617,7 @@ impl FrameReader {
             return;
         };
         let tick = ticks_through(pts, fps) as f64 / fps;
+        self.next_tick = Some(tick);
         if self.duration.is_some_and(|d| tick >= d - 1e-9) {
             // No frame lies at or after the next tick.
             self.done = true;
@@ -611,6 +633,23 @@ impl FrameReader {
             let target = micros(tick);
             self.pending_seek = Some((i64::MIN, target, target));
         }
+    }
+
+    /// Whether a frame at `pts` (from its packet) cannot be taken: before
+    /// the next tick when sampling by rate, else before the window or off
+    /// the every-n grid.
+    fn cannot_take(&self, pts: f64) -> bool {
+        if self.sampling.fps.is_some() {
+            return self.next_tick.is_some_and(|t| pts < t - 1e-9);
+        }
+        let before = self
+            .sampling
+            .start
+            .is_some_and(|(start, inclusive)| pts < start || (!inclusive && pts <= start));
+        let off_grid = self.sampling.every_n.is_some_and(|n| {
+            !((pts * self.nominal_fps).round().max(0.0) as u64).is_multiple_of(n)
+        });
+        before || off_grid
     }
 
     fn output_size(&self) -> (u32, u32) {
