@@ -646,9 +646,10 @@ impl FrameReader {
             .sampling
             .start
             .is_some_and(|(start, inclusive)| pts < start || (!inclusive && pts <= start));
-        let off_grid = self.sampling.every_n.is_some_and(|n| {
-            !((pts * self.nominal_fps).round().max(0.0) as u64).is_multiple_of(n)
-        });
+        let off_grid = self
+            .sampling
+            .every_n
+            .is_some_and(|n| !((pts * self.nominal_fps).round().max(0.0) as u64).is_multiple_of(n));
         before || off_grid
     }
 
