@@ -1121,3 +1121,64 @@ async fn psycopg_works_as_with_postgres() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("psycopg: ok"));
     server.stop().await;
 }
+
+/// psql's meta-commands read `pg_catalog`: `\\dt`, `\\d table`, `\\dn`,
+/// `\\l` and `\\df` answer as Postgres would for the session's tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_describes_tables_from_pg_catalog() {
+    let server = Server::start().await;
+    let data = server.data();
+    let create =
+        format!("CREATE EXTERNAL TABLE orders STORED AS PARQUET LOCATION '{data}/orders/'");
+    let mut args = vec!["-c".to_string(), create];
+    for meta in ["\\dt", "\\d orders", "\\dn", "\\l", "\\df"] {
+        args.extend(["-c".to_string(), meta.to_string()]);
+    }
+    let out = psql(server.addr.port(), args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        " public | orders | table | postgres",
+        "Table \"public.orders\"",
+        " order_id    | bigint                   |           | not null |",
+        " ordered_at  | timestamp with time zone |           | not null |",
+        "List of schemas",
+        "List of databases",
+        "List of functions",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+    server.stop().await;
+}
+
+/// psycopg's `TypeInfo.fetch` and SQLAlchemy's connect and `inspect()`
+/// (`tests/clients/catalog_check.py`; `.ci/setup` installs both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlalchemy_and_psycopg_read_the_catalog() {
+    let server = Server::start().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/catalog_check.py");
+    let port = server.addr.port().to_string();
+    let data = server.data();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .arg(port)
+            .arg(data)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .expect("task");
+    assert!(
+        out.status.success(),
+        "catalog check failed (pip install sqlalchemy 'psycopg[binary]' if missing):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("catalog: ok"));
+    server.stop().await;
+}

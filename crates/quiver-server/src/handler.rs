@@ -86,22 +86,7 @@ enum Kind {
 
 /// Client settings that are answered here rather than by DataFusion, with
 /// what a fresh Postgres session reports.
-const CLIENT_SETTINGS: &[(&str, &str)] = &[
-    ("application_name", ""),
-    ("client_encoding", "UTF8"),
-    ("client_min_messages", "notice"),
-    ("datestyle", "ISO, MDY"),
-    ("default_transaction_isolation", "read committed"),
-    ("extra_float_digits", "1"),
-    ("intervalstyle", "postgres"),
-    ("search_path", "\"$user\", public"),
-    ("server_encoding", "UTF8"),
-    ("server_version", crate::SERVER_VERSION),
-    ("standard_conforming_strings", "on"),
-    ("statement_timeout", "0"),
-    ("timezone", "UTC"),
-    ("transaction_isolation", "read committed"),
-];
+const CLIENT_SETTINGS: &[(&str, &str)] = quiver::pg_compat::PG_SETTINGS;
 
 fn words(sql: &str) -> Vec<String> {
     sql.split(|c: char| c.is_whitespace() || c == ';')
@@ -125,6 +110,11 @@ fn special(sql: &str) -> Option<Kind> {
             start: false,
             tag: "COMMIT",
         }),
+        // Savepoints are accepted as transactions are, and as honestly:
+        // nothing is undone (psycopg nests transactions with them).
+        ("savepoint", _) => Some(Kind::Nothing { tag: "SAVEPOINT" }),
+        ("release", _) => Some(Kind::Nothing { tag: "RELEASE" }),
+        ("rollback", Some("to")) => Some(Kind::Nothing { tag: "ROLLBACK" }),
         ("rollback", _) | ("abort", _) => Some(Kind::Transaction {
             start: false,
             tag: "ROLLBACK",
@@ -132,6 +122,17 @@ fn special(sql: &str) -> Option<Kind> {
         ("discard", _) => Some(Kind::Nothing { tag: "DISCARD ALL" }),
         ("deallocate", _) => Some(Kind::Nothing { tag: "DEALLOCATE" }),
         ("set", _) => parse_set(sql),
+        // Postgres' multi-word names (SQLAlchemy asks for the first).
+        ("show", Some("transaction")) if w.get(2).map(String::as_str) == Some("isolation") => {
+            Some(Kind::ShowClient {
+                name: "transaction_isolation".to_string(),
+            })
+        }
+        ("show", Some("time")) if w.get(2).map(String::as_str) == Some("zone") => {
+            Some(Kind::ShowClient {
+                name: "timezone".to_string(),
+            })
+        }
         ("show", Some(name))
             if !name.contains('.') && !matches!(name, "all" | "tables" | "columns" | "models") =>
         {

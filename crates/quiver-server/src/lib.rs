@@ -39,7 +39,7 @@ use tokio::task::JoinSet;
 
 /// What `server_version` and `SHOW server_version` report: the Postgres
 /// version whose protocol and behaviour clients may assume, with Quiver's.
-pub const SERVER_VERSION: &str = concat!("16.6 (Quiver ", env!("CARGO_PKG_VERSION"), ")");
+pub use quiver::pg_compat::SERVER_VERSION;
 
 /// How long running connections get to finish after shutdown is asked.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

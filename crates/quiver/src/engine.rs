@@ -93,6 +93,7 @@ impl QuiverBuilder {
             ctx,
             config,
             models,
+            pg: crate::pg_compat::PgParser::default(),
         })
     }
 }
@@ -168,6 +169,8 @@ fn new_context(
     state.register_file_format(Arc::new(ImagesFormatFactory), true)?;
     state.register_file_format(Arc::new(AudioFormatFactory), true)?;
     let ctx = SessionContext::new_with_state(state);
+    // pg_catalog and the Postgres functions clients call.
+    crate::pg_compat::register(&ctx)?;
     for kind in [FileKind::Parquet, FileKind::Csv, FileKind::Json] {
         ctx.register_udtf(kind.function_name(), Arc::new(ReadFileFunction::new(kind)));
     }
@@ -224,6 +227,8 @@ pub struct Quiver {
     /// Shared by every session of the engine: a model registered (and
     /// loaded) once serves all of them.
     models: Arc<ModelRegistry>,
+    /// Plans statements that read Postgres' catalog.
+    pg: crate::pg_compat::PgParser,
 }
 
 impl std::fmt::Debug for Quiver {
@@ -269,6 +274,7 @@ impl Quiver {
             ctx: new_context(self.ctx.runtime_env(), &self.config, &self.models)?,
             config: self.config.clone(),
             models: self.models.clone(),
+            pg: self.pg.clone(),
         })
     }
 
@@ -298,7 +304,27 @@ impl Quiver {
             let plan = self.plan_named_args(sql).await?;
             return self.ctx.execute_logical_plan(plan).await;
         }
+        if crate::pg_compat::reads_catalog(sql) {
+            let plan = self.plan_catalog_query(sql).await?;
+            return self.ctx.execute_logical_plan(plan).await;
+        }
         self.ctx.sql(sql).await
+    }
+
+    /// Plans a statement that reads Postgres' catalog: after the Postgres
+    /// rewrites, else as written; when both fail, the rewritten
+    /// statement's error is the one reported.
+    async fn plan_catalog_query(&self, sql: &str) -> Result<LogicalPlan> {
+        match self.pg.plan(&self.ctx, sql).await {
+            Some(Ok(plan)) => Ok(plan),
+            Some(Err(rewritten)) => self
+                .ctx
+                .state()
+                .create_logical_plan(sql)
+                .await
+                .map_err(|_| rewritten),
+            None => self.ctx.state().create_logical_plan(sql).await,
+        }
     }
 
     /// Plans a statement whose table functions may take named arguments
@@ -320,6 +346,9 @@ impl Quiver {
         }
         if sql.contains("=>") {
             return self.plan_named_args(sql).await;
+        }
+        if crate::pg_compat::reads_catalog(sql) {
+            return self.plan_catalog_query(sql).await;
         }
         self.ctx.state().create_logical_plan(sql).await
     }

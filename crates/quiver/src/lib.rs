@@ -8,6 +8,7 @@
 //! | [`images`] | (from `quiver-sources`) `read_images` and `STORED AS IMAGES` tables |
 //! | [`object_stores`] | lazily built `s3://`, `gs://`, `az://`, `http(s)://` stores; local data roots |
 //! | [`models`] | `CREATE MODEL`, `DROP MODEL`, `SHOW MODELS`, `DESCRIBE MODEL` |
+//! | [`pg_compat`] | `pg_catalog` and the Postgres functions psql, JDBC and SQLAlchemy read |
 //! | [`named_args`] | named arguments of table functions (`fps => 1`) as `'name=value'` options |
 //! | [`statements`] | splitting SQL scripts into statements with their line and column |
 //! | [`sample`] | the built-in sample dataset and benchmark data generators |
@@ -33,6 +34,7 @@ pub mod engine;
 pub mod models;
 pub mod named_args;
 pub mod object_stores;
+pub mod pg_compat;
 pub mod sample;
 pub mod sample_audio;
 pub mod sample_video;
