@@ -1099,19 +1099,7 @@ async fn copy_to_stdout_in_text_csv_and_binary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_works_as_with_postgres() {
     let server = Server::start().await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/psycopg_check.py");
-    let port = server.addr.port().to_string();
-    let data = server.data();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(port)
-            .arg(data)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .expect("task");
+    let out = python_client(&server, "psycopg_check.py").await;
     assert!(
         out.status.success(),
         "psycopg check failed (pip install 'psycopg[binary]' if it is missing):\n{}\n{}",
@@ -1160,19 +1148,7 @@ async fn psql_describes_tables_from_pg_catalog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlalchemy_and_psycopg_read_the_catalog() {
     let server = Server::start().await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/catalog_check.py");
-    let port = server.addr.port().to_string();
-    let data = server.data();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(port)
-            .arg(data)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .expect("task");
+    let out = python_client(&server, "catalog_check.py").await;
     assert!(
         out.status.success(),
         "catalog check failed (pip install sqlalchemy 'psycopg[binary]' if missing):\n{}\n{}",
@@ -1181,4 +1157,23 @@ async fn sqlalchemy_and_psycopg_read_the_catalog() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("catalog: ok"));
     server.stop().await;
+}
+
+/// Runs `tests/clients/SCRIPT PORT DATA` with python3 against `server`.
+async fn python_client(server: &Server, script: &str) -> std::process::Output {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join(script);
+    let port = server.addr.port().to_string();
+    let data = server.data();
+    tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .arg(port)
+            .arg(data)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .expect("task")
 }

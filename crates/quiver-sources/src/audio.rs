@@ -27,14 +27,14 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
+
 use object_store::ObjectMeta;
 use quiver_media::arrow_types::{audio_field, audio_tags_array, audio_tags_data_type};
 use quiver_media::{AudioInfo, MediaError, probe_audio};
 
 use crate::media_scan::{
     COL_FORMAT, MediaReader, MediaTableFactory, ReadMediaFunction, Reads, ScanContext,
-    listing_column, listing_fields, string_column,
+    listing_column, listing_fields, read_batch, string_column,
 };
 
 /// Bytes read from each end of a file to find its headers: enough for WAV,
@@ -220,18 +220,15 @@ impl MediaReader for AudioReader {
         chunk: Vec<ObjectMeta>,
     ) -> BoxFuture<'static, Result<RecordBatch>> {
         Box::pin(async move {
-            let rows: Vec<Option<Row>> = futures::stream::iter(chunk)
-                .map(|meta| Self::read(&scan, meta))
-                .buffered(CONCURRENT_READS)
-                .try_collect()
-                .await?;
-            let rows = scan.keep(rows, |r| r.error.is_some());
-            let columns = scan
-                .projection
-                .iter()
-                .map(|c| build_column(*c, &scan.store_url, &rows))
-                .collect();
-            scan.finish(columns, rows.len())
+            read_batch(
+                &scan,
+                chunk,
+                CONCURRENT_READS,
+                |meta| Self::read(&scan, meta),
+                |r: &Row| r.error.is_some(),
+                build_column,
+            )
+            .await
         })
     }
 }

@@ -25,13 +25,12 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use quiver_media::arrow_types::{exif_array, exif_data_type, image_field};
 use quiver_media::exif::{ExifInfo, read_exif};
 use quiver_media::{MediaError, probe_image};
 
-pub use crate::media_scan::{BATCH_BYTES, MediaExec, OnError, file_address};
+pub use crate::media_scan::{BATCH_BYTES, MediaExec, OnError, file_address, read_batch};
 use crate::media_scan::{
     COL_FORMAT, MediaReader, MediaTableFactory, ReadMediaFunction, Reads, ScanContext,
     binary_column, listing_column, listing_fields, string_column,
@@ -182,18 +181,15 @@ impl MediaReader for ImagesReader {
         chunk: Vec<ObjectMeta>,
     ) -> BoxFuture<'static, Result<RecordBatch>> {
         Box::pin(async move {
-            let rows: Vec<Option<Row>> = futures::stream::iter(chunk)
-                .map(|meta| Self::read(&scan, meta))
-                .buffered(CONCURRENT_READS)
-                .try_collect()
-                .await?;
-            let rows = scan.keep(rows, |r| r.error.is_some());
-            let columns = scan
-                .projection
-                .iter()
-                .map(|c| build_column(*c, &scan.store_url, &rows))
-                .collect();
-            scan.finish(columns, rows.len())
+            read_batch(
+                &scan,
+                chunk,
+                CONCURRENT_READS,
+                |meta| Self::read(&scan, meta),
+                |r: &Row| r.error.is_some(),
+                build_column,
+            )
+            .await
         })
     }
 }

@@ -823,6 +823,35 @@ impl ExecutionPlan for MediaExec {
     }
 }
 
+/// One batch of a media scan: reads the files of `chunk`, `concurrency`
+/// at a time, with `read` (`None` for a file a header filter leaves out),
+/// drops the rows of bad files (`failed`) under `on_error = 'skip'`, and
+/// builds the projected columns with `column`.
+pub async fn read_batch<R, Fut>(
+    scan: &ScanContext,
+    chunk: Vec<ObjectMeta>,
+    concurrency: usize,
+    read: impl Fn(ObjectMeta) -> Fut,
+    failed: impl Fn(&R) -> bool,
+    column: impl Fn(usize, &ObjectStoreUrl, &[R]) -> ArrayRef,
+) -> Result<RecordBatch>
+where
+    Fut: std::future::Future<Output = Result<Option<R>>>,
+{
+    let rows: Vec<Option<R>> = futures::stream::iter(chunk)
+        .map(read)
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
+    let rows = scan.keep(rows, failed);
+    let columns = scan
+        .projection
+        .iter()
+        .map(|c| column(*c, &scan.store_url, &rows))
+        .collect();
+    scan.finish(columns, rows.len())
+}
+
 /// A `Utf8` column of optional values.
 pub fn string_column<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
     let mut b = StringBuilder::new();

@@ -25,7 +25,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
+
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use quiver_media::MediaError;
 use quiver_media::arrow_types::audio_field;
@@ -34,7 +34,7 @@ use quiver_media::video::{Interrupt, VideoInfo, VideoLimits, decode_video_audio,
 
 use crate::media_scan::{
     COL_FORMAT, MediaReader, MediaTableFactory, ReadMediaFunction, Reads, ScanContext,
-    listing_column, listing_fields, string_column,
+    listing_column, listing_fields, read_batch, string_column,
 };
 
 /// The first request's size; every second further read in sequence
@@ -324,18 +324,15 @@ impl MediaReader for VideoReader {
         chunk: Vec<ObjectMeta>,
     ) -> BoxFuture<'static, Result<RecordBatch>> {
         Box::pin(async move {
-            let rows: Vec<Option<Row>> = futures::stream::iter(chunk)
-                .map(|meta| Self::read(&scan, meta))
-                .buffered(CONCURRENT_PROBES)
-                .try_collect()
-                .await?;
-            let rows = scan.keep(rows, |r| r.error.is_some());
-            let columns = scan
-                .projection
-                .iter()
-                .map(|c| build_column(*c, &scan.store_url, &rows))
-                .collect();
-            scan.finish(columns, rows.len())
+            read_batch(
+                &scan,
+                chunk,
+                CONCURRENT_PROBES,
+                |meta| Self::read(&scan, meta),
+                |r: &Row| r.error.is_some(),
+                build_column,
+            )
+            .await
         })
     }
 }
