@@ -40,3 +40,26 @@ async fn the_same_join_runs_when_it_fits() {
     assert!(shown.contains("200000"), "{shown}");
     assert!(shown.contains("20000000"), "{shown}");
 }
+
+/// Video frames being batched are reserved in the same pool: raw 320x240
+/// frames (230 KB each) under a 100 KB limit fail cleanly, and fit under
+/// 64 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_frames_are_reserved_in_the_memory_pool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    quiver::sample_video::write_video(dir.path()).expect("sample video");
+    let sql = format!(
+        "SELECT count(*) FROM video_frames('{}/pattern.mp4', fps => 5, frame_format => 'raw') WHERE frame IS NOT NULL",
+        dir.path().display()
+    );
+    let err = engine("100KB")
+        .collect(&sql)
+        .await
+        .expect_err("230 KB frames under a 100 KB limit")
+        .to_string();
+    assert!(err.contains("Resources exhausted"), "{err}");
+    assert!(err.contains("VideoFramesExec"), "{err}");
+    let rows = quiver_tests::batches_to_rows(&engine("64MB").collect(&sql).await.expect("fits"))
+        .expect("rows");
+    assert_eq!(rows, vec![vec!["30"]]);
+}

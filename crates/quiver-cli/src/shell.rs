@@ -216,7 +216,7 @@ async fn meta_command(quiver: &Quiver, line: &str, sink: &mut Sink) -> bool {
         }
         ("\\d", None) => "SELECT table_schema AS schema, table_name AS name, table_type AS type \
              FROM information_schema.tables \
-             WHERE table_schema <> 'information_schema' ORDER BY 1, 2"
+             WHERE table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY 1, 2"
             .to_string(),
         ("\\d", Some(name)) => {
             let known = quiver.table_names();

@@ -29,6 +29,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err, project_schema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
@@ -522,6 +523,8 @@ impl ExecutionPlan for VideoFramesExec {
             batch_size: context.session_config().batch_size().max(1),
             skipped: MetricBuilder::new(&self.metrics).counter("skipped_files", partition),
             decoded: MetricBuilder::new(&self.metrics).counter("decoded_frames", partition),
+            reservation: MemoryConsumer::new(format!("VideoFramesExec[{partition}]"))
+                .register(context.memory_pool()),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let handle = tokio::runtime::Handle::current();
@@ -563,6 +566,7 @@ struct FramesJob {
     batch_size: usize,
     skipped: Count,
     decoded: Count,
+    reservation: MemoryReservation,
 }
 
 type Sender = tokio::sync::mpsc::Sender<Result<RecordBatch>>;
@@ -571,11 +575,12 @@ impl FramesJob {
     /// Decodes the files in turn, sending a batch whenever one is full;
     /// stops when the receiver is gone, at the limit, or at an error under
     /// `on_error = 'fail'`.
-    fn run(self, tx: &Sender, handle: &tokio::runtime::Handle) {
+    fn run(mut self, tx: &Sender, handle: &tokio::runtime::Handle) {
         let mut rows: Vec<FrameRow> = vec![];
         let mut held = 0usize;
         let mut emitted = 0usize;
-        for meta in &self.files {
+        let files = std::mem::take(&mut self.files);
+        for meta in &files {
             if tx.is_closed() || emitted >= self.limit {
                 return;
             }
@@ -596,7 +601,17 @@ impl FramesJob {
                     loop {
                         match reader.next_frame() {
                             Ok(Some(frame)) => {
-                                held += frame.image.as_ref().map_or(0, FrameImage::len);
+                                let bytes = frame.image.as_ref().map_or(0, FrameImage::len);
+                                // The frames a batch holds are reserved in
+                                // the memory pool until it is handed over.
+                                if let Err(e) = self.reservation.try_grow(bytes) {
+                                    let _ = tx.blocking_send(Err(e.context(format!(
+                                        "decoding frames of {path} (a batch holds at most {} frames or {BATCH_BYTES} bytes)",
+                                        self.batch_size
+                                    ))));
+                                    return;
+                                }
+                                held += bytes;
                                 rows.push(FrameRow {
                                     path: Arc::clone(&path),
                                     frame: Some(frame),
@@ -653,13 +668,15 @@ impl FramesJob {
     }
 
     /// Sends the rows held as one batch; false when the receiver is gone.
-    fn send(&self, tx: &Sender, rows: &mut Vec<FrameRow>, held: &mut usize) -> bool {
+    fn send(&mut self, tx: &Sender, rows: &mut Vec<FrameRow>, held: &mut usize) -> bool {
         if rows.is_empty() {
             return !tx.is_closed();
         }
         let rows = std::mem::take(rows);
         *held = 0;
         let batch = self.batch(&rows);
+        drop(rows);
+        self.reservation.free();
         tx.blocking_send(batch).is_ok()
     }
 
