@@ -1177,3 +1177,61 @@ async fn python_client(server: &Server, script: &str) -> std::process::Output {
     .await
     .expect("task")
 }
+
+/// `DECLARE … CURSOR`, `FETCH` and `CLOSE` from psql: rows come in the
+/// pieces asked for, the cursor closes with the transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_fetch_forward_in_pieces() {
+    let server = Server::start().await;
+    let script = "BEGIN;\n\
+        DECLARE c CURSOR FOR SELECT x FROM generate_series(1, 10) AS t(x);\n\
+        FETCH 3 FROM c;\n\
+        FETCH FORWARD 2 FROM c;\n\
+        FETCH NEXT FROM c;\n\
+        FETCH ALL FROM c;\n\
+        FETCH ALL FROM c;\n\
+        CLOSE c;\n\
+        COMMIT;\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cursor.sql");
+    std::fs::write(&file, script).unwrap();
+    let out = psql(
+        server.addr.port(),
+        vec![
+            "-At".into(),
+            "-f".into(),
+            file.to_string_lossy().into_owned(),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.chars().all(|c| c.is_ascii_digit()) && !l.is_empty())
+        .collect();
+    assert_eq!(
+        rows,
+        ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
+        "{stdout}"
+    );
+    assert!(stdout.contains("DECLARE CURSOR"), "{stdout}");
+    assert!(stdout.contains("CLOSE CURSOR"), "{stdout}");
+    // Fetching from a cursor that does not exist is SQLSTATE 34000.
+    let out = psql(
+        server.addr.port(),
+        vec!["-c".into(), "FETCH 1 FROM nowhere".into()],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cursor \"nowhere\" does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop().await;
+}

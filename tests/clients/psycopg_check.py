@@ -79,4 +79,16 @@ with psycopg.connect(dsn, autocommit=True) as conn:
     # Many rows stream.
     cur.execute("SELECT x FROM generate_series(1, 100000) AS t(x)")
     assert sum(1 for _ in cur) == 100000
+# Server-side (named) cursors: DECLARE … CURSOR, FETCH FORWARD n, CLOSE,
+# with and without parameters.
+with psycopg.connect(dsn) as conn:
+    with conn.cursor(name="big") as cur:
+        cur.itersize = 1000
+        cur.execute("SELECT x FROM generate_series(1, 100000) AS t(x)")
+        assert sum(1 for _ in cur) == 100000
+    with conn.cursor(name="some") as cur:
+        cur.execute("SELECT x FROM generate_series(1, 100) AS t(x) WHERE x <= %s ORDER BY x", (42,))
+        assert cur.fetchmany(5) == [(1,), (2,), (3,), (4,), (5,)]
+        assert len(cur.fetchall()) == 37
+    conn.commit()
 print("psycopg: ok")

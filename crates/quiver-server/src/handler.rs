@@ -44,6 +44,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use tokio::sync::watch;
 
+use crate::cursor::CursorCommand;
 use crate::encode::{encode_batch, fields, pg_type};
 use crate::errors::{pg_error, to_pg};
 
@@ -82,6 +83,30 @@ enum Kind {
     Nothing {
         tag: &'static str,
     },
+    /// `DECLARE name CURSOR FOR query`.
+    Declare {
+        name: String,
+        hold: bool,
+        plan: Box<LogicalPlan>,
+    },
+    /// `FETCH … FROM name`, with the cursor's schema for `Describe`.
+    Fetch {
+        name: String,
+        count: Option<usize>,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+    },
+    /// `CLOSE name` or `CLOSE ALL`.
+    CloseCursor {
+        name: Option<String>,
+    },
+}
+
+/// The plan whose `$n` parameters a statement takes.
+fn bound_plan(kind: &Kind) -> Option<&LogicalPlan> {
+    match kind {
+        Kind::Plan(plan) | Kind::Declare { plan, .. } => Some(plan),
+        _ => None,
+    }
 }
 
 /// Client settings that are answered here rather than by DataFusion, with
@@ -185,6 +210,8 @@ fn parse_set(sql: &str) -> Option<Kind> {
 #[derive(Debug)]
 pub struct Parser {
     quiver: Quiver,
+    /// The connection's cursors (`FETCH` is described by its cursor).
+    cursors: Arc<crate::cursor::Cursors>,
 }
 
 impl Parser {
@@ -204,9 +231,31 @@ impl Parser {
                 "cannot register or drop models on a read-only server (server.read_only = true); declare them in the config's [models.*]",
             ));
         }
-        let special = match model_statement {
+        let cursor = match model_statement {
             Some(_) => None,
-            None => match crate::copy::parse(sql) {
+            None => crate::cursor::parse(sql).transpose()?,
+        };
+        let special = match (model_statement, cursor) {
+            (_, Some(CursorCommand::Declare { name, hold, query })) => {
+                let plan = self
+                    .quiver
+                    .create_logical_plan(&query)
+                    .await
+                    .map_err(to_pg)?;
+                Some(Kind::Declare {
+                    name,
+                    hold,
+                    plan: Box::new(plan),
+                })
+            }
+            (_, Some(CursorCommand::Fetch { name, count })) => Some(Kind::Fetch {
+                schema: self.cursors.schema(&name)?,
+                name,
+                count,
+            }),
+            (_, Some(CursorCommand::Close { name })) => Some(Kind::CloseCursor { name }),
+            (Some(_), None) => None,
+            (None, None) => match crate::copy::parse(sql) {
                 Some(copy) => {
                     let copy = copy?;
                     let plan = self
@@ -311,6 +360,9 @@ fn result_fields(stmt: &Statement, format: Option<&Format>) -> Vec<FieldInfo> {
                 format.map_or(FieldFormat::Text, |f| f.format_for(i))
             })
         }
+        Kind::Fetch { schema, .. } => fields(schema, |i| {
+            format.map_or(FieldFormat::Text, |f| f.format_for(i))
+        }),
         Kind::ShowClient { name } => vec![FieldInfo::new(
             name.clone(),
             None,
@@ -369,14 +421,14 @@ impl QueryParser for Parser {
     }
 
     fn get_parameter_types(&self, stmt: &Statement) -> PgWireResult<Vec<Type>> {
-        match &stmt.kind {
+        match bound_plan(&stmt.kind) {
             // Unknown types are announced as text: clients then send text,
             // which DataFusion coerces.
-            Kind::Plan(plan) => Ok(parameter_types(plan)?
+            Some(plan) => Ok(parameter_types(plan)?
                 .iter()
                 .map(|t| t.as_ref().map_or(Type::TEXT, pg_type))
                 .collect()),
-            _ => Ok(vec![]),
+            None => Ok(vec![]),
         }
     }
 
@@ -394,6 +446,8 @@ impl QueryParser for Parser {
 pub struct Connection {
     quiver: Quiver,
     parser: Arc<Parser>,
+    /// Open cursors (`DECLARE … CURSOR`).
+    cursors: Arc<crate::cursor::Cursors>,
     client_settings: Mutex<HashMap<String, String>>,
     /// The server's cancel keys, this connection's among them once started.
     cancel_keys: Arc<CancelKeys>,
@@ -584,6 +638,7 @@ impl Connection {
     /// Handlers over `quiver`, a session of its own; cancel requests find
     /// the connection through `connections`.
     pub fn new(quiver: Quiver, cancel_keys: Arc<CancelKeys>, auth: Option<Arc<Auth>>) -> Self {
+        let cursors = Arc::new(crate::cursor::Cursors::default());
         Self {
             auth,
             cancel_keys,
@@ -591,7 +646,9 @@ impl Connection {
             cancel_key: Mutex::new(None),
             parser: Arc::new(Parser {
                 quiver: quiver.clone(),
+                cursors: Arc::clone(&cursors),
             }),
+            cursors,
             quiver,
             client_settings: Mutex::new(
                 CLIENT_SETTINGS
@@ -655,7 +712,38 @@ impl Connection {
     ) -> PgWireResult<Response> {
         match &stmt.kind {
             Kind::Transaction { start: true, tag } => Ok(Response::TransactionStart(Tag::new(tag))),
-            Kind::Transaction { start: false, tag } => Ok(Response::TransactionEnd(Tag::new(tag))),
+            Kind::Transaction { start: false, tag } => {
+                self.cursors.end_transaction();
+                Ok(Response::TransactionEnd(Tag::new(tag)))
+            }
+            Kind::Declare { name, hold, plan } => {
+                let plan = with_params(plan, params)?;
+                let (stream, _) = self.start(plan, cancel).await?;
+                self.cursors
+                    .declare(name, crate::cursor::Cursor::new(stream, *hold))?;
+                Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+            }
+            Kind::Fetch {
+                name,
+                count,
+                schema,
+            } => {
+                let cursor = self.cursors.get(name)?;
+                let mut cursor = cursor.lock().await;
+                let mut stop = stopper(cancel, self.statement_timeout());
+                let batch = or_stop(cursor.fetch(*count), &mut stop).await?;
+                let fields = Arc::new(fields(schema, format));
+                let rows = encode_batch(&batch, &fields)?;
+                let n = rows.len();
+                let mut response =
+                    QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok)));
+                response.set_command_tag(&format!("FETCH {n}"));
+                Ok(Response::Query(response))
+            }
+            Kind::CloseCursor { name } => {
+                self.cursors.close(name.as_deref())?;
+                Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
+            }
             Kind::Nothing { tag } => Ok(Response::Execution(Tag::new(tag))),
             Kind::SetClient { name, value } => {
                 self.client_settings
@@ -804,7 +892,7 @@ fn command_tag(sql: &str, plan: &LogicalPlan) -> &'static str {
 /// Decodes the bound parameters of `portal` into DataFusion values, of the
 /// types the client declared or, failing that, the types inferred.
 fn bind(portal: &Portal<Statement>) -> PgWireResult<Option<ParamValues>> {
-    let Kind::Plan(plan) = &portal.statement.statement.kind else {
+    let Some(plan) = bound_plan(&portal.statement.statement.kind) else {
         return Ok(None);
     };
     let inferred = parameter_types(plan)?;
@@ -932,6 +1020,38 @@ impl ExtendedQueryHandler for Connection {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         Arc::clone(&self.parser)
+    }
+
+    /// A cursor is a portal too, as in Postgres: psycopg describes the
+    /// portal named after the cursor it declared to learn its columns.
+    async fn on_describe<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Describe,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<pgwire::messages::PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == pgwire::messages::extendedquery::TARGET_TYPE_BYTE_PORTAL
+            && let Some(name) = message.name.as_deref()
+            && client.portal_store().get_portal(name).is_none()
+            && let Ok(schema) = self.cursors.schema(name)
+        {
+            let response =
+                pgwire::api::results::DescribePortalResponse::new(fields(&schema, |_| {
+                    FieldFormat::Text
+                }));
+            return pgwire::api::query::send_describe_response(client, &response).await;
+        }
+        self._on_describe(client, message).await
     }
 
     /// Streams a portal's rows to the client as they are made when the

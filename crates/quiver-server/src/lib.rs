@@ -4,6 +4,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`copy`] | `COPY … TO STDOUT` in the text, csv and binary formats |
+//! | [`cursor`] | `DECLARE … CURSOR`, `FETCH`, `CLOSE`: forward cursors over a query's stream |
 //! | [`handler`] | one connection: its own session, simple and extended query protocols, transactions and client settings |
 //! | [`encode`] | Arrow → Postgres types and value encodings (text and binary) |
 //! | [`errors`] | the one mapping from errors to SQLSTATE codes |
@@ -22,6 +23,7 @@
 //! clients already"), as from Postgres.
 
 pub mod copy;
+pub mod cursor;
 pub mod encode;
 pub mod errors;
 pub mod handler;
