@@ -1235,3 +1235,33 @@ async fn cursors_fetch_forward_in_pieces() {
     );
     server.stop().await;
 }
+
+/// node-postgres (npm `pg`, installed by `.ci/setup` under
+/// `tests/clients/node`) runs `tests/clients/node/pg_check.js`: simple and
+/// parameterised queries, bytea images, float4[] arrays, SQLSTATEs, a
+/// catalog query, many rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_works_as_with_postgres() {
+    let server = Server::start().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/node/pg_check.js");
+    let port = server.addr.port().to_string();
+    let data = server.data();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .arg(port)
+            .arg(data)
+            .output()
+            .expect("node runs (apt-get install nodejs npm)")
+    })
+    .await
+    .expect("task");
+    assert!(
+        out.status.success(),
+        "node-postgres check failed (npm install --prefix tests/clients/node if pg is missing):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("node-postgres: ok"));
+    server.stop().await;
+}
