@@ -98,6 +98,7 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
         version(),
         to_regtype(),
         ScalarUDF::new_from_impl(CurrentSetting::new()),
+        set_config(),
     ] {
         ctx.register_udf(udf);
     }
@@ -288,6 +289,40 @@ impl ScalarUDFImpl for CurrentSetting {
         }
         Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
     }
+}
+
+/// `set_config('jit', value, is_local)`: Quiver has no JIT, so any value
+/// is accepted and returned, as Postgres returns it (asyncpg turns `jit`
+/// off this way before introspecting types). Other settings are changed
+/// with `SET` (a function cannot change the session), so they are refused.
+fn set_config() -> ScalarUDF {
+    create_udf(
+        "set_config",
+        vec![DataType::Utf8, DataType::Utf8, DataType::Boolean],
+        DataType::Utf8,
+        Volatility::Volatile,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let text = |i: usize| {
+                arrays
+                    .get(i)
+                    .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                    .ok_or_else(|| DataFusionError::Internal("set_config takes text".into()))
+            };
+            let (names, values) = (text(0)?, text(1)?);
+            let mut out = Vec::with_capacity(names.len());
+            for (name, value) in names.iter().zip(values.iter()) {
+                if !name.is_some_and(|n| n.trim().eq_ignore_ascii_case("jit")) {
+                    return Err(DataFusionError::Plan(format!(
+                        "set_config accepts only 'jit' (Quiver has none); use SET {} = … to change a setting",
+                        name.unwrap_or("NULL")
+                    )));
+                }
+                out.push(value);
+            }
+            Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+        }),
+    )
 }
 
 /// `pg_function_is_visible(oid)`, `pg_type_is_visible(oid)`: true, since
