@@ -44,6 +44,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore};
+use quiver_media::Pixels;
 use quiver_media::arrow_types::{image_field, pixels_array, pixels_field};
 use quiver_media::video::{
     FrameFormat, FrameImage, FrameReader, FrameSampling, Interrupt, VideoFrame, VideoLimits,
@@ -674,17 +675,27 @@ impl FramesJob {
         }
         let rows = std::mem::take(rows);
         *held = 0;
-        let batch = self.batch(&rows);
-        drop(rows);
+        let batch = self.batch(rows);
         self.reservation.free();
         tx.blocking_send(batch).is_ok()
     }
 
-    fn batch(&self, rows: &[FrameRow]) -> Result<RecordBatch> {
+    fn batch(&self, mut rows: Vec<FrameRow>) -> Result<RecordBatch> {
+        // Raw pixels move into their column rather than being copied.
+        let raw: Vec<Option<Pixels>> = if self.sampling.format == FrameFormat::Raw {
+            rows.iter_mut()
+                .map(|r| match r.frame.as_mut().and_then(|f| f.image.take()) {
+                    Some(FrameImage::Raw(p)) => Some(p),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            vec![]
+        };
         let columns = self
             .projection
             .iter()
-            .map(|c| self.column(*c, rows))
+            .map(|c| self.column(*c, &rows, &raw))
             .collect::<Result<Vec<_>>>()?;
         let options =
             datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
@@ -695,7 +706,7 @@ impl FramesJob {
         )?)
     }
 
-    fn column(&self, col: usize, rows: &[FrameRow]) -> Result<ArrayRef> {
+    fn column(&self, col: usize, rows: &[FrameRow], raw: &[Option<Pixels>]) -> Result<ArrayRef> {
         let frames = || rows.iter().map(|r| r.frame.as_ref());
         Ok(match col {
             COL_PATH => {
@@ -734,15 +745,7 @@ impl FramesJob {
                 Arc::new(b.finish())
             }
             COL_FRAME => match self.sampling.format {
-                FrameFormat::Raw => {
-                    let pixels: Vec<_> = frames()
-                        .map(|f| match f.and_then(|f| f.image.as_ref()) {
-                            Some(FrameImage::Raw(p)) => Some(p.clone()),
-                            _ => None,
-                        })
-                        .collect();
-                    Arc::new(pixels_array(&pixels))
-                }
+                FrameFormat::Raw => Arc::new(pixels_array(raw)),
                 FrameFormat::Png | FrameFormat::Jpeg => {
                     let bytes: usize = frames()
                         .map(|f| f.and_then(|f| f.image.as_ref()).map_or(0, FrameImage::len))

@@ -188,17 +188,30 @@ struct Row {
     error: Option<String>,
 }
 
+/// Runs `work` on a blocking thread over a [`StoreReader`] of `meta` and
+/// its name (FFmpeg reads block).
+async fn with_reader<T: Send + 'static>(
+    store: &Arc<dyn ObjectStore>,
+    meta: &ObjectMeta,
+    work: impl FnOnce(StoreReader, &str) -> T + Send + 'static,
+) -> Result<T> {
+    let reader = StoreReader::new(Arc::clone(store), meta, tokio::runtime::Handle::current());
+    let name = meta.location.to_string();
+    tokio::task::spawn_blocking(move || work(reader, &name))
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))
+}
+
 /// Probes `meta` on a blocking thread.
 pub async fn probe_object(
     store: &Arc<dyn ObjectStore>,
     meta: &ObjectMeta,
     limits: VideoLimits,
 ) -> Result<std::result::Result<VideoInfo, MediaError>> {
-    let reader = StoreReader::new(Arc::clone(store), meta, tokio::runtime::Handle::current());
-    let name = meta.location.to_string();
-    tokio::task::spawn_blocking(move || probe_video(reader, &name, &limits))
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))
+    with_reader(store, meta, move |reader, name| {
+        probe_video(reader, name, &limits)
+    })
+    .await
 }
 
 /// The audio track of `meta` as 16-bit WAV, decoded on a blocking thread.
@@ -206,21 +219,14 @@ async fn audio_track(
     scan: &ScanContext,
     meta: &ObjectMeta,
 ) -> Result<std::result::Result<Option<Vec<u8>>, MediaError>> {
-    let reader = StoreReader::new(
-        Arc::clone(&scan.store),
-        meta,
-        tokio::runtime::Handle::current(),
-    );
-    let name = meta.location.to_string();
     let limits = scan.settings.video_limits;
     let max_bytes = scan.settings.audio_limits.max_alloc;
-    tokio::task::spawn_blocking(move || {
-        let pcm = decode_video_audio(reader, &name, &limits, max_bytes, Interrupt::never())?;
+    with_reader(&scan.store, meta, move |reader, name| {
+        let pcm = decode_video_audio(reader, name, &limits, max_bytes, Interrupt::never())?;
         pcm.map(|p| encode_audio(p.view(), AudioEncoding::Wav))
             .transpose()
     })
     .await
-    .map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
 /// Reads video files' headers for the shared media scan.

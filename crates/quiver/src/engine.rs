@@ -296,19 +296,8 @@ impl Quiver {
     /// statements) takes effect here; queries run when the frame is
     /// executed.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        if let Some(stmt) = parse_model_statement(sql)? {
-            let plan = self.run_model_statement(stmt)?;
-            return self.ctx.execute_logical_plan(plan).await;
-        }
-        if sql.contains("=>") {
-            let plan = self.plan_named_args(sql).await?;
-            return self.ctx.execute_logical_plan(plan).await;
-        }
-        if crate::pg_compat::reads_catalog(sql) {
-            let plan = self.plan_catalog_query(sql).await?;
-            return self.ctx.execute_logical_plan(plan).await;
-        }
-        self.ctx.sql(sql).await
+        let plan = self.create_logical_plan(sql).await?;
+        self.ctx.execute_logical_plan(plan).await
     }
 
     /// Plans a statement that reads Postgres' catalog: after the Postgres

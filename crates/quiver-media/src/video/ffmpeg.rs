@@ -938,6 +938,11 @@ mod tests {
     }
 
     fn frames(path: &Path, sampling: FrameSampling) -> Vec<VideoFrame> {
+        frames_and_decoded(path, sampling).0
+    }
+
+    /// The sampled frames and how many frames were decoded to get them.
+    fn frames_and_decoded(path: &Path, sampling: FrameSampling) -> (Vec<VideoFrame>, u64) {
         let mut reader = FrameReader::open(
             file(path),
             &path.to_string_lossy(),
@@ -950,7 +955,7 @@ mod tests {
         while let Some(f) = reader.next_frame().expect("decodes") {
             out.push(f);
         }
-        out
+        (out, reader.decoded())
     }
 
     #[test]
@@ -1024,24 +1029,17 @@ mod tests {
                 "yuv420p",
             ],
         );
-        let mut reader = FrameReader::open(
-            file(&long),
-            "long.mp4",
+        let (got_long, decoded) = frames_and_decoded(
+            &long,
             FrameSampling {
                 fps: Some(1.0),
                 ..Default::default()
             },
-            VideoLimits::default(),
-            Interrupt::never(),
-        )
-        .expect("opens");
-        let mut pts = vec![];
-        while let Some(f) = reader.next_frame().expect("decodes") {
-            pts.push(f.pts);
-        }
+        );
+        let pts: Vec<f64> = got_long.iter().map(|f| f.pts).collect();
         assert_eq!(pts, (0..10).map(f64::from).collect::<Vec<_>>());
         // 0–3 s decoded in full (76 frames), then 4, 4–5, 6, 6–7, 8, 8–9.
-        assert!(reader.decoded() < 200, "decoded {}", reader.decoded());
+        assert!(decoded < 200, "decoded {decoded}");
         let keys = frames(
             &long,
             FrameSampling {
