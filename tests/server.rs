@@ -1265,3 +1265,532 @@ async fn node_postgres_works_as_with_postgres() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("node-postgres: ok"));
     server.stop().await;
 }
+
+/// A connection whose NOTICE messages are kept, in order, and whose end
+/// (the connection future's result) can be awaited.
+async fn connect_with_notices(
+    server: &Server,
+) -> (
+    Client,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, mut connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=tester dbname=quiver",
+            server.addr.port()
+        ),
+        NoTls,
+    )
+    .await
+    .expect("connect");
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&notices);
+    let ended = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = futures::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = message? {
+                kept.lock().expect("notices").push(n.message().to_string());
+            }
+        }
+        Ok(())
+    });
+    (client, notices, ended)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_notices_while_statements_run() {
+    let server = Server::start().await;
+    let data = server.data();
+
+    // psql prints them: files read by the scan, and the rows.
+    let out = psql(
+        server.addr.port(),
+        vec![
+            "-c".into(),
+            "SET quiver.progress = on".into(),
+            "-c".into(),
+            "SET quiver.progress_interval_ms = 1".into(),
+            "-c".into(),
+            format!("SELECT count(*) AS n FROM read_images('{data}/images/') WHERE width > 0"),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "psql failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(" 8\n"), "{stdout}");
+    assert!(
+        stderr.contains("NOTICE:  finished: 1 rows · 8 files after "),
+        "{stderr}"
+    );
+
+    // A long statement reports again and again while it runs, in both
+    // protocols; off (the default), nothing is sent.
+    let (c, notices, _) = connect_with_notices(&server).await;
+    c.simple_query("SET statement_timeout = 1500")
+        .await
+        .expect("timeout");
+    c.simple_query(ENDLESS).await.expect_err("timed out");
+    assert!(notices.lock().unwrap().is_empty());
+    c.simple_query("SET quiver.progress = on; SET quiver.progress_interval_ms = 200")
+        .await
+        .expect("progress on");
+    for extended in [false, true] {
+        notices.lock().unwrap().clear();
+        let err = if extended {
+            c.query(ENDLESS, &[])
+                .await
+                .map(|_| ())
+                .expect_err("timed out")
+        } else {
+            c.simple_query(ENDLESS)
+                .await
+                .map(|_| ())
+                .expect_err("timed out")
+        };
+        assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+        let seen = notices.lock().unwrap().clone();
+        assert!(seen.len() >= 3, "extended={extended}: {seen:?}");
+        assert!(
+            seen.iter()
+                .all(|n| n.starts_with("progress: 0 rows after ")),
+            "{seen:?}"
+        );
+    }
+    // Rows sent count as they go.
+    notices.lock().unwrap().clear();
+    c.simple_query("SET quiver.progress_interval_ms = 1")
+        .await
+        .expect("interval");
+    let rows = c
+        .query("SELECT x FROM generate_series(1, 20000) AS t(x)", &[])
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 20000);
+    let seen = notices.lock().unwrap().clone();
+    assert!(
+        seen.last()
+            .is_some_and(|n| n.starts_with("finished: 20000 rows after ")),
+        "{seen:?}"
+    );
+    let bad = c
+        .simple_query("SET quiver.progress = sometimes")
+        .await
+        .expect_err("not a boolean");
+    assert!(format!("{bad:?}").contains("on or off"), "{bad:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_settings_are_the_connections_own() {
+    let server = Server::start().await;
+    let a = server.connect().await;
+    let b = server.connect().await;
+    a.simple_query("SET application_name = 'loader'; SET statement_timeout TO '5s'")
+        .await
+        .expect("set");
+    let read = "SELECT current_setting('application_name'), current_setting('statement_timeout')";
+    let rows = simple_rows(&a.simple_query(read).await.expect("a"));
+    assert_eq!(rows, vec![vec![Some("loader".into()), Some("5s".into())]]);
+    let rows = a.query(read, &[]).await.expect("a, extended");
+    assert_eq!(rows[0].get::<_, String>(0), "loader");
+    let rows = simple_rows(&b.simple_query(read).await.expect("b"));
+    assert_eq!(rows, vec![vec![Some("".into()), Some("0".into())]]);
+    // SHOW and current_setting agree; DEFAULT goes back.
+    a.simple_query("SET application_name TO DEFAULT")
+        .await
+        .expect("default");
+    let rows = simple_rows(&a.simple_query("SHOW application_name").await.expect("show"));
+    assert_eq!(rows, vec![vec![Some("".into())]]);
+    let err = a
+        .simple_query("SET statement_timeout = 'soon'")
+        .await
+        .expect_err("not a duration");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INVALID_PARAMETER_VALUE),
+        "{err:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_end_with_57p05() {
+    let server = Server::start().await;
+    let idle = std::time::Duration::from_millis(1200);
+
+    // Set by the client: the connection ends with FATAL 57P05 once it has
+    // waited longer than the timeout for its next statement.
+    let (c, _, ended) = connect_with_notices(&server).await;
+    c.simple_query("SET idle_session_timeout = 400; SET statement_timeout = 1000")
+        .await
+        .expect("set");
+    // Busy is not idle: a statement longer than the idle timeout runs
+    // until its own timeout.
+    let err = c.query(ENDLESS, &[]).await.expect_err("timed out");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), ended)
+        .await
+        .expect("ended within 10 s")
+        .expect("connection task");
+    let err = end.expect_err("ended by the server");
+    assert_eq!(err.code().map(|c| c.code()), Some("57P05"), "{err:?}");
+    assert!(
+        format!("{err:?}").contains("idle-session timeout"),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < idle * 2, "{:?}", started.elapsed());
+    assert!(c.simple_query("SELECT 1").await.is_err());
+
+    // An open transaction is not idle (Postgres has another timeout for it).
+    let (c, _, ended) = connect_with_notices(&server).await;
+    c.simple_query("SET idle_session_timeout = 300; BEGIN")
+        .await
+        .expect("begin");
+    tokio::time::sleep(idle).await;
+    assert!(!ended.is_finished());
+    c.simple_query("SELECT 1").await.expect("still open");
+    c.simple_query("COMMIT").await.expect("commit");
+    tokio::time::sleep(idle).await;
+    assert!(ended.is_finished());
+    server.stop().await;
+
+    // From the config, for every connection.
+    let mut config = quiver::QuiverConfig::default();
+    config.server.idle_session_timeout = Some("300ms".into());
+    let server = Server::start_with(config).await;
+    let (c, _, ended) = connect_with_notices(&server).await;
+    let rows = simple_rows(
+        &c.simple_query("SHOW idle_session_timeout")
+            .await
+            .expect("show"),
+    );
+    assert_eq!(rows, vec![vec![Some("300ms".into())]]);
+    tokio::time::sleep(idle).await;
+    assert!(ended.is_finished());
+    server.stop().await;
+}
+
+/// A protocol 3.0 startup message for user `tester`.
+fn startup_message() -> Vec<u8> {
+    let mut body = vec![0, 3, 0, 0];
+    for s in ["user", "tester", "database", "quiver"] {
+        body.extend_from_slice(s.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The message types of the frames in `bytes` (up to a cut-off frame).
+fn message_types(bytes: &[u8]) -> Vec<char> {
+    let mut types = vec![];
+    let mut at = 0;
+    while at + 5 <= bytes.len() {
+        types.push(bytes[at] as char);
+        let len = u32::from_be_bytes([bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4]]);
+        at += 1 + len as usize;
+    }
+    types
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_end_only_their_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start().await;
+    let bystander = server.connect().await;
+    let after_startup = |frame: &[u8]| {
+        let mut bytes = startup_message();
+        bytes.extend_from_slice(frame);
+        bytes
+    };
+    // (what, bytes, whether the startup itself is well formed)
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "a startup length below the minimum",
+            vec![0, 0, 0, 2, 0, 3, 0, 0],
+            false,
+        ),
+        (
+            "a startup of an unknown protocol",
+            vec![0, 0, 0, 8, 0x12, 0x34, 0, 0],
+            false,
+        ),
+        (
+            "a startup whose parameters are not terminated",
+            vec![0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r'],
+            false,
+        ),
+        (
+            "an unknown message type",
+            after_startup(&[b'!', 0, 0, 0, 4]),
+            true,
+        ),
+        (
+            "a message length below the minimum",
+            after_startup(&[b'Q', 0, 0, 0, 1]),
+            true,
+        ),
+        (
+            "a negative message length",
+            after_startup(&[b'Q', 0xff, 0xff, 0xff, 0xff]),
+            true,
+        ),
+        (
+            "a Parse without its terminators",
+            after_startup(&[b'P', 0, 0, 0, 8, b'a', b'b', b'c', b'd']),
+            true,
+        ),
+        (
+            "a Bind announcing more parameters than it carries",
+            after_startup(&[b'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0x7f, 0xff]),
+            true,
+        ),
+        (
+            "a Query that is not UTF-8",
+            after_startup(&[b'Q', 0, 0, 0, 7, 0xff, 0xfe, 0]),
+            true,
+        ),
+    ];
+    for (what, bytes, after_startup_case) in cases {
+        let mut socket = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        socket.write_all(&bytes).await.expect("send");
+        let mut got = vec![];
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            socket.read_to_end(&mut got),
+        )
+        .await;
+        let types = message_types(&got);
+        eprintln!("{what}: closed={} types={types:?}", closed.is_ok());
+        // Either the connection ends (pgwire 0.42 closes it without an
+        // ErrorResponse when a message cannot be decoded), or the message
+        // was read as something and answered (a Query of length 1 is an
+        // empty query to pgwire: EmptyQueryResponse, ReadyForQuery).
+        let answered = types
+            .iter()
+            .position(|t| *t == 'Z')
+            .is_some_and(|startup_done| types.len() > startup_done + 1);
+        assert!(
+            closed.is_ok() || (after_startup_case && answered),
+            "{what}: no answer, the connection stays open ({types:?})"
+        );
+    }
+    // Nobody else noticed: the other connection works, new ones too.
+    let rows = simple_rows(
+        &bystander
+            .simple_query("SELECT 40 + 2")
+            .await
+            .expect("bystander"),
+    );
+    assert_eq!(rows, vec![vec![Some("42".into())]]);
+    let fresh = server.connect().await;
+    fresh
+        .simple_query("SELECT 1")
+        .await
+        .expect("a new connection");
+    server.stop().await;
+}
+
+/// `pgbench` (Postgres' own benchmark client) with a custom script, in the
+/// simple, extended and prepared protocols; its stdout.
+async fn pgbench(port: u16, script: &str, mode: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bench.sql");
+    std::fs::write(&file, script).expect("script");
+    let out = tokio::task::spawn_blocking({
+        let mode = mode.to_string();
+        move || {
+            Command::new("pgbench")
+                .args([
+                    "-n",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "tester",
+                    "-c",
+                    "2",
+                    "-j",
+                    "2",
+                ])
+                .args(["-t", "25", "-M", &mode])
+                .arg("-p")
+                .arg(port.to_string())
+                .arg("-f")
+                .arg(&file)
+                .arg("quiver")
+                .output()
+        }
+    })
+    .await
+    .expect("pgbench task")
+    .expect("run pgbench (apt-get install postgresql-15)");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pgbench -M {mode} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_scripts_in_every_protocol_mode() {
+    let server = Server::start().await;
+    let data = server.data();
+    let script = format!(
+        "\\set id random(1, 1000)\n\
+         SELECT 1;\n\
+         SELECT name, country FROM read_csv('{data}/customers.csv') WHERE id = :id;\n"
+    );
+    for mode in ["simple", "extended", "prepared"] {
+        let out = pgbench(server.addr.port(), &script, mode).await;
+        assert!(
+            out.contains(&format!("query mode: {mode}")),
+            "{mode}: {out}"
+        );
+        assert!(
+            out.contains("number of transactions actually processed: 50/50"),
+            "{mode}: {out}"
+        );
+        assert!(
+            out.contains("number of failed transactions: 0"),
+            "{mode}: {out}"
+        );
+    }
+    server.stop().await;
+}
+
+/// Debian's pgjdbc (`libpostgresql-jdbc-java`).
+const PGJDBC: &str = "/usr/share/java/postgresql.jar";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_works_as_with_postgres() {
+    let server = Server::start().await;
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/jdbc/JdbcCheck.java");
+    let port = server.addr.port().to_string();
+    let data = server.data();
+    let out = tokio::task::spawn_blocking(move || {
+        let classes = tempfile::tempdir().expect("tempdir");
+        let compiled = Command::new("javac")
+            .args(["-cp", PGJDBC, "-d"])
+            .arg(classes.path())
+            .arg(&source)
+            .output()
+            .expect("javac runs (apt-get install default-jdk-headless)");
+        assert!(
+            compiled.status.success(),
+            "javac failed:\n{}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+        Command::new("java")
+            .arg("-cp")
+            .arg(format!("{}:{PGJDBC}", classes.path().display()))
+            .arg("JdbcCheck")
+            .arg(port)
+            .arg(data)
+            .output()
+            .expect("java runs")
+    })
+    .await
+    .expect("task");
+    assert!(
+        out.status.success(),
+        "pgjdbc check failed (apt-get install libpostgresql-jdbc-java):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("jdbc: all checks passed"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_stat_activity_and_per_connection_memory() {
+    let mut config = quiver::QuiverConfig::default();
+    config.server.connection_memory_limit = Some("64MB".into());
+    let server = Server::start_with(config).await;
+    let watcher = server.connect().await;
+    watcher
+        .simple_query("SET application_name = 'watcher'")
+        .await
+        .expect("set");
+    let worker = server.connect().await;
+
+    // The worker's sort holds its rows in the memory pool while the
+    // client has not read them all.
+    let rows = worker
+        .query_raw(
+            "SELECT x FROM generate_series(1, 2000000) AS t(x) ORDER BY x DESC",
+            std::iter::empty::<i64>(),
+        )
+        .await
+        .expect("sorting");
+    let mut rows = Box::pin(rows);
+    let first = futures::StreamExt::next(&mut rows)
+        .await
+        .expect("a row")
+        .expect("row");
+    assert_eq!(first.get::<_, i64>(0), 2_000_000);
+    let seen = watcher
+        .query(
+            "SELECT application_name, state, query, quiver_memory_bytes, usename, datname \
+             FROM pg_stat_activity ORDER BY quiver_memory_bytes DESC",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let (sorting, me) = (&seen[0], &seen[1]);
+    assert_eq!(sorting.get::<_, String>("state"), "active");
+    assert!(
+        sorting
+            .get::<_, String>("query")
+            .contains("ORDER BY x DESC")
+    );
+    let held = sorting.get::<_, i64>("quiver_memory_bytes");
+    assert!(held > 1_000_000, "the sort holds {held} bytes");
+    assert_eq!(me.get::<_, String>("application_name"), "watcher");
+    assert!(me.get::<_, String>("query").contains("pg_stat_activity"));
+    assert_eq!(me.get::<_, String>("usename"), "tester");
+    assert_eq!(me.get::<_, String>("datname"), "quiver");
+    drop(rows);
+
+    // psql's application_name arrives in its startup message.
+    let out = psql(
+        server.addr.port(),
+        vec![
+            "-A".into(),
+            "-t".into(),
+            "-c".into(),
+            "SELECT application_name FROM pg_stat_activity WHERE query LIKE '%application_name FROM%'".into(),
+        ],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "psql");
+
+    // Over server.connection_memory_limit: that connection's statement
+    // fails with 53200 (a hash join's build side cannot spill); the other
+    // connections go on.
+    let err = worker
+        .simple_query(
+            "SELECT count(*) FROM generate_series(1, 4000000) AS a(x) \
+             JOIN generate_series(1, 4000000) AS b(y) ON x = y",
+        )
+        .await
+        .expect_err("over the connection's limit");
+    assert_eq!(err.code(), Some(&SqlState::OUT_OF_MEMORY), "{err:?}");
+    assert!(
+        format!("{err:?}").contains("server.connection_memory_limit"),
+        "{err:?}"
+    );
+    let rows = simple_rows(&worker.simple_query("SELECT 1").await.expect("after"));
+    assert_eq!(rows, vec![vec![Some("1".into())]]);
+    server.stop().await;
+}

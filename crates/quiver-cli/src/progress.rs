@@ -1,5 +1,6 @@
-//! A progress line on stderr (rows, elapsed time, and rows through model
-//! calls out of the rows expected, when the statement runs models) for
+//! A progress line on stderr (rows, elapsed time, media files read, and
+//! rows through model calls out of the rows expected, when the statement
+//! runs models) for
 //! statements that run longer than a second, shown only when stderr is a
 //! terminal.
 
@@ -9,23 +10,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use quiver::InferenceProgress;
+use quiver::StatementProgress;
 
 /// How long a statement runs before the bar appears.
 const DELAY: Duration = Duration::from_secs(1);
 
-/// `12 rows`, or `12 rows · model 640/10000 rows (6%)` while model calls run.
-fn message(rows: u64, models: Option<&InferenceProgress>) -> String {
-    let Some(m) = models.filter(|m| m.done() > 0 || m.total().is_some()) else {
-        return format!("{rows} rows");
-    };
-    match m.total() {
-        Some(total) => format!(
-            "{rows} rows · model {}/{total} rows ({}%)",
-            m.done(),
-            m.done() * 100 / total.max(1)
-        ),
-        None => format!("{rows} rows · model {} rows", m.done()),
+/// `12 rows`, with files read and model rows when there are some.
+fn message(rows: u64, progress: Option<&StatementProgress>) -> String {
+    match progress {
+        Some(p) => p.summary(rows),
+        None => format!("{rows} rows"),
     }
 }
 
@@ -38,9 +32,9 @@ pub struct Progress {
 
 impl Progress {
     /// Starts tracking; the bar shows after [`DELAY`] if stderr is a
-    /// terminal. `models` is the session's count of rows through model
-    /// calls, reset here.
-    pub fn start(models: Option<Arc<InferenceProgress>>) -> Self {
+    /// terminal. `models` is the session's progress (files, model rows),
+    /// reset here.
+    pub fn start(models: Option<Arc<StatementProgress>>) -> Self {
         if let Some(m) = &models {
             m.reset();
         }
@@ -101,7 +95,7 @@ mod tests {
     #[test]
     fn the_message_counts_model_rows_when_there_are_some() {
         assert_eq!(message(5, None), "5 rows");
-        let m = InferenceProgress::default();
+        let m = StatementProgress::default();
         assert_eq!(message(5, Some(&m)), "5 rows");
     }
 }

@@ -35,7 +35,7 @@ pub async fn run_script(
 /// Runs one statement into the sink, with progress, timing and Ctrl-C.
 pub async fn run_statement(quiver: &Quiver, stmt: &Statement, sink: &mut Sink) -> Result<()> {
     let started = Instant::now();
-    let progress = Progress::start(quiver.inference_progress());
+    let progress = Progress::start(quiver.progress());
     let work = async {
         let df = quiver.sql(&stmt.sql).await?;
         let stream = quiver.execute_frame(df).await?;

@@ -66,7 +66,7 @@ use futures::StreamExt;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::progress::InferenceProgress;
+use quiver_settings::progress::StatementProgress;
 
 /// Producers hand rows to the batcher in slices of `batch_size /
 /// SLICES_PER_CALL` rows (rounded up).
@@ -266,13 +266,13 @@ impl InferenceExec {
         drop(chunk_tx);
         let progress = context
             .session_config()
-            .get_extension::<InferenceProgress>();
+            .get_extension::<StatementProgress>();
         if let Some(progress) = &progress {
             let rows = StatisticsContext::new()
                 .compute(self.input.as_ref(), &StatisticsArgs::new())
                 .ok()
                 .and_then(|s| s.num_rows.get_value().copied());
-            progress.expect(rows);
+            progress.expect_model_rows(rows);
         }
         tasks.spawn(batch(Batcher {
             stalls,
@@ -832,7 +832,7 @@ const RESERVE_PATIENCE: Duration = Duration::from_secs(2);
 
 struct Batcher {
     stalls: Arc<Stalls>,
-    progress: Option<Arc<InferenceProgress>>,
+    progress: Option<Arc<StatementProgress>>,
     chunks: mpsc::Receiver<Chunk>,
     calls: Arc<[ModelCall]>,
     config: InferenceConfig,
@@ -1067,7 +1067,7 @@ async fn run_call(
     options: &Arc<ConfigOptions>,
     clock: &Arc<BusyClock>,
     metrics: &SharedMetrics,
-    progress: Option<&InferenceProgress>,
+    progress: Option<&StatementProgress>,
 ) {
     let mut outputs = Vec::with_capacity(calls.len());
     for (i, call) in calls.iter().enumerate() {
@@ -1107,7 +1107,7 @@ async fn run_call(
     }
     metrics.update_busy();
     if let Some(p) = progress {
-        p.add(rows);
+        p.add_model_rows(rows);
     }
     let mut at = 0;
     for s in segments {

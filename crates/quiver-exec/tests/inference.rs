@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, collect, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
-use quiver_exec::{InferenceExec, InferenceProgress, InferenceRule};
+use quiver_exec::{InferenceExec, InferenceRule, StatementProgress};
 use quiver_settings::QuiverSettings;
 
 #[derive(Debug, Default)]
@@ -134,7 +134,7 @@ fn context_with_memory(
     let config = SessionConfig::new()
         .with_target_partitions(8)
         .with_option_extension(QuiverSettings::default())
-        .with_extension(Arc::new(InferenceProgress::default()));
+        .with_extension(Arc::new(StatementProgress::default()));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(Arc::new(runtime.build().expect("runtime")))
@@ -238,10 +238,10 @@ async fn rows_line_up_and_calls_fill_across_partitions() {
     // know its size) and done.
     let progress = task
         .session_config()
-        .get_extension::<InferenceProgress>()
+        .get_extension::<StatementProgress>()
         .expect("progress");
-    assert_eq!(progress.total(), Some(expected as u64));
-    assert_eq!(progress.done(), expected as u64);
+    assert_eq!(progress.model_total(), Some(expected as u64));
+    assert_eq!(progress.model_done(), expected as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -15,7 +15,6 @@ use datafusion::logical_expr::LogicalPlan;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt, TryStreamExt, stream};
-use pgwire::api::NoopHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
 use pgwire::api::auth::{
@@ -24,8 +23,8 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::PortalExecutionState;
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::send_execution_response;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{send_execution_response, send_ready_for_query};
 use pgwire::api::results::{CopyResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::Entry;
@@ -36,10 +35,13 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::data::RowDescription;
 use pgwire::messages::extendedquery::Execute;
-use pgwire::messages::response::EmptyQueryResponse;
+use pgwire::messages::response::{EmptyQueryResponse, TransactionStatus};
+use pgwire::messages::simplequery::Query;
 use quiver::Quiver;
 use quiver::models::ModelStatement;
+use quiver::pg_compat::{ClientSettings, parse_timeout};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use tokio::sync::watch;
@@ -47,6 +49,7 @@ use tokio::sync::watch;
 use crate::cursor::CursorCommand;
 use crate::encode::{encode_batch, fields, pg_type};
 use crate::errors::{pg_error, to_pg};
+use crate::notices::Notices;
 
 /// A parsed statement: DataFusion's plan (with `$n` placeholders), or one
 /// of the statements answered here.
@@ -108,10 +111,6 @@ fn bound_plan(kind: &Kind) -> Option<&LogicalPlan> {
         _ => None,
     }
 }
-
-/// Client settings that are answered here rather than by DataFusion, with
-/// what a fresh Postgres session reports.
-const CLIENT_SETTINGS: &[(&str, &str)] = quiver::pg_compat::PG_SETTINGS;
 
 fn words(sql: &str) -> Vec<String> {
     sql.split(|c: char| c.is_whitespace() || c == ';')
@@ -210,6 +209,8 @@ fn parse_set(sql: &str) -> Option<Kind> {
 #[derive(Debug)]
 pub struct Parser {
     quiver: Quiver,
+    /// A Parse message is activity too (idle-session timeout).
+    activity: Arc<crate::idle::Activity>,
     /// The connection's cursors (`FETCH` is described by its cursor).
     cursors: Arc<crate::cursor::Cursors>,
 }
@@ -403,6 +404,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        self.activity.touch();
         // Types the client declared are the parameters' types, as in
         // Postgres; `unknown` ones are text where nothing else decides.
         let declared = crate::params::with_declared_types(sql, types);
@@ -448,7 +450,12 @@ pub struct Connection {
     parser: Arc<Parser>,
     /// Open cursors (`DECLARE … CURSOR`).
     cursors: Arc<crate::cursor::Cursors>,
-    client_settings: Mutex<HashMap<String, String>>,
+    /// What the idle-session timeout watches.
+    activity: Arc<crate::idle::Activity>,
+    /// Every connection of the server, for `pg_stat_activity`.
+    backends: Arc<crate::activity::Backends>,
+    /// This connection in `backends`, once started.
+    backend: Mutex<Option<Arc<crate::activity::Backend>>>,
     /// The server's cancel keys, this connection's among them once started.
     cancel_keys: Arc<CancelKeys>,
     /// Counts this connection's cancel requests; running statements stop
@@ -502,8 +509,7 @@ impl Users {
             scram.configure_certificate(pem)?;
         }
         Ok(Auth(
-            SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
-                .with_scram(scram),
+            SASLAuthStartupHandler::new(Arc::new(server_parameters())).with_scram(scram),
         ))
     }
 }
@@ -517,6 +523,41 @@ impl AuthSource for Users {
             .cloned()
             .ok_or_else(|| PgWireError::InvalidPassword(user.to_string()))
     }
+}
+
+/// What a client learns at startup (`ParameterStatus`): `pgwire`'s
+/// defaults, with Quiver's `server_version` (JDBC's
+/// `getDatabaseProductVersion`, psql's banner).
+fn server_parameters() -> DefaultServerParameterProvider {
+    let mut parameters = DefaultServerParameterProvider::default();
+    parameters.server_version = quiver::pg_compat::SERVER_VERSION.to_string();
+    parameters
+}
+
+/// Process ids and secret keys for trusted logins.
+static PIDS: std::sync::LazyLock<pgwire::api::RandomPidSecretKeyGenerator> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A trusted login (no password; loopback only, see `serve`): as
+/// `pgwire`'s no-op startup, with Quiver's server parameters.
+async fn trust<C>(
+    client: &mut C,
+    message: pgwire::messages::PgWireFrontendMessage,
+) -> PgWireResult<()>
+where
+    C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: std::fmt::Debug,
+    PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+{
+    use pgwire::api::PidSecretKeyGenerator;
+    if let pgwire::messages::PgWireFrontendMessage::Startup(startup) = &message {
+        pgwire::api::auth::protocol_negotiation(client, startup).await?;
+        pgwire::api::auth::save_startup_parameters_to_metadata(client, startup);
+        let (pid, secret_key) = PIDS.generate(&*client);
+        client.set_pid_and_secret_key(pid, secret_key);
+        pgwire::api::auth::finish_authentication(client, &server_parameters()).await?;
+    }
+    Ok(())
 }
 
 /// A connection's process id and secret key, as its cancel requests bring them.
@@ -556,27 +597,6 @@ type CancelSignal = watch::Receiver<u64>;
 /// What a statement that stops early answers, as Postgres does.
 fn canceled(why: &str) -> PgWireError {
     pg_error("57014", format!("canceling statement due to {why}"))
-}
-
-/// `statement_timeout` as Postgres reads it: milliseconds unless a unit
-/// says otherwise; 0 is none.
-pub fn parse_timeout(value: &str) -> Option<Duration> {
-    let v = value.trim().trim_matches('\'').trim().to_ascii_lowercase();
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
-    let (number, unit) = v.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let ms = match unit.trim() {
-        "" | "ms" => number,
-        "s" => number * 1e3,
-        "min" => number * 60e3,
-        "h" => number * 3600e3,
-        "d" => number * 86_400e3,
-        "us" => number / 1e3,
-        _ => return None,
-    };
-    (ms > 0.0).then(|| Duration::from_secs_f64(ms / 1e3))
 }
 
 /// Completes with the error a statement stops with: on a cancel request or
@@ -637,8 +657,14 @@ async fn or_stop<T>(
 impl Connection {
     /// Handlers over `quiver`, a session of its own; cancel requests find
     /// the connection through `connections`.
-    pub fn new(quiver: Quiver, cancel_keys: Arc<CancelKeys>, auth: Option<Arc<Auth>>) -> Self {
+    pub fn new(
+        quiver: Quiver,
+        cancel_keys: Arc<CancelKeys>,
+        auth: Option<Arc<Auth>>,
+        backends: Arc<crate::activity::Backends>,
+    ) -> Self {
         let cursors = Arc::new(crate::cursor::Cursors::default());
+        let activity = Arc::new(crate::idle::Activity::default());
         Self {
             auth,
             cancel_keys,
@@ -646,16 +672,14 @@ impl Connection {
             cancel_key: Mutex::new(None),
             parser: Arc::new(Parser {
                 quiver: quiver.clone(),
+                activity: Arc::clone(&activity),
                 cursors: Arc::clone(&cursors),
             }),
             cursors,
             quiver,
-            client_settings: Mutex::new(
-                CLIENT_SETTINGS
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            activity,
+            backends,
+            backend: Mutex::new(None),
         }
     }
 
@@ -693,11 +717,33 @@ impl Connection {
 
     /// The session's `statement_timeout`.
     fn statement_timeout(&self) -> Option<Duration> {
-        let settings = self
-            .client_settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        parse_timeout(settings.get("statement_timeout")?)
+        parse_timeout(self.quiver.client_settings().get("statement_timeout")?)
+    }
+
+    /// The session's `idle_session_timeout`.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        parse_timeout(self.quiver.client_settings().get("idle_session_timeout")?)
+    }
+
+    /// What the idle-session timeout watches.
+    pub fn activity(&self) -> Arc<crate::idle::Activity> {
+        Arc::clone(&self.activity)
+    }
+
+    /// Notes, for `pg_stat_activity`, that `query` starts running.
+    fn started(&self, query: &str) {
+        if let Some(b) = &*self.backend.lock().unwrap_or_else(|e| e.into_inner()) {
+            b.start(query);
+        }
+    }
+
+    /// Notes that the statement ended, and whether a transaction is open.
+    fn finished(&self, status: TransactionStatus) {
+        let open = !matches!(status, TransactionStatus::Idle);
+        self.activity.set_in_transaction(open);
+        if let Some(b) = &*self.backend.lock().unwrap_or_else(|e| e.into_inner()) {
+            b.finish(open);
+        }
     }
 
     /// Runs one statement; `format` gives each result column's format. A
@@ -746,19 +792,34 @@ impl Connection {
             }
             Kind::Nothing { tag } => Ok(Response::Execution(Tag::new(tag))),
             Kind::SetClient { name, value } => {
-                self.client_settings
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(name.clone(), value.clone());
+                let value = if value.eq_ignore_ascii_case("default") {
+                    ClientSettings::default()
+                        .get(name)
+                        .unwrap_or("")
+                        .to_string()
+                } else {
+                    value.clone()
+                };
+                if name.ends_with("_timeout")
+                    && value.trim() != "0"
+                    && parse_timeout(&value).is_none()
+                {
+                    return Err(pg_error(
+                        "22023",
+                        format!(
+                            "invalid value for parameter \"{name}\": \"{value}\" (a duration such as 5000, 5s or 10min)"
+                        ),
+                    ));
+                }
+                ClientSettings::set_in(self.quiver.context(), name, &value);
                 Ok(Response::Execution(Tag::new("SET")))
             }
             Kind::ShowClient { name } => {
                 let value = self
-                    .client_settings
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .quiver
+                    .client_settings()
                     .get(name)
-                    .cloned()
+                    .map(str::to_string)
                     .ok_or_else(|| {
                         pg_error(
                             "42704",
@@ -973,12 +1034,71 @@ fn decode_param(portal: &Portal<Statement>, i: usize, ty: &Type) -> PgWireResult
 
 #[async_trait]
 impl SimpleQueryHandler for Connection {
+    /// Runs the statements of a query message one after the other, each
+    /// sending its rows before the next starts (as Postgres does), with
+    /// progress NOTICEs while it runs when the session asks for them.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let _busy = self.activity.busy();
+        let mut status = client.transaction_status();
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        // One cancel request stops every statement of the message.
+        let cancel = self.cancel_signal();
+        let pieces = quiver::statements::split_statements(&query.query);
+        if pieces.is_empty() {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        }
+        for piece in pieces {
+            self.started(&piece.sql);
+            let mut notices = Notices::start(&self.quiver);
+            let response = with_notices(client, &mut notices, async {
+                let stmt = self.parser.parse(&piece.sql).await?;
+                self.run(&stmt, None, &|_| FieldFormat::Text, cancel.clone())
+                    .await
+            })
+            .await?
+            .unwrap_or_else(|e| Response::Error(error_info(e)));
+            // Later statements of the string are not run, as in Postgres.
+            let failed = matches!(response, Response::Error(_));
+            respond(client, response, true, &mut notices, &mut status).await?;
+            if let Some(done) = notices.finished() {
+                client.feed(done).await?;
+            }
+            if failed {
+                break;
+            }
+        }
+        self.finished(status);
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await
+    }
+
+    /// The responses of a query message's statements (what `on_query`
+    /// sends, gathered; `pgwire` asks for it, Quiver's `on_query` does not
+    /// use it).
     async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
     {
-        // One cancel request stops every statement of the message.
         let cancel = self.cancel_signal();
         let mut out = vec![];
         for piece in quiver::statements::split_statements(query) {
@@ -991,17 +1111,8 @@ impl SimpleQueryHandler for Connection {
             };
             match result {
                 Ok(response) => out.push(response),
-                Err(PgWireError::UserError(info)) => {
-                    // Later statements of the string are not run, as in Postgres.
-                    out.push(Response::Error(info));
-                    break;
-                }
                 Err(e) => {
-                    out.push(Response::Error(Box::new(ErrorInfo::new(
-                        "ERROR".to_string(),
-                        "XX000".to_string(),
-                        e.to_string(),
-                    ))));
+                    out.push(Response::Error(error_info(e)));
                     break;
                 }
             }
@@ -1011,6 +1122,120 @@ impl SimpleQueryHandler for Connection {
         }
         Ok(out)
     }
+}
+
+/// An error as the client gets it: a user error as it is, anything else
+/// as an internal error (XX000).
+fn error_info(e: PgWireError) -> Box<ErrorInfo> {
+    match e {
+        PgWireError::UserError(info) => info,
+        e => Box::new(ErrorInfo::new(
+            "ERROR".to_string(),
+            "XX000".to_string(),
+            e.to_string(),
+        )),
+    }
+}
+
+/// `work`, sending progress NOTICEs to `client` whenever they are due
+/// until it completes.
+async fn with_notices<C, T>(
+    client: &mut C,
+    notices: &mut Notices,
+    work: impl Future<Output = T>,
+) -> PgWireResult<T>
+where
+    C: futures::Sink<PgWireBackendMessage> + Unpin,
+    PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+{
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return Ok(done),
+            () = notices.due() => client.send(notices.notice()).await?,
+        }
+    }
+}
+
+/// Sends one statement's response: rows as they are made (with progress
+/// NOTICEs when due) and the command tag, a command's tag, or an error;
+/// `describe` sends the row description first (the simple query protocol;
+/// the extended one describes in answer to Describe). `status` follows the
+/// transaction statements.
+async fn respond<C>(
+    client: &mut C,
+    response: Response,
+    describe: bool,
+    notices: &mut Notices,
+    status: &mut TransactionStatus,
+) -> PgWireResult<()>
+where
+    C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: std::fmt::Debug,
+    PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+{
+    match response {
+        Response::Query(rows) => {
+            let QueryResponse {
+                command_tag,
+                row_schema,
+                mut data_rows,
+                ..
+            } = rows;
+            if describe {
+                let description = RowDescription::new(row_schema.iter().map(Into::into).collect());
+                client
+                    .feed(PgWireBackendMessage::RowDescription(description))
+                    .await?;
+            }
+            loop {
+                let row = tokio::select! {
+                    biased;
+                    row = data_rows.next() => row,
+                    () = notices.due() => {
+                        client.send(notices.notice()).await?;
+                        continue;
+                    }
+                };
+                let Some(row) = row else { break };
+                client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                notices.rows += 1;
+            }
+            let done = Tag::new(&command_tag).with_rows(notices.rows as usize);
+            client
+                .feed(PgWireBackendMessage::CommandComplete(done.into()))
+                .await?;
+        }
+        Response::EmptyQuery => {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        }
+        Response::Execution(tag) => send_execution_response(client, tag).await?,
+        Response::TransactionStart(tag) => {
+            send_execution_response(client, tag).await?;
+            *status = status.to_in_transaction_state();
+        }
+        Response::TransactionEnd(tag) => {
+            send_execution_response(client, tag).await?;
+            *status = status.to_idle_state();
+        }
+        Response::Error(e) => {
+            client
+                .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                .await?;
+            *status = status.to_error_state();
+        }
+        Response::CopyOut(copy) => {
+            pgwire::api::copy::send_copy_out_response(client, copy).await?;
+        }
+        Response::CopyIn(_) | Response::CopyBoth(_) => {
+            return Err(pg_error("0A000", "COPY FROM STDIN is not supported"));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -1040,6 +1265,7 @@ impl ExtendedQueryHandler for Connection {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
     {
+        self.activity.touch();
         if message.target_type == pgwire::messages::extendedquery::TARGET_TYPE_BYTE_PORTAL
             && let Some(name) = message.name.as_deref()
             && client.portal_store().get_portal(name).is_none()
@@ -1072,65 +1298,34 @@ impl ExtendedQueryHandler for Connection {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
     {
+        let _busy = self.activity.busy();
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         let portal = match client.portal_store().get_portal(name) {
             Some(Entry::Value(portal)) if message.max_rows <= 0 => portal,
-            _ => return self._on_execute(client, message).await,
+            _ => return self.execute_in_pages(client, message).await,
         };
         let state = portal.state();
         if !matches!(*state.lock().await, PortalExecutionState::Initial) {
-            return self._on_execute(client, message).await;
+            return self.execute_in_pages(client, message).await;
         }
         if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
             return Err(PgWireError::NotReadyForQuery);
         }
         let mut status = client.transaction_status();
         client.set_state(PgWireConnectionState::QueryInProgress);
-        let response = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await?;
+        self.started(&portal.statement.statement.sql);
+        let mut notices = Notices::start(&self.quiver);
+        let response = with_notices(client, &mut notices, self.portal_response(&portal)).await??;
         *state.lock().await = PortalExecutionState::Finished;
-        match response {
-            Response::Query(mut rows) => {
-                let tag = rows.command_tag().to_string();
-                let mut sent = 0;
-                while let Some(row) = rows.data_rows().next().await {
-                    client.feed(PgWireBackendMessage::DataRow(row?)).await?;
-                    sent += 1;
-                }
-                let done = Tag::new(&tag).with_rows(sent);
-                client
-                    .send(PgWireBackendMessage::CommandComplete(done.into()))
-                    .await?;
-            }
-            Response::EmptyQuery => {
-                client
-                    .feed(PgWireBackendMessage::EmptyQueryResponse(
-                        EmptyQueryResponse::new(),
-                    ))
-                    .await?;
-            }
-            Response::Execution(tag) => send_execution_response(client, tag).await?,
-            Response::TransactionStart(tag) => {
-                send_execution_response(client, tag).await?;
-                status = status.to_in_transaction_state();
-            }
-            Response::TransactionEnd(tag) => {
-                send_execution_response(client, tag).await?;
-                status = status.to_idle_state();
-                client.portal_store().rm_portal(DEFAULT_NAME);
-            }
-            Response::Error(e) => {
-                client
-                    .send(PgWireBackendMessage::ErrorResponse((*e).into()))
-                    .await?;
-                status = status.to_error_state();
-            }
-            Response::CopyOut(copy) => {
-                pgwire::api::copy::send_copy_out_response(client, copy).await?;
-            }
-            Response::CopyIn(_) | Response::CopyBoth(_) => {
-                return Err(pg_error("0A000", "COPY FROM STDIN is not supported"));
-            }
+        let ended = matches!(response, Response::TransactionEnd(_));
+        respond(client, response, false, &mut notices, &mut status).await?;
+        if let Some(done) = notices.finished() {
+            client.feed(done).await?;
         }
+        if ended {
+            client.portal_store().rm_portal(DEFAULT_NAME);
+        }
+        self.finished(status);
         client.set_state(PgWireConnectionState::ReadyForQuery);
         client.set_transaction_status(status);
         Ok(())
@@ -1153,6 +1348,13 @@ impl ExtendedQueryHandler for Connection {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
     {
+        self.portal_response(portal).await
+    }
+}
+
+impl Connection {
+    /// Runs a portal's statement with its bound parameters.
+    async fn portal_response(&self, portal: &Portal<Statement>) -> PgWireResult<Response> {
         let params = bind(portal)?;
         let format = portal.result_column_format.clone();
         let cancel = self.cancel_signal();
@@ -1163,6 +1365,31 @@ impl ExtendedQueryHandler for Connection {
             cancel,
         )
         .await
+    }
+
+    /// An Execute with a row limit (`setFetchSize`, a portal resumed):
+    /// `pgwire`'s own handling, which sends at most that many rows.
+    async fn execute_in_pages<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(Entry::Value(portal)) = client
+            .portal_store()
+            .get_portal(message.name.as_deref().unwrap_or(DEFAULT_NAME))
+        {
+            self.started(&portal.statement.statement.sql);
+        }
+        let done = self._on_execute(client, message).await;
+        self.finished(client.transaction_status());
+        done
     }
 }
 
@@ -1181,8 +1408,9 @@ impl StartupHandler for Connection {
         match &self.auth {
             Some(auth) => auth.0.on_startup(client, message).await?,
             // Trust (loopback only, see `serve`).
-            None => NoopHandler.on_startup(client, message).await?,
+            None => trust(client, message).await?,
         }
+        self.activity.touch();
         // Once started, pgwire has sent the client its process id and
         // secret key: cancel requests find this connection by them.
         let mut registered = self.cancel_key.lock().unwrap_or_else(|e| e.into_inner());
@@ -1193,6 +1421,27 @@ impl StartupHandler for Connection {
                 .lock()
                 .insert(key.clone(), Arc::clone(&self.cancels));
             *registered = Some(key);
+            // Settings in the startup message (psql's application_name,
+            // a driver's client_encoding) are the session's, as in Postgres.
+            let defaults = ClientSettings::default();
+            for (name, value) in client.metadata() {
+                let name = name.to_ascii_lowercase();
+                if defaults.get(&name).is_some() {
+                    ClientSettings::set_in(self.quiver.context(), &name, value);
+                }
+            }
+            let meta = |k: &str| client.metadata().get(k).cloned().unwrap_or_default();
+            let backend = Arc::new(crate::activity::Backend {
+                pid,
+                user: meta("user"),
+                database: meta("database"),
+                client: client.socket_addr(),
+                started: std::time::SystemTime::now(),
+                session: self.quiver.clone(),
+                doing: Mutex::default(),
+            });
+            self.backends.add(&backend);
+            *self.backend.lock().unwrap_or_else(|e| e.into_inner()) = Some(backend);
         }
         Ok(())
     }

@@ -3,11 +3,14 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`activity`] | `pg_stat_activity`: the server's connections, what each runs, the memory each holds |
 //! | [`copy`] | `COPY … TO STDOUT` in the text, csv and binary formats |
 //! | [`cursor`] | `DECLARE … CURSOR`, `FETCH`, `CLOSE`: forward cursors over a query's stream |
 //! | [`handler`] | one connection: its own session, simple and extended query protocols, transactions and client settings |
 //! | [`encode`] | Arrow → Postgres types and value encodings (text and binary) |
 //! | [`errors`] | the one mapping from errors to SQLSTATE codes |
+//! | [`idle`] | `idle_session_timeout`: idle connections end with SQLSTATE 57P05 |
+//! | [`notices`] | progress NOTICEs while a statement runs (`SET quiver.progress = on`) |
 //! | [`params`] | parameter types the client declares (`$1` as `bool`), and `unknown` ones as text |
 //! | [`tls`] | TLS (rustls) from `server.tls_cert` / `server.tls_key` |
 //!
@@ -22,11 +25,14 @@
 //! connections at once, a client gets SQLSTATE 53300 ("sorry, too many
 //! clients already"), as from Postgres.
 
+pub mod activity;
 pub mod copy;
 pub mod cursor;
 pub mod encode;
 pub mod errors;
 pub mod handler;
+pub mod idle;
+pub mod notices;
 pub mod params;
 pub mod tls;
 
@@ -48,6 +54,37 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a refused client gets to send its startup message.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A FATAL ErrorResponse message of SQLSTATE `code`, as bytes on the wire:
+/// for the places that answer a client outside `pgwire`'s message loop.
+fn fatal_frame(code: &str, message: &str) -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut frame = vec![b'E'];
+    frame.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    frame.extend_from_slice(&fields);
+    frame
+}
+
+/// The connection's socket, and a duplicate of it (the same socket under
+/// another descriptor) that the idle watch can end it through.
+fn with_duplicate(
+    socket: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let socket = socket.into_std()?;
+    let duplicate = socket.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(socket)?, duplicate))
+}
 
 /// Refuses a connection beyond `server.max_connections` the way Postgres
 /// does: reads the client's startup (declining SSL), then answers with a
@@ -76,22 +113,7 @@ async fn refuse(mut socket: tokio::net::TcpStream, max: usize) {
             break;
         }
         let message = format!("sorry, too many clients already (server.max_connections = {max})");
-        let mut fields = Vec::new();
-        for (tag, value) in [
-            (b'S', "FATAL"),
-            (b'V', "FATAL"),
-            (b'C', "53300"),
-            (b'M', message.as_str()),
-        ] {
-            fields.push(tag);
-            fields.extend_from_slice(value.as_bytes());
-            fields.push(0);
-        }
-        fields.push(0);
-        let mut frame = vec![b'E'];
-        frame.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
-        frame.extend_from_slice(&fields);
-        socket.write_all(&frame).await?;
+        socket.write_all(&fatal_frame("53300", &message)).await?;
         socket.shutdown().await
     };
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, exchange).await;
@@ -140,6 +162,12 @@ pub async fn serve(
     let max_connections = engine.config().server.max_connections.max(1);
     // Every connection's cancel key, for cancel requests (Ctrl-C in psql).
     let cancel_keys = Arc::new(handler::CancelKeys::default());
+    // Every connection, for pg_stat_activity.
+    let backends = Arc::new(activity::Backends::default());
+    let connection_memory_limit = engine
+        .config()
+        .connection_memory_limit_bytes()
+        .map_err(|e| DataFusionError::Configuration(e.to_string()))?;
     let mut connections = JoinSet::new();
     let mut refusals = JoinSet::new();
     tokio::pin!(shutdown);
@@ -158,15 +186,32 @@ pub async fn serve(
                     refusals.spawn(refuse(socket, max_connections));
                     continue;
                 }
-                let session = match engine.new_session() {
-                    Ok(s) => s,
-                    Err(_) => continue,
+                let Ok(session) = engine.new_session_with_memory_limit(connection_memory_limit) else {
+                    continue;
                 };
-                let handlers = Arc::new(handler::Handlers(Arc::new(handler::Connection::new(session, Arc::clone(&cancel_keys), auth.clone()))));
+                if session.context().register_table("pg_catalog.pg_stat_activity", Arc::new(activity::StatActivity(Arc::clone(&backends)))).is_err() {
+                    let _ = session.context().register_table("pg_stat_activity", Arc::new(activity::StatActivity(Arc::clone(&backends))));
+                }
+                if let Some(timeout) = &engine.config().server.idle_session_timeout {
+                    quiver::pg_compat::ClientSettings::set_in(session.context(), "idle_session_timeout", timeout);
+                }
+                let Ok((socket, duplicate)) = with_duplicate(socket) else {
+                    continue;
+                };
+                let connection = Arc::new(handler::Connection::new(session, Arc::clone(&cancel_keys), auth.clone(), Arc::clone(&backends)));
+                let handlers = Arc::new(handler::Handlers(Arc::clone(&connection)));
+                // Plain bytes cannot be written into a TLS stream.
+                let duplicate = acceptor.is_none().then_some(duplicate);
                 let acceptor = acceptor.clone();
                 connections.spawn(async move {
-                    // Protocol errors end this connection only.
-                    let _ = pgwire::tokio::process_socket(socket, acceptor, handlers).await;
+                    let served = pgwire::tokio::process_socket(socket, acceptor, handlers);
+                    let idle = idle::watch(connection.activity(), move || connection.idle_timeout(), duplicate);
+                    // Protocol errors end this connection only; so does
+                    // the idle-session timeout (the socket closes here).
+                    tokio::select! {
+                        _ = served => {}
+                        () = idle => {}
+                    }
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

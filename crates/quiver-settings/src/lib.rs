@@ -15,8 +15,11 @@
 //! | `quiver.inference.replicas` | 1 | forward passes of one model running at once (worker threads sharing its weights) |
 //! | `quiver.inference.queue_depth` | 4 | input batches each partition keeps queued ahead of its consumer |
 //! | `quiver.inference.max_wait_ms` | 100 | how long a partly filled model batch waits for more rows |
+//! | `quiver.progress` | off | the server sends NOTICEs with a running statement's progress |
+//! | `quiver.progress_interval_ms` | 1000 | how often those NOTICEs come |
 
 pub mod args;
+pub mod progress;
 
 use std::any::Any;
 
@@ -38,6 +41,10 @@ pub struct QuiverSettings {
     pub max_concurrent_requests: usize,
     /// How `InferenceExec` batches and runs model calls.
     pub inference: InferenceSettings,
+    /// Whether the server sends progress NOTICEs for running statements.
+    pub progress: bool,
+    /// Milliseconds between two progress NOTICEs.
+    pub progress_interval_ms: u64,
 }
 
 /// The knobs of the streaming inference operator (`quiver.inference.*`).
@@ -75,6 +82,8 @@ impl Default for QuiverSettings {
             video_limits: VideoLimits::default(),
             max_concurrent_requests: 32,
             inference: InferenceSettings::default(),
+            progress: false,
+            progress_interval_ms: 1000,
         }
     }
 }
@@ -111,6 +120,22 @@ fn parse_count(key: &str, value: &str) -> Result<u64> {
         )));
     }
     Ok(v)
+}
+
+/// `on`/`off` as Postgres reads booleans (`true`, `yes`, `1`, …).
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value
+        .trim()
+        .trim_matches('\'')
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "on" | "true" | "yes" | "1" | "t" | "y" => Ok(true),
+        "off" | "false" | "no" | "0" | "f" | "n" => Ok(false),
+        _ => Err(DataFusionError::Configuration(format!(
+            "quiver.{key} must be on or off, got '{value}'"
+        ))),
+    }
 }
 
 impl ExtensionOptions for QuiverSettings {
@@ -159,6 +184,8 @@ impl ExtensionOptions for QuiverSettings {
             "inference.max_wait_ms" => {
                 self.inference.max_wait_ms = parse_whole(key, value)?;
             }
+            "progress" => self.progress = parse_bool(key, value)?,
+            "progress_interval_ms" => self.progress_interval_ms = parse_count(key, value)?,
             _ => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting quiver.{key}; known: {}",
@@ -222,6 +249,16 @@ impl ExtensionOptions for QuiverSettings {
                 value: Some(self.inference.max_wait_ms.to_string()),
                 description: "Milliseconds a partly filled model batch waits for rows from other partitions before it runs.",
             },
+            ConfigEntry {
+                key: "quiver.progress".to_string(),
+                value: Some(if self.progress { "on" } else { "off" }.to_string()),
+                description: "Whether quiver serve sends NOTICE messages with a running statement's progress (rows sent, files read, model rows).",
+            },
+            ConfigEntry {
+                key: "quiver.progress_interval_ms".to_string(),
+                value: Some(self.progress_interval_ms.to_string()),
+                description: "Milliseconds between two progress NOTICEs.",
+            },
         ]
     }
 }
@@ -252,6 +289,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("positive whole number"), "{err}");
+        options.set("quiver.progress", "on").unwrap();
+        assert!(QuiverSettings::from_options(&options).progress);
+        let err = options
+            .set("quiver.progress", "sometimes")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("on or off"), "{err}");
         let err = options.set("quiver.nope", "1").unwrap_err().to_string();
         assert!(err.contains("quiver.media.max_image_alloc"), "{err}");
     }

@@ -50,6 +50,7 @@ use quiver_media::video::{
     FrameFormat, FrameImage, FrameReader, FrameSampling, Interrupt, VideoFrame, VideoLimits,
 };
 use quiver_settings::QuiverSettings;
+use quiver_settings::progress::StatementProgress;
 
 use crate::listing::{SplitArgs, parse_location, split_args};
 use crate::media_scan::{
@@ -526,6 +527,9 @@ impl ExecutionPlan for VideoFramesExec {
             decoded: MetricBuilder::new(&self.metrics).counter("decoded_frames", partition),
             reservation: MemoryConsumer::new(format!("VideoFramesExec[{partition}]"))
                 .register(context.memory_pool()),
+            progress: context
+                .session_config()
+                .get_extension::<StatementProgress>(),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let handle = tokio::runtime::Handle::current();
@@ -568,6 +572,8 @@ struct FramesJob {
     skipped: Count,
     decoded: Count,
     reservation: MemoryReservation,
+    /// The session's progress, which counts the files decoded.
+    progress: Option<Arc<StatementProgress>>,
 }
 
 type Sender = tokio::sync::mpsc::Sender<Result<RecordBatch>>;
@@ -637,6 +643,9 @@ impl FramesJob {
                     }
                     self.decoded.add(reader.decoded() as usize);
                 }
+            }
+            if let Some(progress) = &self.progress {
+                progress.add_files(1);
             }
             if let Some(e) = failure {
                 if tx.is_closed() {

@@ -26,6 +26,7 @@ use datafusion::physical_plan::{
 use object_store::{ObjectStore, ObjectStoreExt};
 use quiver_media::MediaError;
 use quiver_settings::QuiverSettings;
+use quiver_settings::progress::StatementProgress;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BinaryBuilder, BooleanArray, RecordBatch, StringBuilder,
@@ -521,6 +522,8 @@ pub struct ScanContext {
     pub skipped: Count,
     /// The session's `quiver.*` settings (decode limits).
     pub settings: Arc<QuiverSettings>,
+    /// The session's progress, which counts the files read.
+    pub progress: Option<Arc<StatementProgress>>,
 }
 
 impl ScanContext {
@@ -809,6 +812,9 @@ impl ExecutionPlan for MediaExec {
             settings: Arc::new(QuiverSettings::from_options(
                 context.session_config().options(),
             )),
+            progress: context
+                .session_config()
+                .get_extension::<StatementProgress>(),
         });
         let bytes = (self.reads == Reads::Everything).then(|| self.reader.batch_bytes());
         let chunks = chunk_files(files, batch_size, bytes);
@@ -838,11 +844,15 @@ pub async fn read_batch<R, Fut>(
 where
     Fut: std::future::Future<Output = Result<Option<R>>>,
 {
+    let files = chunk.len();
     let rows: Vec<Option<R>> = futures::stream::iter(chunk)
         .map(read)
         .buffered(concurrency)
         .try_collect()
         .await?;
+    if let Some(progress) = &scan.progress {
+        progress.add_files(files);
+    }
     let rows = scan.keep(rows, failed);
     let columns = scan
         .projection

@@ -23,6 +23,8 @@
 //! password = "…"                 # SCRAM-SHA-256 password of `user` (default "quiver")
 //! tls_cert = "server.crt"        # PEM chain; with tls_key, clients may use TLS
 //! tls_key = "server.key"         # PEM private key
+//! idle_session_timeout = "10min"  # end connections idle longer (57P05); default none
+//! connection_memory_limit = "2GB" # most one connection's queries hold; default none
 //!
 //! [server.users]                 # more users: name = password
 //! alice = "…"
@@ -148,6 +150,15 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM).
     pub tls_key: Option<PathBuf>,
+    /// Every connection's `idle_session_timeout` to begin with (`"10min"`,
+    /// milliseconds without a unit): connections idle longer are ended
+    /// with SQLSTATE 57P05. None (the default, as in Postgres): no limit.
+    pub idle_session_timeout: Option<String>,
+    /// The most one connection's queries may hold of the memory pool at
+    /// once (`"2GB"`, or `"25%"` of the machine's memory, as
+    /// `exec.memory_limit`); more is refused for that connection only.
+    /// None (the default): connections share the pool freely.
+    pub connection_memory_limit: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -161,6 +172,8 @@ impl Default for ServerConfig {
             users: std::collections::BTreeMap::new(),
             tls_cert: None,
             tls_key: None,
+            idle_session_timeout: None,
+            connection_memory_limit: None,
         }
     }
 }
@@ -187,6 +200,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("users (passwords hidden)", &users)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("idle_session_timeout", &self.idle_session_timeout)
+            .field("connection_memory_limit", &self.connection_memory_limit)
             .finish()
     }
 }
@@ -350,6 +365,14 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("QUIVER_SERVER_PASSWORD", "server.password"),
     ("QUIVER_SERVER_TLS_CERT", "server.tls_cert"),
     ("QUIVER_SERVER_TLS_KEY", "server.tls_key"),
+    (
+        "QUIVER_SERVER_IDLE_SESSION_TIMEOUT",
+        "server.idle_session_timeout",
+    ),
+    (
+        "QUIVER_SERVER_CONNECTION_MEMORY_LIMIT",
+        "server.connection_memory_limit",
+    ),
     ("QUIVER_S3_REGION", "object_store.s3.region"),
     ("QUIVER_S3_ENDPOINT", "object_store.s3.endpoint"),
     ("QUIVER_S3_ACCESS_KEY_ID", "object_store.s3.access_key_id"),
@@ -492,6 +515,11 @@ impl QuiverConfig {
             "server.password" => self.server.password = text().filter(|p| !p.is_empty()),
             "server.tls_cert" => self.server.tls_cert = Some(PathBuf::from(value)),
             "server.tls_key" => self.server.tls_key = Some(PathBuf::from(value)),
+            "server.idle_session_timeout" => self.server.idle_session_timeout = text(),
+            "server.connection_memory_limit" => {
+                parse_memory_limit(value, total_memory_bytes()).map_err(|r| err(&r))?;
+                self.server.connection_memory_limit = text()
+            }
             "server.max_connections" => {
                 self.server.max_connections = usize::try_from(positive()?).unwrap_or(usize::MAX)
             }
@@ -551,6 +579,20 @@ impl QuiverConfig {
                 "a password must not be empty",
             ));
         }
+        if let Some(t) = &self.server.idle_session_timeout
+            && t.trim() != "0"
+            && crate::pg_compat::parse_timeout(t).is_none()
+        {
+            return Err(err(
+                "server.idle_session_timeout",
+                t.clone(),
+                "expected a duration such as 600000 (milliseconds), 30s, 10min or 1h",
+            ));
+        }
+        if let Some(limit) = &self.server.connection_memory_limit {
+            parse_memory_limit(limit, total_memory_bytes())
+                .map_err(|reason| err("server.connection_memory_limit", limit.clone(), &reason))?;
+        }
         if self.server.max_connections == 0 {
             return Err(err(
                 "server.max_connections",
@@ -580,6 +622,21 @@ impl QuiverConfig {
                 reason,
             }
         })
+    }
+
+    /// `server.connection_memory_limit` in bytes, when set.
+    pub fn connection_memory_limit_bytes(&self) -> Result<Option<usize>, ConfigError> {
+        let Some(limit) = &self.server.connection_memory_limit else {
+            return Ok(None);
+        };
+        parse_memory_limit(limit, total_memory_bytes())
+            .map(Some)
+            .map_err(|reason| ConfigError::Value {
+                key: "server.connection_memory_limit".into(),
+                value: limit.clone(),
+                origin: "config".into(),
+                reason,
+            })
     }
 
     /// Target partitions, with 0 resolved to the number of CPU cores.

@@ -12,7 +12,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
@@ -24,7 +24,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
-use quiver_exec::{BatchSizeHint, InferenceProgress, InferenceRule, NestedAsyncRule};
+use quiver_exec::{BatchSizeHint, InferenceRule, NestedAsyncRule, StatementProgress};
 use quiver_settings::QuiverSettings;
 use quiver_sources::download::UrlDownload;
 use quiver_sources::fetch::MediaFetch;
@@ -34,6 +34,7 @@ use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
 use crate::config::QuiverConfig;
 use crate::models::{ModelStatement, parse_model_statement, run_model_statement};
 use crate::object_stores::QuiverObjectStoreRegistry;
+use crate::session_pool::SessionPool;
 use quiver_models::ModelRegistry;
 use quiver_sources::listing::{FileKind, GlobbingTableFactory, ReadFileFunction, file_table};
 
@@ -88,12 +89,14 @@ impl QuiverBuilder {
                 DataFusionError::External(Box::new(e)).context(format!("config: [models.{name}]"))
             })?;
         }
+        let shared_pool = Arc::clone(&runtime.memory_pool);
         let ctx = new_context(runtime, &config, &models)?;
         Ok(Quiver {
             ctx,
             config,
             models,
             pg: crate::pg_compat::PgParser::default(),
+            shared_pool,
         })
     }
 }
@@ -110,11 +113,13 @@ fn new_context(
         .with_target_partitions(config.target_partitions())
         .with_batch_size(config.exec.batch_size)
         .with_information_schema(true)
-        // Rows through model calls, for progress displays.
-        .with_extension(Arc::new(InferenceProgress::default()))
+        // Files read and rows through model calls, for progress displays.
+        .with_extension(Arc::new(StatementProgress::default()))
         // Keep the Arrow schema stored in Parquet files, so that image
         // and embedding columns written by COPY read back tagged.
         .set_bool("datafusion.execution.parquet.skip_metadata", false)
+        // Postgres client settings (`SET application_name`, timeouts).
+        .with_option_extension(crate::pg_compat::ClientSettings::default())
         .with_option_extension(QuiverSettings {
             decode_limits: quiver_media::DecodeLimits {
                 max_pixels: config.media.max_image_pixels,
@@ -229,6 +234,8 @@ pub struct Quiver {
     models: Arc<ModelRegistry>,
     /// Plans statements that read Postgres' catalog.
     pg: crate::pg_compat::PgParser,
+    /// The engine's memory pool, which every session's pool draws from.
+    shared_pool: Arc<dyn MemoryPool>,
 }
 
 impl std::fmt::Debug for Quiver {
@@ -251,14 +258,25 @@ impl Quiver {
         &self.ctx
     }
 
-    /// Rows done and expected by this session's model calls (reset it
-    /// when a statement starts): what a progress display shows.
-    pub fn inference_progress(&self) -> Option<Arc<InferenceProgress>> {
+    /// What this session's running statement has done (files read, rows
+    /// through model calls; reset it when a statement starts): what a
+    /// progress display shows.
+    pub fn progress(&self) -> Option<Arc<StatementProgress>> {
         self.ctx
             .state_ref()
             .read()
             .config()
-            .get_extension::<InferenceProgress>()
+            .get_extension::<StatementProgress>()
+    }
+
+    /// This session's `quiver.*` settings, as `SET` left them.
+    pub fn settings(&self) -> QuiverSettings {
+        QuiverSettings::from_options(self.ctx.state_ref().read().config().options())
+    }
+
+    /// This session's Postgres client settings, as `SET` left them.
+    pub fn client_settings(&self) -> crate::pg_compat::ClientSettings {
+        crate::pg_compat::ClientSettings::of(&self.ctx)
     }
 
     /// The configuration this engine was built with.
@@ -270,12 +288,32 @@ impl Quiver {
     /// manager and object stores, and has its own settings, temporary
     /// tables and prepared statements (one per server connection).
     pub fn new_session(&self) -> Result<Quiver> {
+        self.new_session_with_memory_limit(None)
+    }
+
+    /// A new session, as [`Quiver::new_session`], whose queries may hold
+    /// at most `limit` bytes of the shared memory pool at once (more is
+    /// refused with "Resources exhausted" for this session only); what it
+    /// holds is counted either way ([`Quiver::memory_held`]).
+    pub fn new_session_with_memory_limit(&self, limit: Option<usize>) -> Result<Quiver> {
+        let pool = SessionPool::new(Arc::clone(&self.shared_pool), limit);
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.ctx.runtime_env())
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()?;
         Ok(Quiver {
-            ctx: new_context(self.ctx.runtime_env(), &self.config, &self.models)?,
+            ctx: new_context(runtime, &self.config, &self.models)?,
             config: self.config.clone(),
             models: self.models.clone(),
             pg: self.pg.clone(),
+            shared_pool: Arc::clone(&self.shared_pool),
         })
+    }
+
+    /// Bytes of the memory pool this session's queries hold now (for a
+    /// session of [`Quiver::new_session`]; the engine's own session
+    /// reports the whole pool).
+    pub fn memory_held(&self) -> usize {
+        self.ctx.runtime_env().memory_pool.reserved()
     }
 
     /// Runs a model statement; `CREATE MODEL` may only read model

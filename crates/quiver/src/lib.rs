@@ -14,6 +14,7 @@
 //! | [`sample`] | the built-in sample dataset and benchmark data generators |
 //! | [`sample_audio`] | generated audio: the sample clips, lossy copies via ffmpeg, damaged files, the benchmark corpus |
 //! | [`sample_video`] | generated video via ffmpeg: the sample clips, damaged files, the benchmark corpus |
+//! | [`session_pool`] | one session's share of the engine's memory pool: what a connection holds, and its limit |
 //!
 //! ```no_run
 //! # async fn demo() -> datafusion::common::Result<()> {
@@ -38,11 +39,12 @@ pub mod pg_compat;
 pub mod sample;
 pub mod sample_audio;
 pub mod sample_video;
+pub mod session_pool;
 pub mod statements;
 
 pub use config::{ConfigError, QuiverConfig};
 pub use datafusion;
 pub use engine::{Quiver, QuiverBuilder};
-pub use quiver_exec::InferenceProgress;
+pub use quiver_exec::StatementProgress;
 pub use quiver_sources::images;
 pub use quiver_sources::listing;

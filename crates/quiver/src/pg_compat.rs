@@ -12,12 +12,15 @@
 //! DataFusion's own statements (`CREATE EXTERNAL TABLE`, `COPY … STORED
 //! AS`) are untouched.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::array::{
     Array, BooleanArray, Int32Array, Int64Array, StringArray, new_null_array,
 };
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::LogicalPlan;
@@ -45,6 +48,7 @@ pub const PG_SETTINGS: &[(&str, &str)] = &[
     ("default_transaction_isolation", "read committed"),
     ("default_transaction_read_only", "off"),
     ("extra_float_digits", "1"),
+    ("idle_session_timeout", "0"),
     ("integer_datetimes", "on"),
     ("intervalstyle", "postgres"),
     ("is_superuser", "on"),
@@ -62,6 +66,117 @@ pub const PG_SETTINGS: &[(&str, &str)] = &[
     ("transaction_isolation", "read committed"),
     ("transaction_read_only", "off"),
 ];
+
+/// A timeout setting (`statement_timeout`, `idle_session_timeout`) as
+/// Postgres reads it: milliseconds unless a unit says otherwise; 0 is none.
+pub fn parse_timeout(value: &str) -> Option<Duration> {
+    let v = value.trim().trim_matches('\'').trim().to_ascii_lowercase();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" => number,
+        "s" => number * 1e3,
+        "min" => number * 60e3,
+        "h" => number * 3600e3,
+        "d" => number * 86_400e3,
+        "us" => number / 1e3,
+        _ => return None,
+    };
+    (ms > 0.0).then(|| Duration::from_secs_f64(ms / 1e3))
+}
+
+/// A session's Postgres client settings (`SET application_name = …`,
+/// `statement_timeout`, `idle_session_timeout`, …): the defaults of
+/// [`PG_SETTINGS`] and what the connection has set. It lives on the
+/// session's options, so `current_setting` and `information_schema.df_settings`
+/// see the connection's values, and the server reads its timeouts from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSettings(BTreeMap<String, String>);
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self(
+            PG_SETTINGS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+}
+
+impl ClientSettings {
+    /// The value of `name` (lower case), when it is a client setting.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// The client settings of `ctx`'s session.
+    pub fn of(ctx: &SessionContext) -> Self {
+        ctx.state_ref()
+            .read()
+            .config()
+            .options()
+            .extensions
+            .get::<ClientSettings>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Sets `name` (lower case) to `value` in `ctx`'s session.
+    pub fn set_in(ctx: &SessionContext, name: &str, value: &str) {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        let extensions = &mut state.config_mut().options_mut().extensions;
+        match extensions.get_mut::<ClientSettings>() {
+            Some(settings) => {
+                settings.0.insert(name.to_string(), value.to_string());
+            }
+            None => {
+                let mut settings = ClientSettings::default();
+                settings.0.insert(name.to_string(), value.to_string());
+                extensions.insert(settings);
+            }
+        }
+    }
+}
+
+impl ExtensionOptions for ClientSettings {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        self.0.insert(key.to_ascii_lowercase(), value.to_string());
+        Ok(())
+    }
+
+    /// Postgres' names, without a prefix, as `current_setting` takes them.
+    fn entries(&self) -> Vec<ConfigEntry> {
+        self.0
+            .iter()
+            .map(|(key, value)| ConfigEntry {
+                key: key.clone(),
+                value: Some(value.clone()),
+                description: "A Postgres client setting (SET by the connection, or its default).",
+            })
+            .collect()
+    }
+}
+
+impl ConfigExtension for ClientSettings {
+    const PREFIX: &'static str = "pg_client";
+}
 
 /// Registers `pg_catalog` and the Postgres functions in `ctx`, under its
 /// default catalog.
@@ -213,8 +328,9 @@ fn to_regtype() -> ScalarUDF {
     )
 }
 
-/// `current_setting(name [, missing_ok])`: a DataFusion or `quiver.*`
-/// setting of the session, else the Postgres default of [`PG_SETTINGS`];
+/// `current_setting(name [, missing_ok])`: a DataFusion, `quiver.*` or
+/// client setting of the session ([`ClientSettings`], as the connection
+/// set it), else the Postgres default of [`PG_SETTINGS`];
 /// an unknown name is an error (NULL with `missing_ok`), as in Postgres.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct CurrentSetting {
