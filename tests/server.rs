@@ -1582,6 +1582,30 @@ async fn malformed_messages_end_only_their_connection() {
             "{what}: no answer, the connection stays open ({types:?})"
         );
     }
+    // A CopyData declaring a length below 4 makes pgwire 0.42.1 panic
+    // (found by fuzz/): the connection ends with FATAL 08P01.
+    let mut socket = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    socket
+        .write_all(&after_startup(&[b'd', 0, 0, 0, 0, b'd']))
+        .await
+        .expect("send");
+    let mut got = vec![];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        socket.read_to_end(&mut got),
+    )
+    .await
+    .expect("closed within 5 s")
+    .expect("read");
+    assert!(
+        message_types(&got).ends_with(&['K', 'Z', 'E']),
+        "{:?}",
+        message_types(&got)
+    );
+    assert!(String::from_utf8_lossy(&got).contains("08P01"));
+
     // Nobody else noticed: the other connection works, new ones too.
     let rows = simple_rows(
         &bystander

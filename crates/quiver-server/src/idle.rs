@@ -86,7 +86,7 @@ const RECHECK: Duration = Duration::from_secs(1);
 pub async fn watch(
     activity: Arc<Activity>,
     timeout: impl Fn() -> Option<Duration>,
-    mut socket: Option<std::net::TcpStream>,
+    socket: Option<&std::net::TcpStream>,
 ) {
     loop {
         let wait = match (timeout(), activity.idle_for()) {
@@ -97,14 +97,21 @@ pub async fn watch(
         };
         tokio::time::sleep(wait).await;
     }
-    if let Some(socket) = &mut socket {
-        let frame = crate::fatal_frame(
+    if let Some(socket) = socket {
+        say_goodbye(
+            socket,
             "57P05",
             "terminating connection due to idle-session timeout",
         );
-        // Non-blocking: an idle connection's send buffer is empty, so the
-        // few bytes fit; if not, the client only misses the message.
-        let _ = socket.write_all(&frame);
-        let _ = socket.shutdown(std::net::Shutdown::Write);
     }
+}
+
+/// Writes a FATAL error to the client over `socket` (a duplicate of the
+/// connection's socket, outside `pgwire`) and ends the connection's writing
+/// side.
+pub fn say_goodbye(mut socket: &std::net::TcpStream, code: &str, message: &str) {
+    // Non-blocking: an idle connection's send buffer is empty, so the few
+    // bytes fit; if not, the client only misses the message.
+    let _ = socket.write_all(&crate::fatal_frame(code, message));
+    let _ = socket.shutdown(std::net::Shutdown::Write);
 }

@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::common::{DataFusionError, Result};
+use futures::FutureExt;
 use quiver::Quiver;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -204,12 +205,21 @@ pub async fn serve(
                 let duplicate = acceptor.is_none().then_some(duplicate);
                 let acceptor = acceptor.clone();
                 connections.spawn(async move {
-                    let served = pgwire::tokio::process_socket(socket, acceptor, handlers);
-                    let idle = idle::watch(connection.activity(), move || connection.idle_timeout(), duplicate);
+                    let served = std::panic::AssertUnwindSafe(pgwire::tokio::process_socket(socket, acceptor, handlers)).catch_unwind();
+                    let idle = idle::watch(connection.activity(), move || connection.idle_timeout(), duplicate.as_ref());
                     // Protocol errors end this connection only; so does
                     // the idle-session timeout (the socket closes here).
                     tokio::select! {
-                        _ = served => {}
+                        served = served => {
+                            // pgwire 0.42.1 panics on some malformed
+                            // messages (a CopyData declaring a length
+                            // below 4 underflows `len - 4`, found by
+                            // fuzz/): the panic ends this connection only,
+                            // and the client hears why, as from Postgres.
+                            if served.is_err() && let Some(socket) = &duplicate {
+                                idle::say_goodbye(socket, "08P01", "invalid frontend message: the connection is closed");
+                            }
+                        }
                         () = idle => {}
                     }
                 });
