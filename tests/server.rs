@@ -1244,26 +1244,40 @@ async fn cursors_fetch_forward_in_pieces() {
 async fn node_postgres_works_as_with_postgres() {
     let server = Server::start().await;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/node/pg_check.js");
-    let port = server.addr.port().to_string();
-    let data = server.data();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .arg(port)
-            .arg(data)
-            .output()
-            .expect("node runs (apt-get install nodejs npm)")
-    })
-    .await
-    .expect("task");
+    let mut node = Command::new("node");
+    node.arg(script);
+    client_check(
+        &server,
+        "node-postgres (npm install --prefix tests/clients/node if pg is missing)",
+        "node-postgres: ok",
+        node,
+    )
+    .await;
+    server.stop().await;
+}
+
+/// Runs a client program with the server's port and the sample data
+/// directory as its last arguments; fails with its output unless it
+/// succeeds and prints `done`.
+async fn client_check(
+    server: &Server,
+    what: &'static str,
+    done: &'static str,
+    mut program: Command,
+) {
+    program
+        .arg(server.addr.port().to_string())
+        .arg(server.data());
+    let out = tokio::task::spawn_blocking(move || program.output())
+        .await
+        .expect("task")
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
     assert!(
-        out.status.success(),
-        "node-postgres check failed (npm install --prefix tests/clients/node if pg is missing):\n{}\n{}",
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(done),
+        "{what} check failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("node-postgres: ok"));
-    server.stop().await;
 }
 
 /// A connection whose NOTICE messages are kept, in order, and whose end
@@ -1699,39 +1713,29 @@ async fn jdbc_works_as_with_postgres() {
     let server = Server::start().await;
     let source =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/jdbc/JdbcCheck.java");
-    let port = server.addr.port().to_string();
-    let data = server.data();
-    let out = tokio::task::spawn_blocking(move || {
-        let classes = tempfile::tempdir().expect("tempdir");
-        let compiled = Command::new("javac")
-            .args(["-cp", PGJDBC, "-d"])
-            .arg(classes.path())
-            .arg(&source)
-            .output()
-            .expect("javac runs (apt-get install default-jdk-headless)");
-        assert!(
-            compiled.status.success(),
-            "javac failed:\n{}",
-            String::from_utf8_lossy(&compiled.stderr)
-        );
-        Command::new("java")
-            .arg("-cp")
-            .arg(format!("{}:{PGJDBC}", classes.path().display()))
-            .arg("JdbcCheck")
-            .arg(port)
-            .arg(data)
-            .output()
-            .expect("java runs")
-    })
-    .await
-    .expect("task");
+    let classes = tempfile::tempdir().expect("tempdir");
+    let compiled = Command::new("javac")
+        .args(["-cp", PGJDBC, "-d"])
+        .arg(classes.path())
+        .arg(&source)
+        .output()
+        .expect("javac runs (apt-get install default-jdk-headless)");
     assert!(
-        out.status.success(),
-        "pgjdbc check failed (apt-get install libpostgresql-jdbc-java):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        compiled.status.success(),
+        "javac failed:\n{}",
+        String::from_utf8_lossy(&compiled.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("jdbc: all checks passed"));
+    let mut java = Command::new("java");
+    java.arg("-cp")
+        .arg(format!("{}:{PGJDBC}", classes.path().display()))
+        .arg("JdbcCheck");
+    client_check(
+        &server,
+        "pgjdbc (apt-get install libpostgresql-jdbc-java)",
+        "jdbc: all checks passed",
+        java,
+    )
+    .await;
     server.stop().await;
 }
 
