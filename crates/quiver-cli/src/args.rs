@@ -83,7 +83,7 @@ pub enum Command {
     },
     /// Serve SQL to Postgres clients (psql, JDBC, psycopg…) until Ctrl-C or SIGTERM.
     Serve {
-        /// Address to listen on; loopback only for now (no authentication yet).
+        /// Address to listen on; beyond loopback only with passwords (server.password or [server.users]).
         #[arg(long, default_value = "127.0.0.1:5433")]
         listen: String,
     },
