@@ -125,10 +125,8 @@ impl StatActivity {
             text(&|i| {
                 all[i]
                     .session
-                    .client_settings()
-                    .get("application_name")
-                    .unwrap_or("")
-                    .to_string()
+                    .client_setting("application_name")
+                    .unwrap_or_default()
             }),
             text(&|i| all[i].client.ip().to_string()),
             Arc::new(Int32Array::from_iter_values(

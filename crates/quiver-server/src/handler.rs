@@ -717,12 +717,12 @@ impl Connection {
 
     /// The session's `statement_timeout`.
     fn statement_timeout(&self) -> Option<Duration> {
-        parse_timeout(self.quiver.client_settings().get("statement_timeout")?)
+        parse_timeout(&self.quiver.client_setting("statement_timeout")?)
     }
 
     /// The session's `idle_session_timeout`.
     pub fn idle_timeout(&self) -> Option<Duration> {
-        parse_timeout(self.quiver.client_settings().get("idle_session_timeout")?)
+        parse_timeout(&self.quiver.client_setting("idle_session_timeout")?)
     }
 
     /// What the idle-session timeout watches.
@@ -815,17 +815,12 @@ impl Connection {
                 Ok(Response::Execution(Tag::new("SET")))
             }
             Kind::ShowClient { name } => {
-                let value = self
-                    .quiver
-                    .client_settings()
-                    .get(name)
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        pg_error(
-                            "42704",
-                            format!("unrecognized configuration parameter \"{name}\""),
-                        )
-                    })?;
+                let value = self.quiver.client_setting(name).ok_or_else(|| {
+                    pg_error(
+                        "42704",
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )
+                })?;
                 let fields = Arc::new(
                     result_fields(stmt, None)
                         .into_iter()

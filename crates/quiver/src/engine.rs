@@ -274,9 +274,10 @@ impl Quiver {
         QuiverSettings::from_options(self.ctx.state_ref().read().config().options())
     }
 
-    /// This session's Postgres client settings, as `SET` left them.
-    pub fn client_settings(&self) -> crate::pg_compat::ClientSettings {
-        crate::pg_compat::ClientSettings::of(&self.ctx)
+    /// This session's Postgres client setting `name` (lower case), as
+    /// `SET` left it; `None` for a name that is not one.
+    pub fn client_setting(&self, name: &str) -> Option<String> {
+        crate::pg_compat::ClientSettings::value_in(&self.ctx, name)
     }
 
     /// The configuration this engine was built with.

@@ -113,16 +113,14 @@ impl ClientSettings {
         self.0.get(name).map(String::as_str)
     }
 
-    /// The client settings of `ctx`'s session.
-    pub fn of(ctx: &SessionContext) -> Self {
-        ctx.state_ref()
-            .read()
-            .config()
-            .options()
-            .extensions
-            .get::<ClientSettings>()
-            .cloned()
-            .unwrap_or_default()
+    /// The value of client setting `name` (lower case) in `ctx`'s session.
+    pub fn value_in(ctx: &SessionContext, name: &str) -> Option<String> {
+        let state = ctx.state_ref();
+        let state = state.read();
+        match state.config().options().extensions.get::<ClientSettings>() {
+            Some(settings) => settings.get(name).map(str::to_string),
+            None => ClientSettings::default().get(name).map(str::to_string),
+        }
     }
 
     /// Sets `name` (lower case) to `value` in `ctx`'s session.
