@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::clip::{Clip, ClipInfo};
 use crate::device::{DeviceChoice, Precision, device_name, pick_device};
 use crate::error::{ModelError, Result};
+use crate::share::{DeviceFraction, DeviceShares};
 use crate::speech::{SpeechInfo, Transcriber};
 use crate::text::{TextEmbedder, TextEmbedderInfo};
 use crate::vision::{ImageClassifier, ImageClassifierInfo, Ranking};
@@ -102,6 +103,9 @@ pub struct ModelSpec {
     pub precision: Precision,
     /// Rows per forward pass.
     pub batch_size: usize,
+    /// The share of its device the model holds while a forward pass runs
+    /// (1: the device to itself; see [`crate::share`]).
+    pub device_fraction: DeviceFraction,
     /// A file of class labels, one per line (classifiers).
     pub labels: Option<PathBuf>,
 }
@@ -116,6 +120,7 @@ impl ModelSpec {
             device: DeviceChoice::default(),
             precision: Precision::default(),
             batch_size: DEFAULT_BATCH_SIZE,
+            device_fraction: DeviceFraction::WHOLE,
             labels: None,
         }
     }
@@ -136,11 +141,12 @@ impl ModelSpec {
                         reason: format!("'{value}' is not a positive whole number"),
                     })?
             }
+            "device_fraction" => self.device_fraction = value.parse()?,
             "labels" => self.labels = Some(PathBuf::from(value)),
             other => {
                 return Err(ModelError::BadOption {
                     option: other.to_string(),
-                    reason: "unknown option (expected device, dtype, batch_size or labels)".into(),
+                    reason: "unknown option (expected device, dtype, batch_size, device_fraction or labels)".into(),
                 });
             }
         }
@@ -249,7 +255,7 @@ pub struct Model {
 }
 
 impl Model {
-    fn load(spec: &ModelSpec) -> Result<Self> {
+    fn load(spec: &ModelSpec, shares: &DeviceShares) -> Result<Self> {
         let started = Instant::now();
         let (mut device, mut warning) = pick_device(spec.device);
         let kind = match spec.architecture {
@@ -288,12 +294,14 @@ impl Model {
                 spec.precision.dtype(),
             )?)),
         };
+        let device = device_name(&device);
+        let claim = shares.claim(&device, spec.device_fraction);
         Ok(Self {
             spec: spec.clone(),
-            device: device_name(&device),
+            device,
             warning,
             load_time: started.elapsed(),
-            worker: Worker::spawn(&spec.name, kind)?,
+            worker: Worker::spawn(&spec.name, kind, claim)?,
         })
     }
 
@@ -434,14 +442,23 @@ struct Entry {
 /// Where a model is kept once loaded.
 type Slot = Arc<Mutex<Option<Arc<Model>>>>;
 
-/// Weights are shared between names that load the same files the same way.
-type LoadKey = (Architecture, PathBuf, DeviceChoice, Precision);
+/// Weights are shared between names that load the same files the same way
+/// (and hold the same share of the device).
+type LoadKey = (
+    Architecture,
+    PathBuf,
+    DeviceChoice,
+    Precision,
+    DeviceFraction,
+);
 
 /// Registered models, by lower-case name.
 #[derive(Debug, Default)]
 pub struct ModelRegistry {
     entries: RwLock<BTreeMap<String, Entry>>,
     slots: Mutex<HashMap<LoadKey, Slot>>,
+    /// What each device's models hold of it while they run.
+    shares: DeviceShares,
 }
 
 /// One row of `SHOW MODELS`.
@@ -469,7 +486,13 @@ impl ModelRegistry {
     pub fn register(&self, spec: ModelSpec, replace: bool) -> Result<()> {
         let info = ModelInfo::read(&spec)?;
         let canonical = std::fs::canonicalize(&spec.path).unwrap_or_else(|_| spec.path.clone());
-        let load_key = (spec.architecture, canonical, spec.device, spec.precision);
+        let load_key = (
+            spec.architecture,
+            canonical,
+            spec.device,
+            spec.precision,
+            spec.device_fraction,
+        );
         let slot = self
             .slots
             .lock()
@@ -555,7 +578,7 @@ impl ModelRegistry {
         if let Some(model) = slot.as_ref() {
             return Ok(model.clone());
         }
-        let model = Arc::new(Model::load(&spec)?);
+        let model = Arc::new(Model::load(&spec, &self.shares)?);
         *slot = Some(model.clone());
         Ok(model)
     }

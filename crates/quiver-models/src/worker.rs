@@ -10,8 +10,9 @@ use futures::channel::oneshot;
 
 use crate::error::{ModelError, Result};
 use crate::registry::LoadedKind;
+use crate::share::Claim;
 
-type Job = Box<dyn FnOnce(&LoadedKind) + Send>;
+type Job = Box<dyn FnOnce(&LoadedKind, &Claim) + Send>;
 
 /// Asked between forward passes: whether the caller has gone away.
 pub type Stop<'a> = &'a dyn Fn() -> bool;
@@ -21,23 +22,27 @@ pub const MAX_REPLICAS: usize = 16;
 
 /// The sending end of a model's worker threads: one at first, more on
 /// request ([`Worker::ensure_replicas`]), all taking jobs from one queue
-/// and sharing the same loaded weights.
+/// and sharing the same loaded weights, and the model's claim on its
+/// device (each pass holds it while it runs).
 #[derive(Debug)]
 pub struct Worker {
     name: String,
     kind: Arc<LoadedKind>,
+    claim: Claim,
     jobs: Mutex<mpsc::Sender<Job>>,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     threads: Mutex<usize>,
 }
 
 impl Worker {
-    /// Starts a thread that owns `kind` and runs jobs sent to it.
-    pub fn spawn(name: &str, kind: LoadedKind) -> Result<Self> {
+    /// Starts a thread that owns `kind` and runs jobs sent to it, each
+    /// holding `claim` while it runs.
+    pub fn spawn(name: &str, kind: LoadedKind, claim: Claim) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         let worker = Self {
             name: name.to_string(),
             kind: Arc::new(kind),
+            claim,
             jobs: Mutex::new(tx),
             queue: Arc::new(Mutex::new(rx)),
             threads: Mutex::new(0),
@@ -54,7 +59,7 @@ impl Worker {
             .lock()
             .map_err(|_| ModelError::WorkerGone(self.name.clone()))?;
         while *threads < replicas.clamp(1, MAX_REPLICAS) {
-            let (kind, queue) = (self.kind.clone(), self.queue.clone());
+            let (kind, queue, claim) = (self.kind.clone(), self.queue.clone(), self.claim.clone());
             std::thread::Builder::new()
                 .name(format!("quiver-model-{}-{}", self.name, *threads))
                 .spawn(move || {
@@ -68,7 +73,7 @@ impl Worker {
                         let Ok(job) = job else { return };
                         // A panicking forward pass fails its own caller (its
                         // reply is dropped) and leaves the thread serving.
-                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&kind)));
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&kind, &claim)));
                     }
                 })
                 .map_err(|source| {
@@ -79,19 +84,23 @@ impl Worker {
         Ok(())
     }
 
-    /// Runs `f` on the worker and awaits its result. `f` is skipped when
-    /// the caller has gone away before the worker reaches it, and may ask
-    /// its [`Stop`] between passes.
+    /// Runs `f` on the worker, once the model's fraction of its device is
+    /// free, and awaits its result. `f` is skipped when the caller has gone
+    /// away before the worker (or the device) reaches it, and may ask its
+    /// [`Stop`] between passes.
     pub async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&LoadedKind, Stop) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(move |kind| {
+        let job: Job = Box::new(move |kind, claim| {
             if tx.is_canceled() {
                 return;
             }
+            let Some(_held) = claim.hold(&|| tx.is_canceled()) else {
+                return;
+            };
             let result = f(kind, &|| tx.is_canceled());
             let _ = tx.send(result);
         });

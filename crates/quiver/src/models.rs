@@ -2,7 +2,8 @@
 //!
 //! ```sql
 //! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name TYPE bert FROM 'dir'
-//!     [OPTIONS (device 'cpu'|'cuda', dtype 'f32'|'f16'|'bf16', batch_size '64', labels 'file')];
+//!     [OPTIONS (device 'cpu'|'cuda', dtype 'f32'|'f16'|'bf16', batch_size '64',
+//!               device_fraction '0.5', labels 'file')];
 //! DROP MODEL [IF EXISTS] name;
 //! SHOW MODELS;
 //! DESCRIBE MODEL name;
@@ -309,6 +310,7 @@ pub fn show_models(registry: &ModelRegistry) -> Result<RecordBatch> {
         Field::new("batch_size", DataType::UInt64, false),
         Field::new("dim", DataType::UInt64, true),
         Field::new("loaded_on", DataType::Utf8, true),
+        Field::new("device_fraction", DataType::Utf8, false),
     ]));
     let s = |f: &dyn Fn(&quiver_models::ModelListing) -> Option<String>| {
         text_column(list.iter().map(f).collect())
@@ -330,6 +332,7 @@ pub fn show_models(registry: &ModelRegistry) -> Result<RecordBatch> {
                     .map(|m| m.info.embedding_dim().map(|d| d as u64)),
             )),
             s(&|m| m.loaded_on.clone()),
+            s(&|m| Some(m.spec.device_fraction.to_string())),
         ],
     )?)
 }
@@ -345,6 +348,7 @@ pub fn describe_model(registry: &ModelRegistry, name: &str) -> Result<RecordBatc
         ("device", spec.device.to_string()),
         ("dtype", spec.precision.to_string()),
         ("batch_size", spec.batch_size.to_string()),
+        ("device_fraction", spec.device_fraction.to_string()),
     ];
     if let Some(labels) = &spec.labels {
         rows.push(("labels", labels.display().to_string()));
@@ -418,6 +422,7 @@ pub fn describe_model(registry: &ModelRegistry, name: &str) -> Result<RecordBatc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::AsArray;
     use std::path::PathBuf;
 
     #[test]
@@ -477,7 +482,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         quiver_models::testing::write_tiny_bert(dir.path(), 32, 7).expect("tiny");
         let config = crate::QuiverConfig::from_toml(&format!(
-            "[models.tiny]\ntype = \"bert\"\npath = \"{}\"\nbatch_size = 8\n",
+            "[models.tiny]\ntype = \"bert\"\npath = \"{}\"\nbatch_size = 8\ndevice_fraction = 0.5\n",
             dir.path().display()
         ))
         .expect("config");
@@ -487,6 +492,13 @@ mod tests {
             .expect("engine");
         let shown = show_models(q.models()).expect("show");
         assert_eq!(shown.num_rows(), 1);
+        let fraction = shown
+            .column_by_name("device_fraction")
+            .expect("column")
+            .as_string::<i32>()
+            .value(0)
+            .to_string();
+        assert_eq!(fraction, "0.5");
         // A second session of the same engine sees the same models.
         let other = q.new_session().expect("session");
         other.sql("DROP MODEL tiny").await.expect("drop");
