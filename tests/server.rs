@@ -1110,6 +1110,23 @@ async fn psycopg_works_as_with_postgres() {
     server.stop().await;
 }
 
+/// `tests/clients/asyncpg_check.py` against the server: binary parameters
+/// and results, arrays (asyncpg's type introspection query), bytea images,
+/// a prepared statement, SQLSTATE errors, a timeout that cancels, a cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_works_as_with_postgres() {
+    let server = Server::start().await;
+    let out = python_client(&server, "asyncpg_check.py").await;
+    assert!(
+        out.status.success(),
+        "asyncpg check failed (pip install asyncpg if it is missing):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("asyncpg: ok"));
+    server.stop().await;
+}
+
 /// psql's meta-commands read `pg_catalog`: `\\dt`, `\\d table`, `\\dn`,
 /// `\\l` and `\\df` answer as Postgres would for the session's tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

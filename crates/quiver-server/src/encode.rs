@@ -16,6 +16,7 @@
 //! | Date32, Date64 | `date` |
 //! | Timestamp without / with time zone | `timestamp` / `timestamptz` |
 //! | List, LargeList, FixedSizeList of Float32 / Float64 / Int16 / Int32 / Int64 / Boolean / Utf8 | `float4[]` (embeddings, tensors) / `float8[]` / `int2[]` / `int4[]` / `int8[]` / `bool[]` / `text[]` |
+//! | List of Int32 marked as oids (`CAST(… AS oid[])`, the catalog's oid columns) | `oid[]` |
 //! | anything else (structs, maps, intervals, times, wider decimals) | `text`, as DataFusion prints it |
 
 use std::sync::Arc;
@@ -33,6 +34,25 @@ use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use rust_decimal::Decimal;
+
+/// The field metadata the catalog (`datafusion-pg-catalog`) puts on Int32
+/// columns that hold Postgres oids.
+pub const OID_ALIAS_KEY: &str = "pg.oid_alias";
+
+/// The Postgres type a column is sent as: [`pg_type`] of its Arrow type,
+/// except that a list of Int32 marked as oids (`pg.oid_alias` on the
+/// field) is an `oid[]`.
+pub fn pg_field_type(field: &datafusion::arrow::datatypes::Field) -> Type {
+    match field.data_type() {
+        DataType::List(item)
+            if item.data_type() == &DataType::Int32
+                && field.metadata().contains_key(OID_ALIAS_KEY) =>
+        {
+            Type::OID_ARRAY
+        }
+        data_type => pg_type(data_type),
+    }
+}
 
 /// The Postgres type a column of `data_type` is sent as.
 pub fn pg_type(data_type: &DataType) -> Type {
@@ -58,6 +78,7 @@ pub fn pg_type(data_type: &DataType) -> Type {
                 DataType::Float32 | DataType::Float16 => Type::FLOAT4_ARRAY,
                 DataType::Float64 => Type::FLOAT8_ARRAY,
                 DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2_ARRAY,
+                DataType::Int32 if f.metadata().contains_key(OID_ALIAS_KEY) => Type::OID_ARRAY,
                 DataType::Int32 | DataType::UInt16 => Type::INT4_ARRAY,
                 DataType::Int64 | DataType::UInt32 => Type::INT8_ARRAY,
                 DataType::Boolean => Type::BOOL_ARRAY,
@@ -83,7 +104,7 @@ pub fn fields(
                 pg_column_name(f.name()),
                 None,
                 None,
-                pg_type(f.data_type()),
+                pg_field_type(f),
                 format(i),
             )
         })
@@ -207,7 +228,7 @@ fn prepare(array: &ArrayRef, ty: &Type) -> PgWireResult<Column> {
                 Type::FLOAT4_ARRAY => DataType::Float32,
                 Type::FLOAT8_ARRAY => DataType::Float64,
                 Type::INT2_ARRAY => DataType::Int16,
-                Type::INT4_ARRAY => DataType::Int32,
+                Type::INT4_ARRAY | Type::OID_ARRAY => DataType::Int32,
                 Type::INT8_ARRAY => DataType::Int64,
                 Type::BOOL_ARRAY => DataType::Boolean,
                 Type::TEXT_ARRAY => DataType::Utf8,
@@ -265,6 +286,14 @@ fn encode_list(
         Type::FLOAT8_ARRAY => prim!(Float64Type),
         Type::INT2_ARRAY => prim!(Int16Type),
         Type::INT4_ARRAY => prim!(Int32Type),
+        Type::OID_ARRAY => {
+            let v: Vec<Option<u32>> = values
+                .as_primitive::<Int32Type>()
+                .iter()
+                .map(|oid| oid.map(i32::cast_unsigned))
+                .collect();
+            enc.encode_field(&v)
+        }
         Type::INT8_ARRAY => prim!(Int64Type),
         Type::BOOL_ARRAY => {
             let v: Vec<Option<bool>> = values.as_boolean().iter().collect();

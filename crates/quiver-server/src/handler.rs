@@ -217,6 +217,16 @@ pub struct Parser {
 
 impl Parser {
     async fn parse(&self, sql: &str) -> PgWireResult<Statement> {
+        // asyncpg's type lookup, as a query DataFusion can run.
+        if let Some(ours) = crate::asyncpg::introspection(sql) {
+            let plan = self.quiver.create_logical_plan(ours).await.map_err(to_pg)?;
+            return Ok(Statement {
+                sql: ours.to_string(),
+                kind: Kind::Plan(Box::new(
+                    crate::asyncpg::mark_oid_arrays(plan).map_err(to_pg)?,
+                )),
+            });
+        }
         // Model statements go to the engine as they are (`SHOW MODELS` is
         // no client setting); clients may not change the shared models of
         // a read-only server.
@@ -428,7 +438,7 @@ impl QueryParser for Parser {
             // which DataFusion coerces.
             Some(plan) => Ok(parameter_types(plan)?
                 .iter()
-                .map(|t| t.as_ref().map_or(Type::TEXT, pg_type))
+                .map(|t| announced_type(stmt, t.as_ref()))
                 .collect()),
             None => Ok(vec![]),
         }
@@ -965,7 +975,8 @@ fn bind(portal: &Portal<Statement>) -> PgWireResult<Option<ParamValues>> {
             .flatten()
             .filter(|t| *t != Type::UNKNOWN);
         let wanted = inferred.get(i).cloned().flatten();
-        let ty = declared.unwrap_or_else(|| wanted.as_ref().map_or(Type::TEXT, pg_type));
+        let ty = declared
+            .unwrap_or_else(|| announced_type(&portal.statement.statement, wanted.as_ref()));
         let value = decode_param(portal, i, &ty)?;
         let value = match &wanted {
             Some(dt) if !value.is_null() && value.data_type() != *dt => {
@@ -976,6 +987,16 @@ fn bind(portal: &Portal<Statement>) -> PgWireResult<Option<ParamValues>> {
         values.push(value);
     }
     Ok(Some(ParamValues::from(values)))
+}
+
+/// The type a parameter the client did not declare is announced (and
+/// read) as: that of the Arrow type the plan wants; text where the plan
+/// does not say (DataFusion coerces it); `oid[]` for asyncpg's type lookup.
+fn announced_type(stmt: &Statement, wanted: Option<&DataType>) -> Type {
+    if crate::asyncpg::is_introspection(&stmt.sql) {
+        return Type::OID_ARRAY;
+    }
+    wanted.map_or(Type::TEXT, pg_type)
 }
 
 fn decode_param(portal: &Portal<Statement>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {
@@ -989,6 +1010,22 @@ fn decode_param(portal: &Portal<Statement>, i: usize, ty: &Type) -> PgWireResult
             ),
         )
     };
+    // An array (text `{1,2}` or binary) as a list of the Arrow type `$item`.
+    macro_rules! list_param {
+        ($t:ty, $item:ident) => {
+            list_param!($t, $item, ScalarValue::$item)
+        };
+        ($t:ty, $item:ident, $scalar:expr) => {
+            match portal.parameter::<Vec<Option<$t>>>(i, ty).map_err(bad)? {
+                Some(values) => {
+                    let values: Vec<ScalarValue> = values.into_iter().map($scalar).collect();
+                    ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::$item))
+                }
+                None => ScalarValue::try_from(DataType::new_list(DataType::$item, true))
+                    .map_err(to_pg)?,
+            }
+        };
+    }
     Ok(match *ty {
         Type::BOOL => ScalarValue::Boolean(portal.parameter::<bool>(i, ty).map_err(bad)?),
         Type::INT2 => ScalarValue::Int16(portal.parameter::<i16>(i, ty).map_err(bad)?),
@@ -1023,6 +1060,16 @@ fn decode_param(portal: &Portal<Statement>, i: usize, ty: &Type) -> PgWireResult
                 .map(|t| t.timestamp_micros()),
             Some("UTC".into()),
         ),
+        Type::BOOL_ARRAY => list_param!(bool, Boolean),
+        Type::INT2_ARRAY => list_param!(i16, Int16),
+        Type::INT4_ARRAY => list_param!(i32, Int32),
+        Type::INT8_ARRAY => list_param!(i64, Int64),
+        Type::FLOAT4_ARRAY => list_param!(f32, Float32),
+        Type::FLOAT8_ARRAY => list_param!(f64, Float64),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => list_param!(String, Utf8),
+        Type::OID_ARRAY => list_param!(u32, Int32, |oid: Option<u32>| ScalarValue::Int32(
+            oid.map(u32::cast_signed)
+        )),
         _ => ScalarValue::Utf8(portal.parameter::<String>(i, ty).map_err(bad)?),
     })
 }

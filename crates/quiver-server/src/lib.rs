@@ -26,6 +26,7 @@
 //! clients already"), as from Postgres.
 
 pub mod activity;
+pub mod asyncpg;
 pub mod copy;
 pub mod cursor;
 pub mod encode;
