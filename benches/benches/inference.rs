@@ -15,6 +15,10 @@
 //!   child process: its peak RSS while the pipeline runs (the peak is
 //!   reset after the model is loaded) against the limit plus the model's
 //!   weights.
+//! - **sharing a device** (`QUIVER_BENCH_SHARE=1`): two CLIPs (separate
+//!   copies of the weights) embedding the same decoded pixels in one
+//!   query, at `device_fraction` 1 (they take turns) and 0.5 each (side
+//!   by side): images/s through both.
 //!
 //! `QUIVER_BENCH_IMAGES` (default 500) sets the corpus,
 //! `QUIVER_BENCH_BATCH` (default 64) the model's batch size,
@@ -99,6 +103,11 @@ fn peak_rss_mb() -> f64 {
 
 /// A `/proc/self/status` figure (`VmRSS:`, `VmHWM:`) in MB.
 fn rss_mb(key: &str) -> f64 {
+    status_value(key) / 1024.0
+}
+
+/// The number after `key` in `/proc/self/status`.
+fn status_value(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -106,7 +115,7 @@ fn rss_mb(key: &str) -> f64 {
                 .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
 }
 
 /// The memory run, in a child process so that its peak RSS is its own.
@@ -135,8 +144,11 @@ async fn memory_child(corpus: &Path, model: &Path, device: &str) {
     );
     let (seconds, _) = run(&q, &sql, false).await;
     println!(
-        "child seconds={seconds:.2} peak_rss_mb={:.0} load_peak_rss_mb={load_peak:.0} reset={reset} before_model_rss_mb={before_model:.0} after_model_rss_mb={after_model:.0}",
-        peak_rss_mb()
+        "child seconds={seconds:.2} peak_rss_mb={:.0} load_peak_rss_mb={load_peak:.0} reset={reset} before_model_rss_mb={before_model:.0} after_model_rss_mb={after_model:.0} end_anon_mb={:.0} end_file_mb={:.0} threads={}",
+        peak_rss_mb(),
+        rss_mb("RssAnon:"),
+        rss_mb("RssFile:"),
+        status_value("Threads:"),
     );
 }
 
@@ -220,6 +232,10 @@ async fn main() {
         metric(&line, "batch_fill_pct"),
     );
 
+    if env_usize("QUIVER_BENCH_SHARE", 0) > 0 {
+        share_a_device(&q, &model, &device, count).await;
+    }
+
     let small = env_usize("QUIVER_BENCH_MEMORY_IMAGES", 10_000);
     if small > 0 {
         let small_dir = corpus_dir(&format!("small-photos-{small}"));
@@ -253,5 +269,39 @@ async fn main() {
         if !out.status.success() {
             println!("{}", String::from_utf8_lossy(&out.stderr));
         }
+    }
+}
+
+/// Two models over the same pixels in one query, at `device_fraction` 1
+/// and 0.5 each.
+async fn share_a_device(q: &Quiver, model: &Path, device: &str, count: usize) {
+    let copy = corpus_dir("clip-vit-b32-shaped-copy");
+    if !copy.join("model.safetensors").is_file() {
+        write_clip(&copy, ClipShape::VIT_B32, 3).expect("write CLIP");
+    }
+    for fraction in ["1", "0.5"] {
+        for (name, dir) in [("clip_a", model), ("clip_b", copy.as_path())] {
+            q.collect(&format!(
+                "CREATE OR REPLACE MODEL {name} TYPE clip FROM '{}' OPTIONS (device '{device}', batch_size '{}', device_fraction '{fraction}')",
+                dir.display(),
+                env_usize("QUIVER_BENCH_BATCH", 64)
+            ))
+            .await
+            .expect("model");
+        }
+        let sql = |from: &str| {
+            format!(
+                "SELECT count(embed_image('clip_a', image)), count(embed_image('clip_b', image)) FROM {from}"
+            )
+        };
+        // Loads both and warms them up.
+        q.collect(&sql("(SELECT image FROM pixels LIMIT 64)"))
+            .await
+            .expect("warm-up");
+        let (seconds, _) = run(q, &sql("pixels"), false).await;
+        println!(
+            "sharing a device: two models at device_fraction {fraction}: {:.1} images/s through both ({seconds:.2} s for {count} images)",
+            count as f64 / seconds
+        );
     }
 }
