@@ -1099,14 +1099,13 @@ async fn copy_to_stdout_in_text_csv_and_binary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_works_as_with_postgres() {
     let server = Server::start().await;
-    let out = python_client(&server, "psycopg_check.py").await;
-    assert!(
-        out.status.success(),
-        "psycopg check failed (pip install 'psycopg[binary]' if it is missing):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("psycopg: ok"));
+    python_check(
+        &server,
+        "psycopg_check.py",
+        "psycopg (pip install 'psycopg[binary]' if it is missing)",
+        "psycopg: ok",
+    )
+    .await;
     server.stop().await;
 }
 
@@ -1116,14 +1115,13 @@ async fn psycopg_works_as_with_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_works_as_with_postgres() {
     let server = Server::start().await;
-    let out = python_client(&server, "asyncpg_check.py").await;
-    assert!(
-        out.status.success(),
-        "asyncpg check failed (pip install asyncpg if it is missing):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("asyncpg: ok"));
+    python_check(
+        &server,
+        "asyncpg_check.py",
+        "asyncpg (pip install asyncpg if it is missing)",
+        "asyncpg: ok",
+    )
+    .await;
     server.stop().await;
 }
 
@@ -1165,34 +1163,26 @@ async fn psql_describes_tables_from_pg_catalog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlalchemy_and_psycopg_read_the_catalog() {
     let server = Server::start().await;
-    let out = python_client(&server, "catalog_check.py").await;
-    assert!(
-        out.status.success(),
-        "catalog check failed (pip install sqlalchemy 'psycopg[binary]' if missing):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("catalog: ok"));
+    python_check(
+        &server,
+        "catalog_check.py",
+        "catalog (pip install sqlalchemy 'psycopg[binary]' if missing)",
+        "catalog: ok",
+    )
+    .await;
     server.stop().await;
 }
 
-/// Runs `tests/clients/SCRIPT PORT DATA` with python3 against `server`.
-async fn python_client(server: &Server, script: &str) -> std::process::Output {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("clients")
-        .join(script);
-    let port = server.addr.port().to_string();
-    let data = server.data();
-    tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(port)
-            .arg(data)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .expect("task")
+/// Runs `tests/clients/SCRIPT PORT DATA` with python3 against `server`;
+/// it must succeed and print `done`.
+async fn python_check(server: &Server, script: &str, what: &'static str, done: &'static str) {
+    let mut program = Command::new("python3");
+    program.arg(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("clients")
+            .join(script),
+    );
+    client_check(server, what, done, program).await;
 }
 
 /// `DECLARE … CURSOR`, `FETCH` and `CLOSE` from psql: rows come in the

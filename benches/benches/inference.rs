@@ -45,14 +45,20 @@ fn engine(memory_limit: Option<&str>) -> Quiver {
     Quiver::builder().config(config).build().expect("engine")
 }
 
-async fn register_model(q: &Quiver, model: &Path, device: &str, warm: &Path) {
+/// Registers (or replaces) the CLIP in `dir` as `name` on `device`, at
+/// the benchmark's batch size and `fraction` of the device.
+async fn create_model(q: &Quiver, name: &str, dir: &Path, device: &str, fraction: &str) {
     q.collect(&format!(
-        "CREATE MODEL clip TYPE clip FROM '{}' OPTIONS (device '{device}', batch_size '{}')",
-        model.display(),
+        "CREATE OR REPLACE MODEL {name} TYPE clip FROM '{}' OPTIONS (device '{device}', batch_size '{}', device_fraction '{fraction}')",
+        dir.display(),
         env_usize("QUIVER_BENCH_BATCH", 64)
     ))
     .await
     .expect("model");
+}
+
+async fn register_model(q: &Quiver, model: &Path, device: &str, warm: &Path) {
+    create_model(q, "clip", model, device, "1").await;
     // Load it (and warm it up) outside the timings.
     q.collect(&format!(
         "SELECT {PIPELINE} FROM read_images('{}')",
@@ -280,15 +286,8 @@ async fn share_a_device(q: &Quiver, model: &Path, device: &str, count: usize) {
         write_clip(&copy, ClipShape::VIT_B32, 3).expect("write CLIP");
     }
     for fraction in ["1", "0.5"] {
-        for (name, dir) in [("clip_a", model), ("clip_b", copy.as_path())] {
-            q.collect(&format!(
-                "CREATE OR REPLACE MODEL {name} TYPE clip FROM '{}' OPTIONS (device '{device}', batch_size '{}', device_fraction '{fraction}')",
-                dir.display(),
-                env_usize("QUIVER_BENCH_BATCH", 64)
-            ))
-            .await
-            .expect("model");
-        }
+        create_model(q, "clip_a", model, device, fraction).await;
+        create_model(q, "clip_b", &copy, device, fraction).await;
         let sql = |from: &str| {
             format!(
                 "SELECT count(embed_image('clip_a', image)), count(embed_image('clip_b', image)) FROM {from}"
