@@ -29,11 +29,6 @@ pub struct DeviceFraction(u16);
 impl DeviceFraction {
     /// The whole device.
     pub const WHOLE: Self = Self(1000);
-
-    /// The share in thousandths of the device.
-    pub fn thousandths(self) -> u16 {
-        self.0
-    }
 }
 
 impl Default for DeviceFraction {
@@ -87,7 +82,6 @@ impl DeviceShares {
             share,
             holder: self.holders.fetch_add(1, Ordering::Relaxed),
             fraction,
-            device: device.to_string(),
         }
     }
 }
@@ -98,7 +92,6 @@ pub struct Claim {
     share: Arc<DeviceShare>,
     holder: u64,
     fraction: DeviceFraction,
-    device: String,
 }
 
 impl Claim {
@@ -111,16 +104,6 @@ impl Claim {
             share: self.share.clone(),
             holder: self.holder,
         })
-    }
-
-    /// The device's name.
-    pub fn device(&self) -> &str {
-        &self.device
-    }
-
-    /// The fraction held while passes run.
-    pub fn fraction(&self) -> DeviceFraction {
-        self.fraction
     }
 }
 
