@@ -37,8 +37,7 @@ pub async fn run_statement(quiver: &Quiver, stmt: &Statement, sink: &mut Sink) -
     let started = Instant::now();
     let progress = Progress::start(quiver.progress());
     let work = async {
-        let df = quiver.sql(&stmt.sql).await?;
-        let stream = quiver.execute_frame(df).await?;
+        let stream = quiver.execute_stream(&stmt.sql).await?;
         sink.write_stream(stream, &progress).await
     };
     let result = tokio::select! {

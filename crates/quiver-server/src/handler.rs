@@ -710,15 +710,7 @@ impl Connection {
     )> {
         let mut stop = stopper(cancel, self.statement_timeout());
         let stream = or_stop(
-            async {
-                let df = self
-                    .quiver
-                    .context()
-                    .execute_logical_plan(plan)
-                    .await
-                    .map_err(to_pg)?;
-                self.quiver.execute_frame(df).await.map_err(to_pg)
-            },
+            async { self.quiver.execute_plan(plan).await.map_err(to_pg) },
             &mut stop,
         )
         .await?;

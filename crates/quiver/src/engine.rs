@@ -35,6 +35,7 @@ use crate::config::QuiverConfig;
 use crate::models::{ModelStatement, parse_model_statement, run_model_statement};
 use crate::object_stores::QuiverObjectStoreRegistry;
 use crate::session_pool::SessionPool;
+use crate::state_cache::StateCache;
 use quiver_models::ModelRegistry;
 use quiver_sources::listing::{FileKind, GlobbingTableFactory, ReadFileFunction, file_table};
 
@@ -97,6 +98,7 @@ impl QuiverBuilder {
             models,
             pg: crate::pg_compat::PgParser::default(),
             shared_pool,
+            states: Arc::default(),
         })
     }
 }
@@ -215,6 +217,12 @@ fn model_batch_size(models: &Arc<ModelRegistry>) -> BatchSizeHint {
     })
 }
 
+/// Whether running `plan` may change the session's state (settings,
+/// functions, prepared statements), so that a kept copy of it is stale.
+fn changes_session(plan: &LogicalPlan) -> bool {
+    matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_))
+}
+
 /// The Quiver engine: plan and run SQL over tables, files and object stores.
 ///
 /// ```no_run
@@ -236,6 +244,8 @@ pub struct Quiver {
     pg: crate::pg_compat::PgParser,
     /// The engine's memory pool, which every session's pool draws from.
     shared_pool: Arc<dyn MemoryPool>,
+    /// The session's state as its queries are planned, kept between them.
+    states: Arc<StateCache>,
 }
 
 impl std::fmt::Debug for Quiver {
@@ -253,8 +263,10 @@ impl Quiver {
         QuiverBuilder::default()
     }
 
-    /// The underlying DataFusion context, for anything this API lacks.
+    /// The underlying DataFusion context, for anything this API lacks
+    /// (what is done through it is seen by the session's next statement).
     pub fn context(&self) -> &SessionContext {
+        self.states.forget();
         &self.ctx
     }
 
@@ -307,6 +319,7 @@ impl Quiver {
             models: self.models.clone(),
             pg: self.pg.clone(),
             shared_pool: Arc::clone(&self.shared_pool),
+            states: Arc::default(),
         })
     }
 
@@ -336,7 +349,34 @@ impl Quiver {
     /// executed.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         let plan = self.create_logical_plan(sql).await?;
-        self.ctx.execute_logical_plan(plan).await
+        self.execute_logical_plan(plan).await
+    }
+
+    /// Runs what a plan that is not a query does (DDL, `SET`, `PREPARE`,
+    /// …), as `SessionContext::execute_logical_plan`; a query's frame.
+    pub async fn execute_logical_plan(&self, plan: LogicalPlan) -> Result<DataFrame> {
+        let changes_session = changes_session(&plan);
+        let df = self.ctx.execute_logical_plan(plan).await;
+        if changes_session {
+            self.states.forget();
+        }
+        df
+    }
+
+    /// Plans (physically) and runs `plan`, streaming its result; a plan
+    /// that is not a query first takes effect as
+    /// [`Self::execute_logical_plan`] does. Queries plan on the session's
+    /// kept state (see `state_cache`), without copying it.
+    pub async fn execute_plan(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
+        if changes_session(&plan) || matches!(plan, LogicalPlan::Copy(_)) {
+            let df = self.execute_logical_plan(plan).await?;
+            return self.execute_frame(df).await;
+        }
+        let kept = self.states.take(&self.ctx);
+        let physical = kept.state.create_physical_plan(&plan).await;
+        let task = Arc::clone(&kept.task);
+        self.states.put(kept);
+        datafusion::physical_plan::execute_stream(physical?, task)
     }
 
     /// Plans a statement that reads Postgres' catalog: after the Postgres
@@ -378,14 +418,17 @@ impl Quiver {
         if crate::pg_compat::reads_catalog(sql) {
             return self.plan_catalog_query(sql).await;
         }
-        self.ctx.state().create_logical_plan(sql).await
+        let kept = self.states.take(&self.ctx);
+        let plan = kept.state.create_logical_plan(sql).await;
+        self.states.put(kept);
+        plan
     }
 
     /// Plans and runs one statement, streaming its result. A `COPY … TO`
     /// that fails removes whatever it had written.
     pub async fn execute_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
-        let df = self.sql(sql).await?;
-        self.execute_frame(df).await
+        let plan = self.create_logical_plan(sql).await?;
+        self.execute_plan(plan).await
     }
 
     /// Runs a planned frame as [`Self::execute_stream`] does.

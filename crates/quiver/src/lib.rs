@@ -40,6 +40,7 @@ pub mod sample;
 pub mod sample_audio;
 pub mod sample_video;
 pub mod session_pool;
+mod state_cache;
 pub mod statements;
 
 pub use config::{ConfigError, QuiverConfig};
