@@ -22,9 +22,23 @@ impl Server {
     }
 
     async fn start_with(config: quiver::QuiverConfig) -> Server {
+        Self::start_with_sample(config, |_, _| ()).await
+    }
+
+    /// A server whose config `declare` completes once the sample data is
+    /// written (its directory given).
+    async fn start_with_sample(
+        mut config: quiver::QuiverConfig,
+        declare: impl FnOnce(&mut quiver::QuiverConfig, &std::path::Path),
+    ) -> Server {
         let sample = tempfile::tempdir().expect("tempdir");
         quiver::sample::generate(sample.path()).expect("sample data");
-        let engine = Quiver::builder().config(config).build().expect("engine");
+        declare(&mut config, sample.path());
+        let engine = Quiver::builder()
+            .config(config)
+            .open()
+            .await
+            .expect("engine");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -346,6 +360,81 @@ async fn psql(port: u16, args: Vec<String>) -> std::process::Output {
     .await
     .expect("psql task")
     .expect("run psql (apt-get install postgresql-client)")
+}
+
+/// The config's `[tables.*]` are every connection's: the same rows (an
+/// in-memory CSV, a Parquet directory) through both protocols, listed in
+/// the catalog, while a connection's own tables stay its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_tables_are_seen_by_every_connection() {
+    let server = Server::start_with_sample(quiver::QuiverConfig::default(), |config, sample| {
+        for (name, format, location, in_memory) in [
+            ("customers", "csv", "customers.csv", true),
+            ("orders", "parquet", "orders", false),
+        ] {
+            config.tables.insert(
+                name.to_string(),
+                quiver::TableDeclaration {
+                    format: format.to_string(),
+                    location: sample.join(location).display().to_string(),
+                    options: Default::default(),
+                    in_memory,
+                },
+            );
+        }
+    })
+    .await;
+    let (a, b) = (server.connect().await, server.connect().await);
+    let expected = simple_rows(
+        &a.simple_query(&format!(
+            "SELECT name, country FROM read_csv('{}/customers.csv') WHERE id = 42",
+            server.data()
+        ))
+        .await
+        .expect("read_csv"),
+    );
+    assert_eq!(expected.len(), 1);
+    for client in [&a, &b] {
+        let rows = simple_rows(
+            &client
+                .simple_query("SELECT name, country FROM customers WHERE id = 42")
+                .await
+                .expect("simple"),
+        );
+        assert_eq!(rows, expected);
+        let statement = client
+            .prepare("SELECT name, country FROM customers WHERE id = $1")
+            .await
+            .expect("prepare");
+        for _ in 0..3 {
+            let row = client.query_one(&statement, &[&42i64]).await.expect("bind");
+            assert_eq!(Some(row.get::<_, String>(0)), expected[0][0]);
+        }
+        let orders: i64 = client
+            .query_one("SELECT count(*) FROM orders", &[])
+            .await
+            .expect("orders")
+            .get(0);
+        assert!(orders > 0);
+        let listed: i64 = client
+            .query_one(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('customers', 'orders')",
+                &[],
+            )
+            .await
+            .expect("catalog")
+            .get(0);
+        assert_eq!(listed, 2);
+    }
+    a.simple_query("CREATE TABLE mine AS VALUES (1)")
+        .await
+        .expect("create");
+    let err = b
+        .simple_query("SELECT * FROM mine")
+        .await
+        .expect_err("a's own table");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE));
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

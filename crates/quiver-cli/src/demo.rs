@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use quiver::Quiver;
+use quiver::TableDeclaration;
 
-use crate::args::{Format, OutputArgs};
+use crate::args::{EngineArgs, Format, OutputArgs};
 use crate::run::run_script;
 
 /// The example queries, in the order the demo runs them.
@@ -75,11 +75,33 @@ pub const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The tables the demo serves to every client, as a config would declare
+/// them: the orders (Parquet), the customers (CSV, held in memory) and the
+/// photos (images).
+const SHARED: &[(&str, fn() -> TableDeclaration)] = &[
+    ("orders", || {
+        declare("parquet", "sample-data/orders/", false)
+    }),
+    ("customers", || {
+        declare("csv", "sample-data/customers.csv", true)
+    }),
+    ("photos", || declare("images", "sample-data/images/", false)),
+];
+
+fn declare(format: &str, location: &str, in_memory: bool) -> TableDeclaration {
+    TableDeclaration {
+        format: format.to_string(),
+        location: location.to_string(),
+        options: Default::default(),
+        in_memory,
+    }
+}
+
 /// Generates `workdir/sample-data` and runs every example query there.
 pub async fn run_demo(
     workdir: &Path,
     serve_on: Option<&str>,
-    engine: impl FnOnce() -> anyhow::Result<Quiver>,
+    engine_args: &EngineArgs,
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(workdir)
         .with_context(|| format!("cannot create {}", workdir.display()))?;
@@ -96,7 +118,7 @@ pub async fn run_demo(
         files.len(),
         std::env::current_dir()?.join("sample-data").display()
     );
-    let quiver = engine()?;
+    let quiver = crate::engine(engine_args).await?;
     let output = OutputArgs {
         format: Format::Table,
         output: None,
@@ -118,8 +140,21 @@ pub async fn run_demo(
         );
         return Ok(ExitCode::SUCCESS);
     };
+    // Every client's session sees the sample's tables, as a config's
+    // [tables.*] would declare them.
+    for (name, table) in SHARED {
+        quiver
+            .share_table(name, &table())
+            .await
+            .with_context(|| format!("cannot share table {name}"))?;
+    }
     println!(
-        "\nDone. The same data is now served to Postgres clients, e.g.\n  psql -h 127.0.0.1 -p {} -c \"SELECT count(*) FROM read_parquet('sample-data/orders/')\"",
+        "\nDone. The same data is now served to Postgres clients (tables {}), e.g.\n  psql -h 127.0.0.1 -p {} -c \"SELECT count(*) FROM orders\"",
+        SHARED
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", "),
         listen.rsplit(':').next().unwrap_or("5433")
     );
     crate::serve(quiver, listen).await?;

@@ -38,9 +38,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Builds the engine from the config file, `QUIVER_*` variables and flags,
-/// in that order of precedence (flags win).
-fn engine(args: &EngineArgs) -> anyhow::Result<Quiver> {
+/// Opens the engine (with the config's models and tables) from the config
+/// file, `QUIVER_*` variables and flags, in that order of precedence
+/// (flags win).
+async fn engine(args: &EngineArgs) -> anyhow::Result<Quiver> {
     let cfg = match &args.config {
         Some(path) => QuiverConfig::from_file(path)?,
         None => QuiverConfig::default(),
@@ -64,7 +65,8 @@ fn engine(args: &EngineArgs) -> anyhow::Result<Quiver> {
     cfg.validate("the command line")?;
     Quiver::builder()
         .config(cfg)
-        .build()
+        .open()
+        .await
         .context("cannot start the engine")
 }
 
@@ -75,7 +77,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             continue_on_error,
             output,
         } => {
-            let quiver = engine(&cli.engine)?;
+            let quiver = engine(&cli.engine).await?;
             let mut sink = output.open()?;
             let mut failed = false;
             for file in &files {
@@ -101,13 +103,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             finish(sink, !failed || continue_on_error, failed)
         }
         Command::Sql { sql, output } => {
-            let quiver = engine(&cli.engine)?;
+            let quiver = engine(&cli.engine).await?;
             let mut sink = output.open()?;
             let ok = run::run_script(&quiver, "<sql>", &sql, &mut sink, false).await;
             finish(sink, ok, !ok)
         }
         Command::Shell { output } => {
-            let quiver = engine(&cli.engine)?;
+            let quiver = engine(&cli.engine).await?;
             shell::run_shell(quiver, output).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -118,14 +120,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let quiver_args = cli.engine;
             let serve_on = (!no_serve).then_some(listen.as_str());
-            demo::run_demo(&workdir, serve_on, || engine(&quiver_args)).await
+            demo::run_demo(&workdir, serve_on, &quiver_args).await
         }
         Command::Serve { listen } => {
-            let quiver = engine(&cli.engine)?;
+            let quiver = engine(&cli.engine).await?;
             serve(quiver, &listen).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Models { action } => models::run(&cli.engine, action, engine).await,
+        Command::Models { action } => models::run(&cli.engine, action).await,
         Command::GenerateData { dir } => {
             let files = quiver::sample::generate(&dir)?;
             for f in files {

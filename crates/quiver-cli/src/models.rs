@@ -4,20 +4,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use quiver::Quiver;
 use quiver_models::{ModelRegistry, ModelSpec};
 
 use crate::args::{EngineArgs, ModelsCommand};
 
 /// Runs one `quiver models` action.
-pub async fn run(
-    engine_args: &EngineArgs,
-    action: ModelsCommand,
-    engine: fn(&EngineArgs) -> anyhow::Result<Quiver>,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(engine_args: &EngineArgs, action: ModelsCommand) -> anyhow::Result<ExitCode> {
     match action {
         ModelsCommand::List { output } => {
-            let quiver = engine(engine_args)?;
+            let quiver = crate::engine(engine_args).await?;
             let mut sink = output.open()?;
             let ok =
                 crate::run::run_script(&quiver, "<models list>", "SHOW MODELS", &mut sink, false)
@@ -60,7 +55,7 @@ pub async fn run(
             architecture,
             device,
         } => {
-            let quiver = engine(engine_args)?;
+            let quiver = crate::engine(engine_args).await?;
             let registry: &ModelRegistry = quiver.models();
             let name = if registry.describe(&model).is_ok() {
                 model.clone()

@@ -29,6 +29,11 @@
 //! [server.users]                 # more users: name = password
 //! alice = "…"
 //!
+//! [tables.orders]              # a table every session sees
+//! format = "parquet"             # parquet, csv, json, images, audio or video
+//! location = "data/orders/"
+//! in_memory = true               # read once at start, served from memory
+//!
 //! [object_store.s3]
 //! region = "us-east-1"
 //! endpoint = "http://127.0.0.1:9000"
@@ -90,7 +95,77 @@ pub struct QuiverConfig {
     /// Models registered when the engine starts, by name
     /// (`[models.minilm] type = "bert", path = "…"`).
     pub models: std::collections::BTreeMap<String, ModelDeclaration>,
+    /// Tables every session sees, by name (`[tables.orders] format =
+    /// "parquet", location = "data/orders/"`).
+    pub tables: std::collections::BTreeMap<String, TableDeclaration>,
 }
+
+/// A table declared in the configuration, as `CREATE EXTERNAL TABLE name
+/// STORED AS format LOCATION 'location' OPTIONS (…)` would make it, but
+/// made once when the engine starts and seen by every session.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TableDeclaration {
+    /// `parquet`, `csv`, `json`, `images`, `audio` or `video`.
+    pub format: String,
+    /// A path, directory, prefix or glob, local or on an object store.
+    pub location: String,
+    /// The table's `OPTIONS (…)` (`"format.delimiter" = ";"`).
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+    /// Read the rows once when the engine starts and serve them from
+    /// memory, reserved in the memory pool (`parquet`, `csv`, `json`).
+    #[serde(default)]
+    pub in_memory: bool,
+}
+
+impl TableDeclaration {
+    /// Checks the table's name, format and location: on error, the key
+    /// (`tables.orders.format`), its value and what is wrong with it.
+    pub fn check(&self, name: &str) -> Result<(), (String, String, String)> {
+        let plain = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !plain {
+            return Err((
+                format!("tables.{name}"),
+                name.to_string(),
+                "a table name is lower-case letters, digits and _ (not starting with a digit)"
+                    .into(),
+            ));
+        }
+        let format = self.format.to_ascii_lowercase();
+        if !TABLE_FORMATS.contains(&format.as_str()) {
+            return Err((
+                format!("tables.{name}.format"),
+                self.format.clone(),
+                format!("expected one of {}", TABLE_FORMATS.join(", ")),
+            ));
+        }
+        if self.in_memory && !matches!(format.as_str(), "parquet" | "csv" | "json") {
+            return Err((
+                format!("tables.{name}.in_memory"),
+                "true".into(),
+                "only parquet, csv and json tables can be held in memory".into(),
+            ));
+        }
+        if self.location.trim().is_empty() {
+            return Err((
+                format!("tables.{name}.location"),
+                String::new(),
+                "must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The formats a `[tables.*]` entry may have.
+pub const TABLE_FORMATS: &[&str] = &["parquet", "csv", "json", "images", "audio", "video"];
 
 /// A model declared in the configuration file, as `CREATE MODEL` would.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -563,6 +638,11 @@ impl QuiverConfig {
         if self.exec.batch_size == 0 {
             return Err(err("exec.batch_size", "0".into(), "must be at least 1"));
         }
+        for (name, table) in &self.tables {
+            table
+                .check(name)
+                .map_err(|(key, value, reason)| err(&key, value, &reason))?;
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             let (key, value) = match &self.server.tls_cert {
                 Some(c) => ("server.tls_key", c.display().to_string()),
@@ -774,5 +854,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("exec.memory_limit"), "{err}");
+    }
+
+    #[test]
+    fn tables_parse_and_are_checked() {
+        let cfg = QuiverConfig::from_toml(
+            "[tables.orders]\nformat = \"parquet\"\nlocation = \"data/orders/\"\n\n[tables.customers]\nformat = \"CSV\"\nlocation = \"c.csv\"\nin_memory = true\noptions = { \"format.delimiter\" = \";\" }\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.tables["orders"].location, "data/orders/");
+        assert!(!cfg.tables["orders"].in_memory);
+        assert!(cfg.tables["customers"].in_memory);
+        assert_eq!(cfg.tables["customers"].options["format.delimiter"], ";");
+        for (toml, key, reason) in [
+            (
+                "[tables.t]\nformat = \"xlsx\"\nlocation = \"x\"\n",
+                "tables.t.format",
+                "expected one of parquet",
+            ),
+            (
+                "[tables.Orders]\nformat = \"csv\"\nlocation = \"x\"\n",
+                "tables.Orders",
+                "lower-case",
+            ),
+            (
+                "[tables.p]\nformat = \"images\"\nlocation = \"x/\"\nin_memory = true\n",
+                "tables.p.in_memory",
+                "only parquet, csv and json",
+            ),
+            (
+                "[tables.e]\nformat = \"csv\"\nlocation = \" \"\n",
+                "tables.e.location",
+                "must not be empty",
+            ),
+        ] {
+            let err = QuiverConfig::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(reason), "{toml}: {err}");
+        }
+        let err = QuiverConfig::from_toml("[tables.t]\nformat = \"csv\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("location"), "{err}");
     }
 }

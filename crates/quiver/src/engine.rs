@@ -31,11 +31,12 @@ use quiver_sources::fetch::MediaFetch;
 use quiver_sources::late::LateMaterialization;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
 
-use crate::config::QuiverConfig;
+use crate::config::{QuiverConfig, TableDeclaration};
 use crate::models::{ModelStatement, parse_model_statement, run_model_statement};
 use crate::object_stores::QuiverObjectStoreRegistry;
 use crate::session_pool::SessionPool;
 use crate::state_cache::StateCache;
+use crate::tables::SharedTables;
 use quiver_models::ModelRegistry;
 use quiver_sources::listing::{FileKind, GlobbingTableFactory, ReadFileFunction, file_table};
 
@@ -53,8 +54,29 @@ impl QuiverBuilder {
     }
 
     /// Creates the engine: memory pool, disk manager, object stores,
-    /// functions and factories.
+    /// functions, factories and the config's models. A config that
+    /// declares tables (`[tables.*]`) needs [`Self::open`], which makes them.
     pub fn build(self) -> Result<Quiver> {
+        if let Some(name) = self.config.tables.keys().next() {
+            return Err(DataFusionError::Configuration(format!(
+                "the config declares tables ([tables.{name}]): open the engine with QuiverBuilder::open, which makes them"
+            )));
+        }
+        self.build_engine()
+    }
+
+    /// Creates the engine as [`Self::build`] does, then the config's tables
+    /// (`[tables.*]`), which every session of the engine sees.
+    pub async fn open(self) -> Result<Quiver> {
+        let declared = self.config.tables.clone();
+        let quiver = self.build_engine()?;
+        for (name, table) in &declared {
+            quiver.share_table(name, table).await?;
+        }
+        Ok(quiver)
+    }
+
+    fn build_engine(self) -> Result<Quiver> {
         let config = self.config;
         let limit = config
             .memory_limit_bytes()
@@ -99,6 +121,7 @@ impl QuiverBuilder {
             pg: crate::pg_compat::PgParser::default(),
             shared_pool,
             states: Arc::default(),
+            shared_tables: Arc::default(),
         })
     }
 }
@@ -246,6 +269,8 @@ pub struct Quiver {
     shared_pool: Arc<dyn MemoryPool>,
     /// The session's state as its queries are planned, kept between them.
     states: Arc<StateCache>,
+    /// The config's tables, in every session of the engine.
+    shared_tables: Arc<SharedTables>,
 }
 
 impl std::fmt::Debug for Quiver {
@@ -298,8 +323,8 @@ impl Quiver {
     }
 
     /// A new session on the same engine: it shares the memory pool, disk
-    /// manager and object stores, and has its own settings, temporary
-    /// tables and prepared statements (one per server connection).
+    /// manager, object stores and the config's tables, and has its own
+    /// settings, tables and prepared statements (one per server connection).
     pub fn new_session(&self) -> Result<Quiver> {
         self.new_session_with_memory_limit(None)
     }
@@ -313,14 +338,34 @@ impl Quiver {
         let runtime = RuntimeEnvBuilder::from_runtime_env(&self.ctx.runtime_env())
             .with_memory_pool(Arc::new(pool))
             .build_arc()?;
+        let ctx = new_context(runtime, &self.config, &self.models)?;
+        self.shared_tables.register(&ctx)?;
         Ok(Quiver {
-            ctx: new_context(runtime, &self.config, &self.models)?,
+            ctx,
             config: self.config.clone(),
             models: self.models.clone(),
             pg: self.pg.clone(),
             shared_pool: Arc::clone(&self.shared_pool),
             states: Arc::default(),
+            shared_tables: Arc::clone(&self.shared_tables),
         })
+    }
+
+    /// Makes table `name` as a config's `[tables.name]` declares it, and
+    /// shares it: this session and every session made afterwards
+    /// ([`Self::new_session`], each server connection) see the same table
+    /// (an `in_memory` one is read once, its memory reserved in the pool
+    /// for the engine's life). It replaces a table of that name in this
+    /// session and among the shared ones.
+    pub async fn share_table(&self, name: &str, table: &TableDeclaration) -> Result<()> {
+        let scratch = self.new_session()?;
+        let provider = self
+            .shared_tables
+            .create(&scratch.ctx, &self.shared_pool, name, table)
+            .await?;
+        self.ctx.deregister_table(name)?;
+        self.ctx.register_table(name, provider)?;
+        Ok(())
     }
 
     /// Bytes of the memory pool this session's queries hold now (for a

@@ -42,8 +42,9 @@ pub mod sample_video;
 pub mod session_pool;
 mod state_cache;
 pub mod statements;
+mod tables;
 
-pub use config::{ConfigError, QuiverConfig};
+pub use config::{ConfigError, QuiverConfig, TableDeclaration};
 pub use datafusion;
 pub use engine::{Quiver, QuiverBuilder};
 pub use quiver_exec::StatementProgress;
