@@ -77,25 +77,12 @@ pub const QUERIES: &[(&str, &str)] = &[
 
 /// The tables the demo serves to every client, as a config would declare
 /// them: the orders (Parquet), the customers (CSV, held in memory) and the
-/// photos (images).
-const SHARED: &[(&str, fn() -> TableDeclaration)] = &[
-    ("orders", || {
-        declare("parquet", "sample-data/orders/", false)
-    }),
-    ("customers", || {
-        declare("csv", "sample-data/customers.csv", true)
-    }),
-    ("photos", || declare("images", "sample-data/images/", false)),
+/// photos (images): (name, format, location, in_memory).
+const SHARED: &[(&str, &str, &str, bool)] = &[
+    ("orders", "parquet", "sample-data/orders/", false),
+    ("customers", "csv", "sample-data/customers.csv", true),
+    ("photos", "images", "sample-data/images/", false),
 ];
-
-fn declare(format: &str, location: &str, in_memory: bool) -> TableDeclaration {
-    TableDeclaration {
-        format: format.to_string(),
-        location: location.to_string(),
-        options: Default::default(),
-        in_memory,
-    }
-}
 
 /// Generates `workdir/sample-data` and runs every example query there.
 pub async fn run_demo(
@@ -142,9 +129,15 @@ pub async fn run_demo(
     };
     // Every client's session sees the sample's tables, as a config's
     // [tables.*] would declare them.
-    for (name, table) in SHARED {
+    for (name, format, location, in_memory) in SHARED {
+        let table = TableDeclaration {
+            format: format.to_string(),
+            location: location.to_string(),
+            options: Default::default(),
+            in_memory: *in_memory,
+        };
         quiver
-            .share_table(name, &table())
+            .share_table(name, &table)
             .await
             .with_context(|| format!("cannot share table {name}"))?;
     }
@@ -152,7 +145,7 @@ pub async fn run_demo(
         "\nDone. The same data is now served to Postgres clients (tables {}), e.g.\n  psql -h 127.0.0.1 -p {} -c \"SELECT count(*) FROM orders\"",
         SHARED
             .iter()
-            .map(|(n, _)| *n)
+            .map(|(n, ..)| *n)
             .collect::<Vec<_>>()
             .join(", "),
         listen.rsplit(':').next().unwrap_or("5433")
