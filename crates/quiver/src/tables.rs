@@ -3,6 +3,7 @@
 //! same provider — an `in_memory` table is read once and its rows are
 //! shared, not copied per session.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::catalog::TableProvider;
@@ -17,9 +18,9 @@ use crate::config::TableDeclaration;
 #[derive(Default)]
 pub(crate) struct SharedTables {
     tables: RwLock<Vec<(String, Arc<dyn TableProvider>)>>,
-    /// What the in-memory tables hold, reserved in the engine's pool for
-    /// as long as the engine lives.
-    held: Mutex<Vec<MemoryReservation>>,
+    /// What the in-memory tables hold, by name, reserved in the engine's
+    /// pool for as long as the engine lives (or until replaced).
+    held: Mutex<HashMap<String, MemoryReservation>>,
 }
 
 impl std::fmt::Debug for SharedTables {
@@ -58,18 +59,24 @@ impl SharedTables {
             .sql(&create_statement(name, table))
             .await
             .map_err(context)?;
+        let mut held = None;
         let provider = if table.in_memory {
-            let (rows, held) = read_into_memory(scratch, pool, name)
+            let (rows, reservation) = read_into_memory(scratch, pool, name)
                 .await
                 .map_err(context)?;
-            self.held
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(held);
+            held = Some(reservation);
             rows
         } else {
             scratch.table_provider(name).await.map_err(context)?
         };
+        // A table replaced no longer holds its reservation (sessions made
+        // before may still read its rows until they end).
+        let mut reservations = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match held {
+            Some(held) => reservations.insert(name.to_string(), held),
+            None => reservations.remove(name),
+        };
+        drop(reservations);
         let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
         tables.retain(|(n, _)| n != name);
         tables.push((name.to_string(), Arc::clone(&provider)));
@@ -197,6 +204,7 @@ mod tests {
             )
             .await
             .expect("replace");
+        let held_before = engine.memory_held();
         let c = engine.new_session().unwrap();
         let products = count(&c, "SELECT count(*) FROM customers").await;
         assert_ne!(products, expected);
@@ -204,6 +212,16 @@ mod tests {
             count(&engine, "SELECT count(*) FROM customers").await,
             products
         );
+        // Replaced by a table read from its file each time: nothing held.
+        engine
+            .share_table(
+                "customers",
+                &declare("csv", &dir.path().join("customers.csv"), false),
+            )
+            .await
+            .expect("replace again");
+        assert!(held_before > 0);
+        assert_eq!(engine.memory_held(), 0);
     }
 
     #[tokio::test]
