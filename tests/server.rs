@@ -1214,8 +1214,9 @@ async fn asyncpg_works_as_with_postgres() {
     server.stop().await;
 }
 
-/// psql's meta-commands read `pg_catalog`: `\\dt`, `\\d table`, `\\dn`,
-/// `\\l` and `\\df` answer as Postgres would for the session's tables.
+/// psql's meta-commands read `pg_catalog`: `\\dt`, `\\d table`, `\\d+
+/// table`, `\\dn`, `\\l` and `\\df` answer as Postgres would for the
+/// session's tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_describes_tables_from_pg_catalog() {
     let server = Server::start().await;
@@ -1223,7 +1224,7 @@ async fn psql_describes_tables_from_pg_catalog() {
     let create =
         format!("CREATE EXTERNAL TABLE orders STORED AS PARQUET LOCATION '{data}/orders/'");
     let mut args = vec!["-c".to_string(), create];
-    for meta in ["\\dt", "\\d orders", "\\dn", "\\l", "\\df"] {
+    for meta in ["\\dt", "\\d orders", "\\d+ orders", "\\dn", "\\l", "\\df"] {
         args.extend(["-c".to_string(), meta.to_string()]);
     }
     let out = psql(server.addr.port(), args).await;
@@ -1238,6 +1239,9 @@ async fn psql_describes_tables_from_pg_catalog() {
         "Table \"public.orders\"",
         " order_id    | bigint                   |           | not null |",
         " ordered_at  | timestamp with time zone |           | not null |",
+        // \d+ adds storage, compression, statistics target and description.
+        "| Storage | Compression | Stats target | Description",
+        " order_id    | bigint                   |           | not null |         | plain   |",
         "List of schemas",
         "List of databases",
         "List of functions",

@@ -428,6 +428,7 @@ impl Quiver {
     /// rewrites, else as written; when both fail, the rewritten
     /// statement's error is the one reported.
     async fn plan_catalog_query(&self, sql: &str) -> Result<LogicalPlan> {
+        let sql = &crate::pg_compat::psql_rewrites(sql);
         match self.pg.plan(&self.ctx, sql).await {
             Some(Ok(plan)) => Ok(plan),
             Some(Err(rewritten)) => self

@@ -199,6 +199,11 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
             DataType::Utf8,
         ),
         unknown(
+            "col_description",
+            vec![DataType::Int32, DataType::Int32],
+            DataType::Utf8,
+        ),
+        unknown(
             "pg_get_function_result",
             vec![DataType::Int32],
             DataType::Utf8,
@@ -554,6 +559,30 @@ pub fn reads_catalog(sql: &str) -> bool {
     ]
     .iter()
     .any(|k| lower.contains(k))
+}
+
+/// Pieces of psql's own catalog queries (psql 15, `\d+`) that DataFusion
+/// cannot plan, and what they come to in Quiver's catalog, where no table
+/// has storage options, TOAST tables or per-column statistics targets.
+const PSQL_REWRITES: &[(&str, &str)] = &[
+    // `\d+ t`: the table's storage options, with its TOAST table's
+    // (`array(subquery)` over `unnest` of an outer column).
+    (
+        "pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')",
+        "''",
+    ),
+];
+
+/// `sql` with the pieces of psql's catalog queries that DataFusion cannot
+/// plan replaced by what they come to here ([`PSQL_REWRITES`]).
+pub fn psql_rewrites(sql: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = std::borrow::Cow::Borrowed(sql);
+    for (theirs, ours) in PSQL_REWRITES {
+        if out.contains(theirs) {
+            out = std::borrow::Cow::Owned(out.replace(theirs, ours));
+        }
+    }
+    out
 }
 
 /// The compatibility parser, built once per engine.
