@@ -32,6 +32,7 @@ use quiver_sources::late::LateMaterialization;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
 
 use crate::config::{QuiverConfig, TableDeclaration};
+use crate::constant_plans::ConstantPlans;
 use crate::models::{ModelStatement, parse_model_statement, run_model_statement};
 use crate::object_stores::QuiverObjectStoreRegistry;
 use crate::session_pool::SessionPool;
@@ -121,6 +122,7 @@ impl QuiverBuilder {
             pg: crate::pg_compat::PgParser::default(),
             shared_pool,
             states: Arc::default(),
+            constants: Arc::default(),
             shared_tables: Arc::default(),
         })
     }
@@ -269,6 +271,8 @@ pub struct Quiver {
     shared_pool: Arc<dyn MemoryPool>,
     /// The session's state as its queries are planned, kept between them.
     states: Arc<StateCache>,
+    /// The physical plans of the session's constant statements.
+    constants: Arc<ConstantPlans>,
     /// The config's tables, in every session of the engine.
     shared_tables: Arc<SharedTables>,
 }
@@ -347,6 +351,7 @@ impl Quiver {
             pg: self.pg.clone(),
             shared_pool: Arc::clone(&self.shared_pool),
             states: Arc::default(),
+            constants: Arc::default(),
             shared_tables: Arc::clone(&self.shared_tables),
         })
     }
@@ -418,8 +423,15 @@ impl Quiver {
             return self.execute_frame(df).await;
         }
         let kept = self.states.take(&self.ctx);
-        let physical = kept.state.create_physical_plan(&plan).await;
         let task = Arc::clone(&kept.task);
+        let generation = kept.generation;
+        // A constant statement (`SELECT 1`) runs its kept plan again.
+        let physical = match self.constants.get(&plan, generation) {
+            Ok(Some(physical)) => Ok(physical),
+            _ => kept.state.create_physical_plan(&plan).await.inspect(|p| {
+                self.constants.keep(&plan, generation, p);
+            }),
+        };
         self.states.put(kept);
         datafusion::physical_plan::execute_stream(physical?, task)
     }

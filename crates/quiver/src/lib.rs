@@ -30,6 +30,7 @@
 
 pub mod async_sort;
 pub mod config;
+mod constant_plans;
 pub mod display;
 pub mod engine;
 pub mod models;

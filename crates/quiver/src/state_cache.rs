@@ -21,12 +21,18 @@ use datafusion::prelude::SessionContext;
 pub(crate) struct CachedState {
     pub state: SessionState,
     pub task: Arc<TaskContext>,
+    /// Which copy this is: plans made with an earlier one are stale.
+    pub generation: u64,
 }
 
 /// The copy a session plans its queries on (one per session; clones of a
 /// `Quiver` share it).
 #[derive(Default)]
-pub(crate) struct StateCache(Mutex<Option<CachedState>>);
+pub(crate) struct StateCache {
+    kept: Mutex<Option<CachedState>>,
+    /// Copies made so far.
+    made: std::sync::atomic::AtomicU64,
+}
 
 impl std::fmt::Debug for StateCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,7 +44,7 @@ impl std::fmt::Debug for StateCache {
 
 impl StateCache {
     fn lock(&self) -> MutexGuard<'_, Option<CachedState>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The session's state for one statement (its start time set now):
@@ -55,7 +61,12 @@ impl StateCache {
             _ => {
                 let state = ctx.state();
                 let task = Arc::new(TaskContext::from(&state));
-                CachedState { state, task }
+                let generation = self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                CachedState {
+                    state,
+                    task,
+                    generation,
+                }
             }
         }
     }
@@ -100,6 +111,7 @@ mod tests {
         // Unchanged: the same copy comes back.
         let again = cache.take(&ctx);
         assert!(Arc::ptr_eq(again.state.config().options(), &options));
+        assert_eq!(again.generation, 1);
         cache.put(again);
         // A setting changed: a new copy that sees it.
         ctx.sql("SET datafusion.execution.batch_size = 100")
@@ -107,6 +119,7 @@ mod tests {
             .expect("set");
         let after_set = cache.take(&ctx);
         assert!(!Arc::ptr_eq(after_set.state.config().options(), &options));
+        assert_eq!(after_set.generation, 2);
         assert_eq!(after_set.state.config().batch_size(), 100);
         assert_eq!(after_set.task.session_config().batch_size(), 100);
         cache.put(after_set);
