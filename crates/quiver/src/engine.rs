@@ -14,7 +14,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::async_udf::AsyncScalarUDF;
 use datafusion::physical_expr::ScalarFunctionExpr;
@@ -436,50 +436,45 @@ impl Quiver {
         datafusion::physical_plan::execute_stream(physical?, task)
     }
 
-    /// Plans a statement that reads Postgres' catalog: after the Postgres
-    /// rewrites, else as written; when both fail, the rewritten
+    /// Plans a statement that reads Postgres' catalog on `state`: after the
+    /// Postgres rewrites, else as written; when both fail, the rewritten
     /// statement's error is the one reported.
-    async fn plan_catalog_query(&self, sql: &str) -> Result<LogicalPlan> {
+    async fn plan_catalog_query(&self, state: &SessionState, sql: &str) -> Result<LogicalPlan> {
         let sql = &crate::pg_compat::psql_rewrites(sql);
-        match self.pg.plan(&self.ctx, sql).await {
+        match self.pg.plan(state, sql).await {
             Some(Ok(plan)) => Ok(plan),
-            Some(Err(rewritten)) => self
-                .ctx
-                .state()
-                .create_logical_plan(sql)
-                .await
-                .map_err(|_| rewritten),
-            None => self.ctx.state().create_logical_plan(sql).await,
+            Some(Err(rewritten)) => state.create_logical_plan(sql).await.map_err(|_| rewritten),
+            None => state.create_logical_plan(sql).await,
         }
-    }
-
-    /// Plans a statement whose table functions may take named arguments
-    /// (`video_frames('v.mp4', fps => 1)`).
-    async fn plan_named_args(&self, sql: &str) -> Result<LogicalPlan> {
-        let state = self.ctx.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        let mut statement = state.sql_to_statement(sql, &dialect)?;
-        crate::named_args::rewrite(&mut statement);
-        state.statement_to_plan(statement).await
     }
 
     /// Plans one SQL statement without running it, as
     /// `SessionState::create_logical_plan` does, model statements included
-    /// (those take effect here).
+    /// (those take effect here). Planned on the session's kept state.
     pub async fn create_logical_plan(&self, sql: &str) -> Result<LogicalPlan> {
         if let Some(stmt) = parse_model_statement(sql)? {
             return self.run_model_statement(stmt);
         }
-        if sql.contains("=>") {
-            return self.plan_named_args(sql).await;
-        }
-        if crate::pg_compat::reads_catalog(sql) {
-            return self.plan_catalog_query(sql).await;
-        }
         let kept = self.states.take(&self.ctx);
-        let plan = kept.state.create_logical_plan(sql).await;
+        let plan = self.plan_on(&kept.state, sql).await;
         self.states.put(kept);
         plan
+    }
+
+    /// Plans `sql` on `state`: table functions may take named arguments
+    /// (`video_frames('v.mp4', fps => 1)`); statements that read the
+    /// catalog go through the Postgres rewrites.
+    async fn plan_on(&self, state: &SessionState, sql: &str) -> Result<LogicalPlan> {
+        if sql.contains("=>") {
+            let dialect = state.config().options().sql_parser.dialect;
+            let mut statement = state.sql_to_statement(sql, &dialect)?;
+            crate::named_args::rewrite(&mut statement);
+            return state.statement_to_plan(statement).await;
+        }
+        if crate::pg_compat::reads_catalog(sql) {
+            return self.plan_catalog_query(state, sql).await;
+        }
+        state.create_logical_plan(sql).await
     }
 
     /// Plans and runs one statement, streaming its result. A `COPY … TO`

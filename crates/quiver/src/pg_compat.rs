@@ -23,6 +23,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
@@ -596,16 +597,16 @@ impl Default for PgParser {
 }
 
 impl PgParser {
-    /// Plans `sql` (one statement) after the Postgres rewrites; `None` when
-    /// the parser cannot read it as one statement.
-    pub async fn plan(&self, ctx: &SessionContext, sql: &str) -> Option<Result<LogicalPlan>> {
+    /// Plans `sql` (one statement) on `state` after the Postgres rewrites;
+    /// `None` when the parser cannot read it as one statement.
+    pub async fn plan(&self, state: &SessionState, sql: &str) -> Option<Result<LogicalPlan>> {
         let mut statements = self.0.parse(sql).ok()?;
         if statements.len() != 1 {
             return None;
         }
         let statement = statements.pop()?;
         Some(
-            ctx.state()
+            state
                 .statement_to_plan(Statement::Statement(Box::new(statement)))
                 .await,
         )
