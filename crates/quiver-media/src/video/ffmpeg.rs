@@ -284,11 +284,21 @@ pub struct FrameReader {
     key_interval: Option<f64>,
     /// The decoder has been told the input ended.
     flushed: bool,
+    /// With `keyframes_only`, the decoder is being drained of the one
+    /// keyframe it was given (so that its frame comes out at once instead
+    /// of after the decoder's reorder delay, which would decode the next
+    /// keyframe only to drop it at the seek ahead).
+    draining_key: bool,
     done: bool,
     scaler: Option<(ScaleKey, ff::software::scaling::Context)>,
     frame: ff::frame::Video,
+    /// The scaler's output, kept between frames.
+    rgb: ff::frame::Video,
     /// Frames decoded so far (all of them, sampled or not).
     decoded: u64,
+    /// Packets handed to the decoder so far (a packet decoded and then
+    /// dropped by a seek counts here but not in `decoded`).
+    sent: u64,
 }
 
 impl std::fmt::Debug for FrameReader {
@@ -410,10 +420,13 @@ impl FrameReader {
             next_tick: None,
             skipping: false,
             flushed: false,
+            draining_key: false,
             done: false,
             scaler: None,
             frame: ff::frame::Video::empty(),
+            rgb: ff::frame::Video::empty(),
             decoded: 0,
+            sent: 0,
         };
         if let Some((start, _)) = reader.sampling.start
             && start > 0.0
@@ -435,6 +448,11 @@ impl FrameReader {
     /// Frames decoded so far, sampled or not.
     pub fn decoded(&self) -> u64 {
         self.decoded
+    }
+
+    /// Packets of the video stream handed to the decoder so far.
+    pub fn packets_sent(&self) -> u64 {
+        self.sent
     }
 
     /// The next sampled frame, or `None` at the end (of the file or of
@@ -460,6 +478,11 @@ impl FrameReader {
                     if let Some(out) = self.sample()? {
                         return Ok(Some(out));
                     }
+                }
+                Err(ff::Error::Eof) if self.draining_key => {
+                    // The keyframe is out: ready for the next one.
+                    self.decoder.flush();
+                    self.draining_key = false;
                 }
                 Err(ff::Error::Eof) => self.done = true,
                 Err(ff::Error::Other { errno }) if errno == ff::error::EAGAIN => self.feed()?,
@@ -503,7 +526,16 @@ impl FrameReader {
                             ff::Discard::Default
                         });
                     }
-                    return match self.decoder.send_packet(&packet) {
+                    let sent = self.decoder.send_packet(&packet);
+                    if sent.is_ok() {
+                        self.sent += 1;
+                    }
+                    return match sent {
+                        Ok(()) if self.sampling.keyframes_only => {
+                            // A keyframe depends on nothing before or after it.
+                            self.draining_key = true;
+                            self.decoder.send_eof().map_err(|e| damaged("decoding", e))
+                        }
                         Ok(()) => Ok(()),
                         // A damaged packet: the decoder conceals what it can;
                         // go on with the next.
@@ -609,7 +641,11 @@ impl FrameReader {
         let offset = self.start_time as f64 * self.time_base.0 / self.time_base.1;
         let micros = |t: f64| ((t + offset) * 1_000_000.0) as i64;
         if self.sampling.keyframes_only {
-            let next = micros(pts) + 1;
+            // One tick of the stream's clock later, rounded up: FFmpeg
+            // rounds a seek target to the nearest tick, so `micros(pts) + 1`
+            // would land on this keyframe again.
+            let tick = self.time_base.0 / self.time_base.1;
+            let next = ((pts + tick + offset) * 1_000_000.0).ceil() as i64;
             self.pending_seek = Some((next, next, i64::MAX));
             return;
         }
@@ -689,25 +725,31 @@ impl FrameReader {
             )
             .map_err(|e| damaged("converting a frame", e))?;
             self.scaler = Some((key, scaler));
+            // A new size needs a new output frame.
+            self.rgb = ff::frame::Video::empty();
         }
-        let mut rgb = ff::frame::Video::empty();
         if let Some((_, scaler)) = self.scaler.as_mut() {
+            // Into the kept RGB frame: its buffer is reused for every frame
+            // of the same size instead of allocated (and paged in) anew.
             scaler
-                .run(&self.frame, &mut rgb)
+                .run(&self.frame, &mut self.rgb)
                 .map_err(|e| damaged("converting a frame", e))?;
         }
         let row = width as usize * 3;
-        let stride = rgb.stride(0);
-        let plane = rgb.data(0);
+        let stride = self.rgb.stride(0);
+        let plane = self.rgb.data(0);
+        let short = || MediaError::Damaged {
+            format: VIDEO,
+            reason: "a converted frame is shorter than its size".into(),
+        };
+        if stride == row && self.sampling.format == FrameFormat::Png {
+            // Rows without padding: encoded where they lie, not copied.
+            let rgb = plane.get(..row * height as usize).ok_or_else(short)?;
+            return Ok(FrameImage::Encoded(fast_png(rgb, width, height)?));
+        }
         let mut data = Vec::with_capacity(row * height as usize);
         for y in 0..height as usize {
-            let line =
-                plane
-                    .get(y * stride..y * stride + row)
-                    .ok_or_else(|| MediaError::Damaged {
-                        format: VIDEO,
-                        reason: "a converted frame is shorter than its size".into(),
-                    })?;
+            let line = plane.get(y * stride..y * stride + row).ok_or_else(short)?;
             data.extend_from_slice(line);
         }
         let pixels = Pixels {
@@ -718,7 +760,7 @@ impl FrameReader {
         };
         Ok(match self.sampling.format {
             FrameFormat::Raw => FrameImage::Raw(pixels),
-            FrameFormat::Png => FrameImage::Encoded(fast_png(&pixels)?),
+            FrameFormat::Png => FrameImage::Encoded(fast_png(&pixels.data, width, height)?),
             FrameFormat::Jpeg => {
                 FrameImage::Encoded(encode(&pixels, EncodeFormat::Jpeg, Some(90))?)
             }
@@ -728,17 +770,12 @@ impl FrameReader {
 
 /// PNG with fast compression and the `Sub` filter: about twice as fast as
 /// adaptive filtering on video frames, for a few percent more bytes.
-fn fast_png(pixels: &Pixels) -> Result<Vec<u8>, MediaError> {
+fn fast_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, MediaError> {
     use image::ImageEncoder;
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-    let mut out = Vec::with_capacity(pixels.data.len() / 4);
+    let mut out = Vec::with_capacity(rgb.len() / 2);
     PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Sub)
-        .write_image(
-            &pixels.data,
-            pixels.width,
-            pixels.height,
-            image::ExtendedColorType::Rgb8,
-        )
+        .write_image(rgb, width, height, image::ExtendedColorType::Rgb8)
         .map_err(|source| MediaError::Encode {
             format: "png",
             source,
@@ -1078,6 +1115,48 @@ mod tests {
             keys.iter().map(|f| f.pts).collect::<Vec<_>>(),
             vec![0.0, 2.0]
         );
+        // Each keyframe is decoded once: none is decoded again after the
+        // seek to the next one (FFmpeg rounds seek targets to the nearest
+        // tick), and none is sent only to be flushed by a seek while the
+        // decoder held it back for reordering. Both come out as PNGs of
+        // the kept conversion buffer.
+        let mut reader = FrameReader::open(
+            file(&path),
+            "clip.mp4",
+            FrameSampling {
+                keyframes_only: true,
+                pixels: true,
+                ..Default::default()
+            },
+            VideoLimits::default(),
+            Interrupt::never(),
+        )
+        .expect("opens");
+        let mut pngs = vec![];
+        while let Some(f) = reader.next_frame().expect("decodes") {
+            pngs.push(f);
+        }
+        assert_eq!((reader.decoded(), reader.packets_sent()), (2, 2));
+        let raw = frames(
+            &path,
+            FrameSampling {
+                keyframes_only: true,
+                pixels: true,
+                format: FrameFormat::Raw,
+                ..Default::default()
+            },
+        );
+        assert_eq!(raw.len(), pngs.len());
+        for (f, r) in pngs.iter().zip(&raw) {
+            let (Some(FrameImage::Encoded(png)), Some(FrameImage::Raw(r))) = (&f.image, &r.image)
+            else {
+                panic!("a png and raw pixels");
+            };
+            let decoded = crate::pixels::decode(png, &crate::DecodeLimits::default(), None)
+                .expect("png decodes");
+            assert_eq!((decoded.width, decoded.height), (320, 240));
+            assert!(decoded.data == r.data, "the PNG holds the frame's pixels");
+        }
         let window = frames(
             &path,
             FrameSampling {
