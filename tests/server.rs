@@ -1216,7 +1216,7 @@ async fn asyncpg_works_as_with_postgres() {
 
 /// psql's meta-commands read `pg_catalog`: `\\dt`, `\\d table`, `\\d+
 /// table`, `\\dn`, `\\l` and `\\df` answer as Postgres would for the
-/// session's tables.
+/// session's tables and Quiver's functions (`\\df image_w*`: one row).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_describes_tables_from_pg_catalog() {
     let server = Server::start().await;
@@ -1224,7 +1224,15 @@ async fn psql_describes_tables_from_pg_catalog() {
     let create =
         format!("CREATE EXTERNAL TABLE orders STORED AS PARQUET LOCATION '{data}/orders/'");
     let mut args = vec!["-c".to_string(), create];
-    for meta in ["\\dt", "\\d orders", "\\d+ orders", "\\dn", "\\l", "\\df"] {
+    for meta in [
+        "\\dt",
+        "\\d orders",
+        "\\d+ orders",
+        "\\dn",
+        "\\l",
+        "\\df",
+        "\\df image_w*",
+    ] {
         args.extend(["-c".to_string(), meta.to_string()]);
     }
     let out = psql(server.addr.port(), args).await;
@@ -1245,8 +1253,19 @@ async fn psql_describes_tables_from_pg_catalog() {
         "List of schemas",
         "List of databases",
         "List of functions",
+        // Quiver's functions, in `public`: scalar and set-returning.
+        " public | audio_rms ",
+        " public | read_images ",
+        "| SETOF record     |",
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+    // `\df` lists both, `\df image_w*` only the first.
+    for (row, times) in [
+        (" public | image_width ", 2),
+        (" public | image_height ", 1),
+    ] {
+        assert_eq!(stdout.matches(row).count(), times, "{row:?} in:\n{stdout}");
     }
     server.stop().await;
 }

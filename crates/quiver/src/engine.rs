@@ -1,7 +1,7 @@
 //! [`Quiver`]: a DataFusion [`SessionContext`] with Quiver's memory pool,
 //! spilling, object stores, file-table functions and table factories.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -202,7 +202,8 @@ fn new_context(
     state.register_file_format(Arc::new(AudioFormatFactory), true)?;
     let ctx = SessionContext::new_with_state(state);
     // pg_catalog and the Postgres functions clients call.
-    crate::pg_compat::register(&ctx)?;
+    let pg_functions = crate::pg_compat::register(&ctx)?;
+    let before = function_names(&ctx);
     for kind in [FileKind::Parquet, FileKind::Csv, FileKind::Json] {
         ctx.register_udtf(kind.function_name(), Arc::new(ReadFileFunction::new(kind)));
     }
@@ -229,7 +230,20 @@ fn new_context(
         AsyncScalarUDF::new(Arc::new(UrlDownload::new(ctx.runtime_env()))).into_scalar_udf(),
     );
     ctx.register_udf(Arc::unwrap_or_clone(media_fetch));
+    // Everything registered since pg_catalog is Quiver's: listed in pg_proc.
+    let (scalar, table) = function_names(&ctx);
+    pg_functions.set(&scalar - &before.0, &table - &before.1);
     Ok(ctx)
+}
+
+/// The names of the scalar and table functions `ctx` has.
+fn function_names(ctx: &SessionContext) -> (BTreeSet<String>, BTreeSet<String>) {
+    let state = ctx.state_ref();
+    let state = state.read();
+    (
+        state.scalar_functions().keys().cloned().collect(),
+        state.table_functions().keys().cloned().collect(),
+    )
 }
 
 /// A model call's registered `batch_size`: the model its constant first

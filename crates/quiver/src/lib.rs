@@ -37,6 +37,7 @@ pub mod models;
 pub mod named_args;
 pub mod object_stores;
 pub mod pg_compat;
+pub mod pg_proc;
 pub mod sample;
 pub mod sample_audio;
 pub mod sample_video;

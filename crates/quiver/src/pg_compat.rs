@@ -178,8 +178,9 @@ impl ConfigExtension for ClientSettings {
 }
 
 /// Registers `pg_catalog` and the Postgres functions in `ctx`, under its
-/// default catalog.
-pub fn register(ctx: &SessionContext) -> Result<()> {
+/// default catalog; the handle says which functions `pg_proc` lists as
+/// Quiver's ([`crate::pg_proc`]).
+pub fn register(ctx: &SessionContext) -> Result<Arc<crate::pg_proc::QuiverFunctions>> {
     let catalog = ctx
         .state()
         .config()
@@ -204,16 +205,6 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
             vec![DataType::Int32, DataType::Int32],
             DataType::Utf8,
         ),
-        unknown(
-            "pg_get_function_result",
-            vec![DataType::Int32],
-            DataType::Utf8,
-        ),
-        unknown(
-            "pg_get_function_arguments",
-            vec![DataType::Int32],
-            DataType::Utf8,
-        ),
         version(),
         to_regtype(),
         ScalarUDF::new_from_impl(CurrentSetting::new()),
@@ -221,7 +212,7 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
     ] {
         ctx.register_udf(udf);
     }
-    Ok(())
+    crate::pg_proc::register(ctx, &catalog)
 }
 
 /// `version()`: a Postgres version string (clients such as SQLAlchemy parse
