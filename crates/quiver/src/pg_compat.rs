@@ -457,9 +457,8 @@ fn visible(name: &str) -> ScalarUDF {
 }
 
 /// A Postgres catalog function whose answer Quiver does not keep (table
-/// sizes of external tables, comments, and the signatures of Postgres'
-/// own built-ins in `pg_proc`): NULL, as Postgres answers for an unknown
-/// object.
+/// sizes of external tables, comments): NULL, as Postgres answers for an
+/// unknown object. (Function signatures: [`crate::pg_proc`].)
 fn unknown(name: &str, args: Vec<DataType>, returns: DataType) -> ScalarUDF {
     let out = returns.clone();
     create_udf(

@@ -88,8 +88,7 @@ fn procs(functions: &QuiverFunctions, state: &SessionState) -> Vec<Proc> {
     };
     let (scalar, table) = &*names;
     let mut out = vec![];
-    for (i, name) in scalar.iter().chain(table.iter()).enumerate() {
-        let oid = FIRST_OID.saturating_add(i32::try_from(i).unwrap_or(i32::MAX - FIRST_OID));
+    for (oid, name) in (FIRST_OID..).zip(scalar.iter().chain(table.iter())) {
         if let Some(udf) = state.scalar_functions().get(name) {
             let args = argument_names(udf);
             out.push(Proc {

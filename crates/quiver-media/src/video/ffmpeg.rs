@@ -975,11 +975,12 @@ mod tests {
     }
 
     fn frames(path: &Path, sampling: FrameSampling) -> Vec<VideoFrame> {
-        frames_and_decoded(path, sampling).0
+        frames_and_counts(path, sampling).0
     }
 
-    /// The sampled frames and how many frames were decoded to get them.
-    fn frames_and_decoded(path: &Path, sampling: FrameSampling) -> (Vec<VideoFrame>, u64) {
+    /// The sampled frames, how many frames were decoded to get them and
+    /// how many packets the decoder was given.
+    fn frames_and_counts(path: &Path, sampling: FrameSampling) -> (Vec<VideoFrame>, u64, u64) {
         let mut reader = FrameReader::open(
             file(path),
             &path.to_string_lossy(),
@@ -992,7 +993,7 @@ mod tests {
         while let Some(f) = reader.next_frame().expect("decodes") {
             out.push(f);
         }
-        (out, reader.decoded())
+        (out, reader.decoded(), reader.packets_sent())
     }
 
     #[test]
@@ -1066,7 +1067,7 @@ mod tests {
                 "yuv420p",
             ],
         );
-        let (got_long, decoded) = frames_and_decoded(
+        let (got_long, decoded, _) = frames_and_counts(
             &long,
             FrameSampling {
                 fps: Some(1.0),
@@ -1120,23 +1121,15 @@ mod tests {
         // tick), and none is sent only to be flushed by a seek while the
         // decoder held it back for reordering. Both come out as PNGs of
         // the kept conversion buffer.
-        let mut reader = FrameReader::open(
-            file(&path),
-            "clip.mp4",
+        let (pngs, decoded, sent) = frames_and_counts(
+            &path,
             FrameSampling {
                 keyframes_only: true,
                 pixels: true,
                 ..Default::default()
             },
-            VideoLimits::default(),
-            Interrupt::never(),
-        )
-        .expect("opens");
-        let mut pngs = vec![];
-        while let Some(f) = reader.next_frame().expect("decodes") {
-            pngs.push(f);
-        }
-        assert_eq!((reader.decoded(), reader.packets_sent()), (2, 2));
+        );
+        assert_eq!((decoded, sent), (2, 2));
         let raw = frames(
             &path,
             FrameSampling {
