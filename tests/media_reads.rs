@@ -177,6 +177,60 @@ async fn metadata_queries_read_headers_only() {
     assert_eq!(requests, quiver::sample::IMAGES.len() as u64);
 }
 
+/// The partitions of a scan share its files (one that runs out takes
+/// batches from another's queue, and halves them near the end): still,
+/// every file is read once and makes one row, run after run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_that_share_the_work_read_every_file_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // About 15 MB of clips: several 4 MiB batches for each partition.
+    let (paths, _) = quiver::sample_audio::write_audio_corpus(dir.path(), 40).expect("corpus");
+    let total: u64 = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).expect("clip").len())
+        .sum();
+    let store = Arc::new(Counting {
+        inner: Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store")),
+        bytes: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+    });
+    let q = Quiver::builder().build().expect("engine");
+    q.context().runtime_env().register_object_store(
+        &url::Url::parse("counted://clips").expect("url"),
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
+    );
+    for partitions in [2, 3, 8] {
+        q.collect(&format!(
+            "SET datafusion.execution.target_partitions = {partitions}"
+        ))
+        .await
+        .expect("set");
+        for _ in 0..3 {
+            let batches = q
+                .collect(
+                    "SELECT count(*), count(DISTINCT path), count(audio) \
+                     FROM read_audio('counted://clips/')",
+                )
+                .await
+                .expect("scan");
+            let row = &batches[0];
+            let value = |c: usize| {
+                row.column(c)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                    .map(|a| a.value(0))
+                    .expect("a bigint")
+            };
+            assert_eq!(
+                (value(0), value(1), value(2)),
+                (40, 40, 40),
+                "{partitions} partitions"
+            );
+            assert_eq!(store.take(), (40, total), "{partitions} partitions");
+        }
+    }
+}
+
 /// Late materialization: a join of 100,000 image rows with a metadata
 /// table that names 1% of them reads the bytes of those 1% only (and
 /// nothing of the others: their listing is enough for the join).

@@ -22,4 +22,5 @@ pub mod late;
 pub mod listing;
 pub mod media_scan;
 pub mod media_write;
+pub mod shared_chunks;
 pub mod video;

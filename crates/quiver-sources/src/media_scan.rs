@@ -55,6 +55,7 @@ use datafusion::datasource::TableType;
 use datafusion::logical_expr::CreateExternalTable;
 
 use crate::listing::{SplitArgs, block_on_planning, list_media_files, parse_location, split_args};
+use crate::shared_chunks::ChunkSlot;
 
 /// What to do with a file that cannot be read as the table's media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -370,11 +371,11 @@ pub fn chunk_files(
 }
 
 /// The stream of one partition: `batch` builds a batch from each chunk of
-/// files, reading one chunk ahead, and the stream ends once `limit` rows
-/// are out.
+/// files `chunks` gives, reading one chunk ahead, and the stream ends once
+/// `limit` rows are out.
 pub fn partition_stream(
     schema: SchemaRef,
-    chunks: Vec<Vec<ObjectMeta>>,
+    chunks: impl Iterator<Item = Vec<ObjectMeta>> + Send + 'static,
     limit: Option<usize>,
     baseline: BaselineMetrics,
     batch: impl Fn(Vec<ObjectMeta>) -> BoxFuture<'static, Result<RecordBatch>> + Send + 'static,
@@ -680,6 +681,7 @@ impl MediaScan<'_> {
             reads,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
+            chunks: ChunkSlot::default(),
         }))
     }
 }
@@ -715,6 +717,8 @@ pub struct MediaExec {
     reads: Reads,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// The chunks of the current execution, shared by its partitions.
+    chunks: ChunkSlot,
 }
 
 impl DisplayAs for MediaExec {
@@ -791,11 +795,11 @@ impl ExecutionPlan for MediaExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let files = self
-            .groups
-            .get(partition)
-            .cloned()
-            .ok_or_else(|| DataFusionError::Internal(format!("no partition {partition}")))?;
+        if partition >= self.groups.len() {
+            return Err(DataFusionError::Internal(format!(
+                "no partition {partition}"
+            )));
+        }
         let store = context.runtime_env().object_store(&self.store_url)?;
         let batch_size = context.session_config().batch_size();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
@@ -817,7 +821,13 @@ impl ExecutionPlan for MediaExec {
                 .get_extension::<StatementProgress>(),
         });
         let bytes = (self.reads == Reads::Everything).then(|| self.reader.batch_bytes());
-        let chunks = chunk_files(files, batch_size, bytes);
+        let shared = self.chunks.open(partition, &context, || {
+            self.groups
+                .iter()
+                .map(|g| chunk_files(g.clone(), batch_size, bytes))
+                .collect()
+        });
+        let chunks = std::iter::from_fn(move || shared.next(partition));
         let reader = Arc::clone(&self.reader);
         Ok(partition_stream(
             Arc::clone(&self.projected),
