@@ -16,7 +16,10 @@
 //! ≥ 20× faster than the pipeline, and ≥ 1.5× soundfile's real-time
 //! factor. Run with `cargo bench -p quiver-benches --bench audio`;
 //! `QUIVER_BENCH_CLIPS` (default 300) and `QUIVER_BENCH_ROUNDS` (default
-//! 3) change the corpus and the rounds. The corpus is kept under
+//! 3) change the corpus and the rounds; `QUIVER_BENCH_BREAKDOWN=1` prints
+//! where the pipeline's time goes (stages, `EXPLAIN ANALYZE`, CPU and cores
+//! busy) and `QUIVER_BENCH_PROFILE=pipeline|decode` runs one contender ten
+//! times for a profiler. The corpus is kept under
 //! `target/bench-data/`. Rounds alternate so that machine noise hits every
 //! contender alike; figures are medians.
 
@@ -25,7 +28,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use quiver::Quiver;
-use quiver_benches::{corpus_dir, count_of, each_file_in_parallel, env_usize, median};
+use quiver_benches::{
+    corpus_dir, count_of, each_file_in_parallel, env_usize, median, process_cpu_seconds,
+};
 use quiver_media::AudioLimits;
 
 /// Reads and decodes every file, one worker per core; returns the frames.
@@ -88,6 +93,22 @@ async fn main() {
         "SELECT count(*), sum(audio_duration(audio)), avg(audio_rms(audio_decode(audio))) FROM read_audio('{location}')"
     );
     let meta_sql = format!("SELECT count(*), sum(duration) FROM read_audio('{location}')");
+
+    // One contender alone, ten times, to profile it (`perf record`):
+    // QUIVER_BENCH_PROFILE=pipeline or =decode.
+    if let Ok(which) = std::env::var("QUIVER_BENCH_PROFILE") {
+        for _ in 0..10 {
+            match which.as_str() {
+                "decode" => {
+                    decode_only(&paths, threads);
+                }
+                _ => {
+                    count_of(&q, &pipeline_sql).await;
+                }
+            }
+        }
+        return;
+    }
 
     // Where the pipeline's time goes, once each (QUIVER_BENCH_BREAKDOWN=1).
     if std::env::var_os("QUIVER_BENCH_BREAKDOWN").is_some() {
@@ -159,6 +180,46 @@ async fn main() {
             q.collect(&sql).await.expect("query");
             println!("  {what:<32}: {:.3} s", t.elapsed().as_secs_f64());
         }
+        // Each operator's time, from the engine's own metrics.
+        let analyzed = q
+            .collect(&format!("EXPLAIN ANALYZE {pipeline_sql}"))
+            .await
+            .expect("explain analyze");
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&analyzed)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        println!("{text}");
+        // CPU used against wall time, five runs each: how busy the cores are.
+        let cpu_of = |wall: Duration, cpu: Option<(f64, u64)>| match cpu {
+            Some((c, faults)) => format!(
+                "{:.3} s wall, {c:.2} CPU-s, {:.2} cores busy, {faults} page faults",
+                wall.as_secs_f64(),
+                c / wall.as_secs_f64()
+            ),
+            None => format!("{:.3} s wall", wall.as_secs_f64()),
+        };
+        let (t, c) = (Instant::now(), process_cpu_seconds());
+        for _ in 0..5 {
+            decode_only(&paths, threads);
+        }
+        let cpu = process_cpu_seconds()
+            .zip(c)
+            .map(|(b, a)| (b.0 - a.0, b.1 - a.1));
+        println!(
+            "  decode-only x5                  : {}",
+            cpu_of(t.elapsed(), cpu)
+        );
+        let (t, c) = (Instant::now(), process_cpu_seconds());
+        for _ in 0..5 {
+            q.collect(&pipeline_sql).await.expect("query");
+        }
+        let cpu = process_cpu_seconds()
+            .zip(c)
+            .map(|(b, a)| (b.0 - a.0, b.1 - a.1));
+        println!(
+            "  pipeline x5                     : {}",
+            cpu_of(t.elapsed(), cpu)
+        );
     }
 
     // Warm the page cache and check the answers once.

@@ -64,3 +64,17 @@ pub async fn count_of(q: &quiver::Quiver, sql: &str) -> i64 {
         .map(|a| a.value(0))
         .expect("count column")
 }
+
+/// CPU seconds this process has used so far (user + system, all threads)
+/// and its minor page faults, from `/proc/self/stat`; `None` where that
+/// cannot be read. Clock ticks are 10 ms, so time several runs.
+pub fn process_cpu_seconds() -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses: the first
+    // is field 3 of the whole line.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    // minflt is field 10, utime and stime fields 14 and 15.
+    Some(((field(14)? + field(15)?) as f64 / 100.0, field(10)?))
+}
