@@ -91,6 +91,22 @@ impl ObjectStore for Counting {
 }
 
 impl Counting {
+    /// An engine whose store for `url` (`counted://name`) counts the
+    /// reads of `inner`, and the counter.
+    fn engine(inner: Arc<dyn ObjectStore>, url: &str) -> (Quiver, Arc<Counting>) {
+        let store = Arc::new(Counting {
+            inner,
+            bytes: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        });
+        let q = Quiver::builder().build().expect("engine");
+        q.context().runtime_env().register_object_store(
+            &url::Url::parse(url).expect("url"),
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+        );
+        (q, store)
+    }
+
     fn take(&self) -> (u64, u64) {
         (
             self.requests.swap(0, Ordering::Relaxed),
@@ -103,15 +119,9 @@ impl Counting {
 async fn metadata_queries_read_headers_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     quiver::sample::generate(dir.path()).expect("sample data");
-    let store = Arc::new(Counting {
-        inner: Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store")),
-        bytes: AtomicU64::new(0),
-        requests: AtomicU64::new(0),
-    });
-    let q = Quiver::builder().build().expect("engine");
-    q.context().runtime_env().register_object_store(
-        &url::Url::parse("counted://sample").expect("url"),
-        Arc::clone(&store) as Arc<dyn ObjectStore>,
+    let (q, store) = Counting::engine(
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store")),
+        "counted://sample",
     );
     let sizes: Vec<u64> = quiver::sample_audio::AUDIO
         .iter()
@@ -189,15 +199,9 @@ async fn partitions_that_share_the_work_read_every_file_once() {
         .iter()
         .map(|p| std::fs::metadata(p).expect("clip").len())
         .sum();
-    let store = Arc::new(Counting {
-        inner: Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store")),
-        bytes: AtomicU64::new(0),
-        requests: AtomicU64::new(0),
-    });
-    let q = Quiver::builder().build().expect("engine");
-    q.context().runtime_env().register_object_store(
-        &url::Url::parse("counted://clips").expect("url"),
-        Arc::clone(&store) as Arc<dyn ObjectStore>,
+    let (q, store) = Counting::engine(
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store")),
+        "counted://clips",
     );
     for partitions in [2, 3, 8] {
         q.collect(&format!(
@@ -252,16 +256,7 @@ async fn joins_read_the_bytes_of_the_rows_they_keep() {
             .await
             .expect("put");
     }
-    let store = Arc::new(Counting {
-        inner: memory,
-        bytes: AtomicU64::new(0),
-        requests: AtomicU64::new(0),
-    });
-    let q = Quiver::builder().build().expect("engine");
-    q.context().runtime_env().register_object_store(
-        &url::Url::parse("counted://big").expect("url"),
-        Arc::clone(&store) as Arc<dyn ObjectStore>,
-    );
+    let (q, store) = Counting::engine(memory, "counted://big");
     // Metadata for every 100th file, made from the listing alone.
     q.collect(
         "CREATE TABLE meta AS SELECT path, 'label ' || substr(path, -10, 6) AS label \
@@ -329,15 +324,9 @@ async fn video_reads_headers_and_seeks() {
         .expect("ffmpeg runs (the set-up installs it)");
     assert!(status.success());
     let size = std::fs::metadata(&path).expect("video").len();
-    let store = Arc::new(Counting {
-        inner: Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store")),
-        bytes: AtomicU64::new(0),
-        requests: AtomicU64::new(0),
-    });
-    let q = Quiver::builder().build().expect("engine");
-    q.context().runtime_env().register_object_store(
-        &url::Url::parse("counted://video").expect("url"),
-        Arc::clone(&store) as Arc<dyn ObjectStore>,
+    let (q, store) = Counting::engine(
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store")),
+        "counted://video",
     );
 
     let rows = quiver_tests::batches_to_rows(
