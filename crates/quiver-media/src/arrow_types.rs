@@ -11,7 +11,7 @@ use arrow::array::{
     UInt16Builder, UInt32Builder,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
-use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, TimeUnit};
 
 use crate::audio::{AudioTags, Pcm, PcmRef};
 use crate::exif::ExifInfo;
@@ -44,18 +44,28 @@ pub fn audio_field(name: &str) -> Field {
     Field::new(name, DataType::BinaryView, true).with_metadata(media_metadata(MEDIA_AUDIO))
 }
 
+/// The item field of a list of `f32`.
+fn float_item(nullable: bool) -> FieldRef {
+    Arc::new(Field::new("item", DataType::Float32, nullable))
+}
+
 fn float_list(nullable: bool) -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Float32, nullable)))
+    DataType::List(float_item(nullable))
 }
 
 /// `Struct{sample_rate u32, channels u16, samples List<Float32>}`, the
 /// samples interleaved (`L R L R …`).
 pub fn pcm_data_type() -> DataType {
-    DataType::Struct(Fields::from(vec![
+    DataType::Struct(pcm_fields())
+}
+
+/// The fields of [`pcm_data_type`].
+fn pcm_fields() -> Fields {
+    Fields::from(vec![
         Field::new("sample_rate", DataType::UInt32, false),
         Field::new("channels", DataType::UInt16, false),
         Field::new("samples", float_list(false), false),
-    ]))
+    ])
 }
 
 /// A field of decoded audio, tagged `quiver.media = audio_pcm`.
@@ -78,9 +88,7 @@ fn float_lists<'a>(rows: impl Iterator<Item = Option<&'a [f32]>>, len: usize) ->
         lengths.push(r.len());
         values.extend_from_slice(r);
     }
-    let DataType::List(item) = float_list(false) else {
-        unreachable!("float_list is a list")
-    };
+    let item = float_item(false);
     ListArray::new(
         item,
         OffsetBuffer::from_lengths(lengths),
@@ -136,18 +144,14 @@ impl PcmColumn {
 
     /// The column (the sample buffer becomes the list values, uncopied).
     pub fn finish(self) -> StructArray {
-        let DataType::List(item) = float_list(false) else {
-            unreachable!("float_list is a list")
-        };
+        let item = float_item(false);
         let samples = ListArray::new(
             item,
             OffsetBuffer::from_lengths(self.lengths),
             Arc::new(Float32Array::from(self.samples)),
             None,
         );
-        let DataType::Struct(fields) = pcm_data_type() else {
-            unreachable!("pcm_data_type is a struct")
-        };
+        let fields = pcm_fields();
         StructArray::new(
             fields,
             vec![
@@ -212,14 +216,19 @@ pub fn read_pcm_ref(array: &StructArray, row: usize) -> Result<Option<PcmRef<'_>
 /// `Struct{data List<Float32>, shape FixedSizeList<Int32, ndim>}`: the
 /// storage of Arrow's canonical variable-shape tensor.
 pub fn variable_tensor_data_type(ndim: i32) -> DataType {
-    DataType::Struct(Fields::from(vec![
+    DataType::Struct(variable_tensor_fields(ndim))
+}
+
+/// The fields of [`variable_tensor_data_type`].
+fn variable_tensor_fields(ndim: i32) -> Fields {
+    Fields::from(vec![
         Field::new("data", float_list(false), false),
         Field::new(
             "shape",
             DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Int32, false)), ndim),
             false,
         ),
-    ]))
+    ])
 }
 
 /// A field of log-mel spectrograms: an `arrow.variable_shape_tensor` of
@@ -258,9 +267,7 @@ pub fn mel_array(values: &[Option<MelSpectrogram>]) -> StructArray {
         Arc::new(Int32Array::from(shape)),
         None,
     );
-    let DataType::Struct(fields) = variable_tensor_data_type(2) else {
-        unreachable!("variable_tensor_data_type is a struct")
-    };
+    let fields = variable_tensor_fields(2);
     let nulls = NullBuffer::from(values.iter().map(Option::is_some).collect::<Vec<_>>());
     StructArray::new(fields, vec![Arc::new(data), Arc::new(shape)], Some(nulls))
 }
@@ -268,7 +275,12 @@ pub fn mel_array(values: &[Option<MelSpectrogram>]) -> StructArray {
 /// `Struct{title, artist, album, album_artist, genre, date, track u32,
 /// comment}`.
 pub fn audio_tags_data_type() -> DataType {
-    DataType::Struct(Fields::from(vec![
+    DataType::Struct(audio_tags_fields())
+}
+
+/// The fields of [`audio_tags_data_type`].
+fn audio_tags_fields() -> Fields {
+    Fields::from(vec![
         Field::new("title", DataType::Utf8, true),
         Field::new("artist", DataType::Utf8, true),
         Field::new("album", DataType::Utf8, true),
@@ -277,7 +289,7 @@ pub fn audio_tags_data_type() -> DataType {
         Field::new("date", DataType::Utf8, true),
         Field::new("track", DataType::UInt32, true),
         Field::new("comment", DataType::Utf8, true),
-    ]))
+    ])
 }
 
 /// Builds a tags column; `None` (no tags) is NULL.
@@ -310,9 +322,7 @@ pub fn audio_tags_array(values: &[Option<&AudioTags>]) -> StructArray {
         .unwrap_or_else(|| Arc::new(StringBuilder::new().finish()));
     columns.push(Arc::new(track.finish()));
     columns.push(comment);
-    let DataType::Struct(fields) = audio_tags_data_type() else {
-        unreachable!("audio_tags_data_type is a struct")
-    };
+    let fields = audio_tags_fields();
     let nulls = NullBuffer::from(values.iter().map(Option::is_some).collect::<Vec<_>>());
     StructArray::new(fields, columns, Some(nulls))
 }
@@ -372,12 +382,17 @@ fn channel_words(channels: u16) -> String {
 
 /// `Struct{width u32, height u32, channels u8, data Binary}`.
 pub fn pixels_data_type() -> DataType {
-    DataType::Struct(Fields::from(vec![
+    DataType::Struct(pixels_fields())
+}
+
+/// The fields of [`pixels_data_type`].
+fn pixels_fields() -> Fields {
+    Fields::from(vec![
         Field::new("width", DataType::UInt32, false),
         Field::new("height", DataType::UInt32, false),
         Field::new("channels", DataType::UInt8, false),
         Field::new("data", DataType::Binary, false),
-    ]))
+    ])
 }
 
 /// A field of decoded pixels, tagged `quiver.media = image_pixels`.
@@ -414,9 +429,7 @@ pub fn pixels_array(values: &[Option<Pixels>]) -> StructArray {
         }
     }
     let nulls = NullBuffer::from(values.iter().map(Option::is_some).collect::<Vec<_>>());
-    let DataType::Struct(fields) = pixels_data_type() else {
-        unreachable!("pixels_data_type is a struct")
-    };
+    let fields = pixels_fields();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(w.finish()),
         Arc::new(h.finish()),
@@ -496,7 +509,12 @@ pub fn tensor_data_type(len: i32) -> DataType {
 /// `Struct{make, model, taken_at, orientation, gps_latitude, gps_longitude,
 /// gps_altitude}`.
 pub fn exif_data_type() -> DataType {
-    DataType::Struct(Fields::from(vec![
+    DataType::Struct(exif_fields())
+}
+
+/// The fields of [`exif_data_type`].
+fn exif_fields() -> Fields {
+    Fields::from(vec![
         Field::new("make", DataType::Utf8, true),
         Field::new("model", DataType::Utf8, true),
         Field::new(
@@ -508,7 +526,7 @@ pub fn exif_data_type() -> DataType {
         Field::new("gps_latitude", DataType::Float64, true),
         Field::new("gps_longitude", DataType::Float64, true),
         Field::new("gps_altitude", DataType::Float64, true),
-    ]))
+    ])
 }
 
 /// Builds an EXIF column; `None` (no EXIF) is NULL.
@@ -531,9 +549,7 @@ pub fn exif_array(values: &[Option<ExifInfo>]) -> StructArray {
         lon.append_option(e.gps_longitude);
         alt.append_option(e.gps_altitude);
     }
-    let DataType::Struct(fields) = exif_data_type() else {
-        unreachable!("exif_data_type is a struct")
-    };
+    let fields = exif_fields();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(make.finish()),
         Arc::new(model.finish()),
