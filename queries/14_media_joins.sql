@@ -10,6 +10,8 @@ FROM read_images('sample-data/images/')
 WHERE path LIKE '%.png' OR path LIKE '%.gif';
 
 -- The image scan reads the listing only; media_fetch reads the kept files.
+-- (How many batches each partition of `captions` holds varies from run to
+-- run: the scan that made it shares its files between its partitions.)
 EXPLAIN SELECT c.caption, i.image
 FROM read_images('sample-data/images/') i JOIN captions c ON i.path = c.path;
 

@@ -32,6 +32,29 @@ fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
 }
 
+/// `text` with the counts in `partition_sizes=[…]` written `n`: which
+/// partition of a table made from a media scan holds a batch varies from
+/// run to run (the scan's partitions share its files). Same length, so
+/// tables keep their layout.
+fn steady(text: &str) -> String {
+    const KEY: &str = "partition_sizes=[";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(KEY) {
+        let (head, tail) = rest.split_at(i + KEY.len());
+        out.push_str(head);
+        let end = tail.find(']').unwrap_or(tail.len());
+        out.extend(
+            tail[..end]
+                .chars()
+                .map(|c| if c.is_ascii_digit() { 'n' } else { c }),
+        );
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn run_in(dir: &Path, args: &[&str]) -> Output {
     quiver()
         .current_dir(dir)
@@ -59,7 +82,7 @@ fn every_example_query_runs() {
             "{name} failed:\n{}",
             text(&out.stderr)
         );
-        insta::assert_snapshot!(name, text(&out.stdout));
+        insta::assert_snapshot!(name, steady(&text(&out.stdout)));
     }
 }
 
