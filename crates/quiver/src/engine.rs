@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DataFusionError, ParamValues, Result};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::SendableRecordBatchStream;
@@ -32,7 +32,7 @@ use quiver_sources::late::LateMaterialization;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
 
 use crate::config::{QuiverConfig, TableDeclaration};
-use crate::constant_plans::ConstantPlans;
+use crate::kept_plans::{KeptPlans, Lookup};
 use crate::models::{ModelStatement, parse_model_statement, run_model_statement};
 use crate::object_stores::QuiverObjectStoreRegistry;
 use crate::session_pool::SessionPool;
@@ -122,7 +122,7 @@ impl QuiverBuilder {
             pg: crate::pg_compat::PgParser::default(),
             shared_pool,
             states: Arc::default(),
-            constants: Arc::default(),
+            kept: Arc::default(),
             shared_tables: Arc::default(),
         })
     }
@@ -258,6 +258,14 @@ fn model_batch_size(models: &Arc<ModelRegistry>) -> BatchSizeHint {
 
 /// Whether running `plan` may change the session's state (settings,
 /// functions, prepared statements), so that a kept copy of it is stale.
+/// `plan` with its parameters bound to `params`.
+fn bind(plan: LogicalPlan, params: Option<ParamValues>) -> Result<LogicalPlan> {
+    match params {
+        Some(params) => plan.with_param_values(params),
+        None => Ok(plan),
+    }
+}
+
 fn changes_session(plan: &LogicalPlan) -> bool {
     matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_))
 }
@@ -285,8 +293,8 @@ pub struct Quiver {
     shared_pool: Arc<dyn MemoryPool>,
     /// The session's state as its queries are planned, kept between them.
     states: Arc<StateCache>,
-    /// The physical plans of the session's constant statements.
-    constants: Arc<ConstantPlans>,
+    /// The physical plans the session keeps (see `kept_plans`).
+    pub(crate) kept: Arc<KeptPlans>,
     /// The config's tables, in every session of the engine.
     shared_tables: Arc<SharedTables>,
 }
@@ -365,7 +373,7 @@ impl Quiver {
             pg: self.pg.clone(),
             shared_pool: Arc::clone(&self.shared_pool),
             states: Arc::default(),
-            constants: Arc::default(),
+            kept: Arc::default(),
             shared_tables: Arc::clone(&self.shared_tables),
         })
     }
@@ -432,22 +440,77 @@ impl Quiver {
     /// [`Self::execute_logical_plan`] does. Queries plan on the session's
     /// kept state (see `state_cache`), without copying it.
     pub async fn execute_plan(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
+        self.execute_bound(plan, None).await
+    }
+
+    /// Runs `plan` with its parameters (`$1`, …) bound to `params`, as
+    /// [`Self::execute_plan`] does. A statement the session ran before
+    /// runs a fresh copy of the physical plan it kept then, when it may
+    /// (see `kept_plans`): a prepared statement's generic plan, with
+    /// `params` put in its filters and projections.
+    pub async fn execute_bound(
+        &self,
+        plan: LogicalPlan,
+        params: Option<ParamValues>,
+    ) -> Result<SendableRecordBatchStream> {
         if changes_session(&plan) || matches!(plan, LogicalPlan::Copy(_)) {
-            let df = self.execute_logical_plan(plan).await?;
+            let df = self.execute_logical_plan(bind(plan, params)?).await?;
             return self.execute_frame(df).await;
         }
         let kept = self.states.take(&self.ctx);
         let task = Arc::clone(&kept.task);
-        let generation = kept.generation;
-        // A constant statement (`SELECT 1`) runs its kept plan again.
-        let physical = match self.constants.get(&plan, generation) {
-            Ok(Some(physical)) => Ok(physical),
-            _ => kept.state.create_physical_plan(&plan).await.inspect(|p| {
-                self.constants.keep(&plan, generation, p);
-            }),
-        };
+        let physical = self
+            .physical_plan(&kept.state, kept.generation, plan, params)
+            .await;
         self.states.put(kept);
         datafusion::physical_plan::execute_stream(physical?, task)
+    }
+
+    /// The physical plan of `plan` with `params` bound: a fresh copy of the
+    /// one kept, else made now (and kept when it may be).
+    async fn physical_plan(
+        &self,
+        state: &SessionState,
+        generation: u64,
+        plan: LogicalPlan,
+        params: Option<ParamValues>,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let keepable = crate::kept_plans::keepable(&plan, params.is_some());
+        if let Some(statement) = keepable
+            && let Some(versions) = statement.versions()
+        {
+            match self
+                .kept
+                .get(&plan, generation, &versions, params.as_ref())?
+            {
+                Lookup::Ready(physical) => return Ok(physical),
+                Lookup::PlanBound => {}
+                Lookup::Missing => {
+                    let physical = match statement.generic(&plan) {
+                        Some(generic) => state.create_physical_plan(&generic).await,
+                        None => Err(DataFusionError::Plan("a parameter has no type".into())),
+                    };
+                    match physical {
+                        Ok(physical) => {
+                            if let Some(copy) = self.kept.keep(
+                                &plan,
+                                &statement,
+                                generation,
+                                versions,
+                                physical,
+                                params.as_ref(),
+                            ) {
+                                return Ok(copy);
+                            }
+                        }
+                        // Without parameters the generic plan is the plan.
+                        Err(e) if !statement.has_parameters => return Err(e),
+                        Err(_) => self.kept.refuse(&plan, generation, versions),
+                    }
+                }
+            }
+        }
+        state.create_physical_plan(&bind(plan, params)?).await
     }
 
     /// Plans a statement that reads Postgres' catalog on `state`: after the

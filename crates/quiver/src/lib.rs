@@ -30,9 +30,9 @@
 
 pub mod async_sort;
 pub mod config;
-mod constant_plans;
 pub mod display;
 pub mod engine;
+mod kept_plans;
 pub mod models;
 pub mod named_args;
 pub mod object_stores;

@@ -1,0 +1,747 @@
+//! Physical plans kept per session, as Postgres keeps a prepared
+//! statement's generic plan.
+//!
+//! Optimising and physically planning a small statement (`SELECT 1`, what
+//! connection pools send to check a connection; a point query on a table
+//! held in memory) was most of the CPU it took. A session keeps the
+//! physical plan of a statement (by logical plan, for the session state it
+//! was made with) and runs a fresh copy of it when the statement comes
+//! again, provided the plan
+//!
+//! - reads no table, or only memory tables (`CREATE TABLE … AS`, the
+//!   config's `in_memory` tables) whose batches are still the ones it was
+//!   made with: an `INSERT`, `UPDATE` or `DELETE` replaces or adds batches,
+//!   and the statement is planned again;
+//! - calls only immutable functions (`now()`, `random()`,
+//!   `current_setting`, model calls are evaluated per statement) and has
+//!   only the operators of [`REEXECUTABLE`], which start afresh in a
+//!   reset copy;
+//! - takes parameters (`$1`) only where their type is known, and uses them
+//!   only in filters and projections: such a statement is planned once
+//!   with a marker for each parameter (a *generic* plan: the optimiser
+//!   cannot use the values) and each execution puts the values it is bound
+//!   to in a fresh copy. A statement whose generic plan cannot be made
+//!   (`LIMIT $1`) is planned with its values every time.
+//!
+//! A kept plan holds the batches of the memory tables it read until it is
+//! made again, the session changes (`SET`, DDL), the session ends, or more
+//! than [`MAX_KEPT`] statements are kept.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, ParamValues, Result};
+use datafusion::datasource::{MemTable, source_as_provider};
+use datafusion::logical_expr::expr::{Placeholder, ScalarFunction};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+
+/// Plans kept per session at most; past it the session starts over.
+pub(crate) const MAX_KEPT: usize = 64;
+
+/// The operators a kept plan may have: ones that hold no state across
+/// executions, or whose state a reset copy starts afresh.
+const REEXECUTABLE: &[&str] = &[
+    "ProjectionExec",
+    "PlaceholderRowExec",
+    "EmptyExec",
+    "DataSourceExec",
+    "FilterExec",
+    "CoalesceBatchesExec",
+    "CoalescePartitionsExec",
+    "GlobalLimitExec",
+    "LocalLimitExec",
+    "SortExec",
+    "SortPreservingMergeExec",
+    "AggregateExec",
+    "UnionExec",
+    "RepartitionExec",
+];
+
+/// What a memory table held when a plan read it: the table's address,
+/// then per partition its number of batches and each batch's first column
+/// (the kept plan holds those batches, so no other batch can take their
+/// address while it is kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableVersions(Vec<usize>);
+
+/// A statement a session may keep the plan of.
+#[derive(Debug)]
+pub(crate) struct Keepable {
+    /// Whether it takes parameters.
+    pub has_parameters: bool,
+    /// The memory tables it reads.
+    tables: Vec<Arc<dyn TableProvider>>,
+}
+
+impl Keepable {
+    /// The plan to plan physically for `plan` (this statement's): with
+    /// parameters, each typed `$n` a parameter marker (`None` when one's
+    /// type is unknown).
+    pub fn generic(&self, plan: &LogicalPlan) -> Option<LogicalPlan> {
+        if self.has_parameters {
+            with_markers(plan)
+        } else {
+            Some(plan.clone())
+        }
+    }
+
+    /// What the statement's tables hold now; `None` while one is being
+    /// written.
+    pub fn versions(&self) -> Option<TableVersions> {
+        let mut out = Vec::new();
+        for table in &self.tables {
+            let memory = table.downcast_ref::<MemTable>()?;
+            out.push(Arc::as_ptr(table) as *const () as usize);
+            out.push(memory.batches.len());
+            for partition in &memory.batches {
+                let batches = partition.try_read().ok()?;
+                out.push(batches.len());
+                out.extend(batches.iter().map(|b| {
+                    b.columns()
+                        .first()
+                        .map_or(0, |c| Arc::as_ptr(c) as *const () as usize)
+                }));
+            }
+        }
+        Some(TableVersions(out))
+    }
+}
+
+/// What a session keeps for one statement.
+struct Entry {
+    /// The session state it was planned with.
+    generation: u64,
+    /// What its tables held.
+    versions: TableVersions,
+    /// `None`: its generic plan cannot be used (planned with its values).
+    physical: Option<Arc<dyn ExecutionPlan>>,
+}
+
+/// What a session knows of a statement's plan.
+pub(crate) enum Lookup {
+    /// A fresh copy of its kept plan, parameters bound.
+    Ready(Arc<dyn ExecutionPlan>),
+    /// Plan it with its values.
+    PlanBound,
+    /// Not kept (or stale): make its generic plan and offer it to
+    /// [`KeptPlans::keep`].
+    Missing,
+}
+
+/// A session's kept plans, by logical plan (before parameters are bound).
+#[derive(Default)]
+pub(crate) struct KeptPlans(Mutex<HashMap<LogicalPlan, Entry>>);
+
+impl std::fmt::Debug for KeptPlans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptPlans")
+            .field("kept", &self.lock().len())
+            .finish()
+    }
+}
+
+impl KeptPlans {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LogicalPlan, Entry>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The plan kept for `plan`, when it was made with the session state
+    /// of `generation` and tables holding `versions`, as a fresh copy with
+    /// `params` bound.
+    pub fn get(
+        &self,
+        plan: &LogicalPlan,
+        generation: u64,
+        versions: &TableVersions,
+        params: Option<&ParamValues>,
+    ) -> Result<Lookup> {
+        let kept = match self.lock().get(plan) {
+            Some(e) if e.generation == generation && e.versions == *versions => e.physical.clone(),
+            _ => return Ok(Lookup::Missing),
+        };
+        match kept {
+            Some(physical) => fresh_copy(&physical, params).map(Lookup::Ready),
+            None => Ok(Lookup::PlanBound),
+        }
+    }
+
+    /// Keeps `physical`, the plan of `statement.generic(plan)`, and
+    /// returns a fresh copy with `params` bound; `None` when it cannot be
+    /// kept (an operator that would not run again, a parameter where it
+    /// cannot be bound): the statement is then planned with its values,
+    /// and with a parameter, so is each later execution.
+    pub fn keep(
+        &self,
+        plan: &LogicalPlan,
+        statement: &Keepable,
+        generation: u64,
+        versions: TableVersions,
+        physical: Arc<dyn ExecutionPlan>,
+        params: Option<&ParamValues>,
+    ) -> Option<Arc<dyn ExecutionPlan>> {
+        let copy = reexecutable(&physical)
+            .then(|| fresh_copy(&physical, params).ok())
+            .flatten();
+        if copy.is_none() && !statement.has_parameters {
+            return None;
+        }
+        let mut kept = self.lock();
+        if kept.len() >= MAX_KEPT {
+            kept.clear();
+        }
+        kept.insert(
+            plan.clone(),
+            Entry {
+                generation,
+                versions,
+                physical: copy.as_ref().map(|_| physical),
+            },
+        );
+        copy
+    }
+
+    /// Notes that the generic plan of `plan` cannot be made.
+    pub fn refuse(&self, plan: &LogicalPlan, generation: u64, versions: TableVersions) {
+        let mut kept = self.lock();
+        if kept.len() >= MAX_KEPT {
+            kept.clear();
+        }
+        kept.insert(
+            plan.clone(),
+            Entry {
+                generation,
+                versions,
+                physical: None,
+            },
+        );
+    }
+}
+
+/// `plan` as a statement whose plan a session may keep: a query (its
+/// subqueries included) of the operators below, reading only memory
+/// tables, calling only immutable functions, its parameters typed; `None`
+/// otherwise. With `bound` false a plan with parameters is not keepable
+/// (it fails as DataFusion makes it fail).
+pub(crate) fn keepable(plan: &LogicalPlan, bound: bool) -> Option<Keepable> {
+    let mut ok = true;
+    let mut tables = Vec::new();
+    let mut has_parameters = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        let allowed = match node {
+            LogicalPlan::TableScan(scan) => match source_as_provider(&scan.source) {
+                Ok(p) if p.downcast_ref::<MemTable>().is_some() => {
+                    tables.push(p);
+                    true
+                }
+                _ => false,
+            },
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::EmptyRelation(_)
+            | LogicalPlan::Limit(_)
+            | LogicalPlan::Sort(_)
+            | LogicalPlan::Aggregate(_)
+            | LogicalPlan::Union(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::Distinct(_)
+            | LogicalPlan::Subquery(_) => true,
+            // A parameter in VALUES types its column.
+            LogicalPlan::Values(_) => {
+                node.apply_expressions(|e| {
+                    if e.exists(|x| Ok(matches!(x, Expr::Placeholder(_))))? {
+                        ok = false;
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })?;
+                true
+            }
+            _ => false,
+        };
+        if !allowed {
+            ok = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        node.apply_expressions(|e| {
+            e.apply(|x| {
+                let fixed = match x {
+                    Expr::ScalarFunction(f) => {
+                        f.func.signature().volatility == Volatility::Immutable
+                    }
+                    Expr::Placeholder(_) => {
+                        has_parameters = true;
+                        bound
+                    }
+                    Expr::ScalarVariable(..) => false,
+                    _ => true,
+                };
+                if fixed {
+                    Ok(TreeNodeRecursion::Continue)
+                } else {
+                    ok = false;
+                    Ok(TreeNodeRecursion::Stop)
+                }
+            })
+        })?;
+        Ok(if ok {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    ok.then_some(Keepable {
+        has_parameters,
+        tables,
+    })
+}
+
+/// `plan` with each `$n` a parameter marker of its type (inferred as
+/// DataFusion infers it when binding values); `None` when one's type
+/// stays unknown.
+fn with_markers(plan: &LogicalPlan) -> Option<LogicalPlan> {
+    let mut typed = true;
+    let marked = plan
+        .clone()
+        .transform_up_with_subqueries(|node| {
+            let schema = Arc::clone(node.schema());
+            let names = NamePreserver::new(&node);
+            node.map_expressions(|e| {
+                let (e, has_placeholder) = e.infer_placeholder_types(&schema)?;
+                if !has_placeholder {
+                    return Ok(Transformed::no(e));
+                }
+                let name = names.save(&e);
+                let marked = e.transform_up(|x| match x {
+                    Expr::Placeholder(Placeholder {
+                        id,
+                        field: Some(field),
+                    }) => Ok(Transformed::yes(Expr::ScalarFunction(
+                        ScalarFunction::new_udf(
+                            Arc::new(ScalarUDF::new_from_impl(Parameter::new(
+                                id,
+                                field.data_type().clone(),
+                            ))),
+                            vec![],
+                        ),
+                    ))),
+                    Expr::Placeholder(_) => {
+                        typed = false;
+                        Ok(Transformed::no(x))
+                    }
+                    other => Ok(Transformed::no(other)),
+                })?;
+                Ok(marked.update_data(|x| name.restore(x)))
+            })?
+            .map_data(|node| node.recompute_schema())
+        })
+        .ok()?
+        .data;
+    typed.then_some(marked)
+}
+
+/// The marker that stands for parameter `id` in a generic plan. It is
+/// volatile, so that the optimiser neither evaluates nor moves it; it is
+/// replaced by the parameter's value before a plan runs, and evaluating it
+/// is an error.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Parameter {
+    id: String,
+    data_type: DataType,
+    signature: Signature,
+}
+
+impl Parameter {
+    fn new(id: String, data_type: DataType) -> Self {
+        Self {
+            id,
+            data_type,
+            signature: Signature::nullary(Volatility::Volatile),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Parameter {
+    fn name(&self) -> &str {
+        "quiver_parameter"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(self.data_type.clone())
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Err(DataFusionError::Execution(format!(
+            "parameter {} has no value",
+            self.id
+        )))
+    }
+}
+
+/// The parameter `expr` stands for, when it is a marker.
+fn marker(expr: &Arc<dyn PhysicalExpr>) -> Option<&Parameter> {
+    expr.downcast_ref::<ScalarFunctionExpr>()?
+        .fun()
+        .inner()
+        .downcast_ref::<Parameter>()
+}
+
+fn has_marker(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    expr.exists(|e| Ok(marker(e).is_some())).unwrap_or(true)
+}
+
+/// `expr` with its markers replaced by the values in `params`.
+fn bind(
+    expr: &Arc<dyn PhysicalExpr>,
+    params: Option<&ParamValues>,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    Arc::clone(expr)
+        .transform_up(|e| {
+            let Some(parameter) = marker(&e) else {
+                return Ok(Transformed::no(e));
+            };
+            let params = params.ok_or_else(|| {
+                DataFusionError::Plan(format!("parameter {} has no value", parameter.id))
+            })?;
+            let (value, metadata) = params
+                .get_placeholders_with_values(&parameter.id)?
+                .into_inner();
+            let value = if value.data_type() == parameter.data_type {
+                value
+            } else {
+                value.cast_to(&parameter.data_type)?
+            };
+            Ok(Transformed::yes(
+                Arc::new(Literal::new_with_metadata(value, metadata)) as Arc<dyn PhysicalExpr>,
+            ))
+        })
+        .map(|t| t.data)
+}
+
+/// The expressions of an operator other than a filter or a projection,
+/// which may not hold a parameter (they are not rebuilt with values).
+fn other_expressions(plan: &dyn ExecutionPlan) -> Vec<Arc<dyn PhysicalExpr>> {
+    let any = plan;
+    if let Some(sort) = any.downcast_ref::<SortExec>() {
+        return sort.expr().iter().map(|s| Arc::clone(&s.expr)).collect();
+    }
+    if let Some(merge) = any.downcast_ref::<SortPreservingMergeExec>() {
+        return merge.expr().iter().map(|s| Arc::clone(&s.expr)).collect();
+    }
+    if let Some(repartition) = any.downcast_ref::<RepartitionExec>() {
+        return match repartition.partitioning() {
+            datafusion::physical_plan::Partitioning::Hash(exprs, _) => exprs.clone(),
+            _ => vec![],
+        };
+    }
+    if let Some(aggregate) = any.downcast_ref::<AggregateExec>() {
+        let mut out: Vec<_> = aggregate
+            .group_expr()
+            .expr()
+            .iter()
+            .map(|(e, _)| Arc::clone(e))
+            .collect();
+        for a in aggregate.aggr_expr() {
+            out.extend(a.expressions());
+        }
+        out.extend(aggregate.filter_expr().iter().flatten().cloned());
+        return out;
+    }
+    vec![]
+}
+
+/// A copy of `plan` that runs afresh (each operator's state reset, as
+/// `reset_plan_states` does, without computing the properties again), its
+/// parameter markers replaced by `params`; an error where a marker is in
+/// an operator that cannot take a value.
+fn fresh_copy(
+    plan: &Arc<dyn ExecutionPlan>,
+    params: Option<&ParamValues>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let children = plan
+        .children()
+        .into_iter()
+        .map(|c| fresh_copy(c, params))
+        .collect::<Result<Vec<_>>>()?;
+    let any = plan.as_ref();
+    if let Some(filter) = any.downcast_ref::<FilterExec>()
+        && has_marker(filter.predicate())
+    {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("a filter has one input".into()))?;
+        let predicate = bind(filter.predicate(), params)?;
+        let built = FilterExecBuilder::from(filter)
+            .with_input(input)
+            .with_predicate(predicate)
+            .build()?;
+        return Ok(Arc::new(built));
+    }
+    if let Some(projection) = any.downcast_ref::<ProjectionExec>()
+        && projection.expr().iter().any(|p| has_marker(&p.expr))
+    {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("a projection has one input".into()))?;
+        let exprs = projection
+            .expr()
+            .iter()
+            .map(|p| {
+                Ok(ProjectionExpr {
+                    expr: bind(&p.expr, params)?,
+                    alias: p.alias.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Arc::new(ProjectionExec::try_new(exprs, input)?));
+    }
+    if other_expressions(plan.as_ref()).iter().any(has_marker) {
+        return Err(DataFusionError::Plan(format!(
+            "{} cannot take a parameter's value",
+            plan.name()
+        )));
+    }
+    Arc::clone(plan)
+        .replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
+        )?
+        .reset_state()
+}
+
+/// Whether every operator of `plan` is one of [`REEXECUTABLE`].
+fn reexecutable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    REEXECUTABLE.contains(&plan.name()) && plan.children().into_iter().all(reexecutable)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::common::ScalarValue;
+    use datafusion::prelude::SessionContext;
+    use futures::TryStreamExt;
+
+    use super::*;
+    use crate::Quiver;
+
+    async fn plan(ctx: &SessionContext, sql: &str) -> LogicalPlan {
+        ctx.state().create_logical_plan(sql).await.expect(sql)
+    }
+
+    #[tokio::test]
+    async fn which_statements_may_be_kept() {
+        let ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_information_schema(true),
+        );
+        ctx.sql("CREATE TABLE t AS VALUES (1)").await.expect("t");
+        for sql in [
+            "SELECT 1",
+            "SELECT 'a' || 'b' AS ab, abs(-2)",
+            "VALUES (1), (2)",
+            "SELECT x FROM (VALUES (3), (1)) AS v(x) ORDER BY x LIMIT 1",
+            "SELECT count(*) FROM (VALUES (1), (2)) AS v(x)",
+            "SELECT * FROM t",
+            "SELECT column1 + 1 FROM t WHERE column1 > 0 ORDER BY 1",
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM t)",
+        ] {
+            let keepable = keepable(&plan(&ctx, sql).await, false).expect(sql);
+            assert!(!keepable.has_parameters, "{sql}");
+        }
+        for sql in [
+            "SELECT now()",
+            "SELECT random()",
+            "SELECT * FROM t WHERE column1 = $1",
+            "EXPLAIN SELECT 1",
+            "SELECT * FROM t JOIN t AS u ON t.column1 = u.column1",
+            "SELECT * FROM information_schema.tables",
+        ] {
+            assert!(keepable(&plan(&ctx, sql).await, false).is_none(), "{sql}");
+        }
+        // With values to bind, a typed parameter becomes a marker.
+        let filtered = plan(&ctx, "SELECT column1 FROM t WHERE column1 = $1").await;
+        let keepable = keepable(&filtered, true).expect("typed parameter");
+        assert!(keepable.has_parameters);
+        let generic = keepable.generic(&filtered).expect("generic");
+        let text = generic.display_indent().to_string();
+        assert!(text.contains("quiver_parameter()"), "{text}");
+        assert!(!text.contains("$1"), "{text}");
+    }
+
+    /// Rows of `plan` run on `quiver` with `params`, as text.
+    async fn rows(quiver: &Quiver, plan: &LogicalPlan, params: Vec<ScalarValue>) -> String {
+        let params = (!params.is_empty()).then(|| ParamValues::from(params));
+        let batches: Vec<_> = quiver
+            .execute_bound(plan.clone(), params)
+            .await
+            .expect("run")
+            .try_collect()
+            .await
+            .expect("rows");
+        pretty_format_batches(&batches).expect("format").to_string()
+    }
+
+    fn kept(quiver: &Quiver) -> usize {
+        quiver
+            .kept
+            .lock()
+            .values()
+            .filter(|e| e.physical.is_some())
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_generic_plan_runs_with_each_execution_values() {
+        let quiver = Quiver::builder().build().expect("engine");
+        quiver
+            .collect("CREATE TABLE people (id BIGINT, name VARCHAR) AS VALUES (1, 'ada'), (2, 'bob'), (3, 'cy')")
+            .await
+            .expect("table");
+        let statement = quiver
+            .create_logical_plan(
+                "SELECT name, id * $2 AS scaled FROM people WHERE id >= $1 ORDER BY id",
+            )
+            .await
+            .expect("plan");
+        let two = rows(
+            &quiver,
+            &statement,
+            vec![ScalarValue::Int64(Some(2)), ScalarValue::Int64(Some(10))],
+        )
+        .await;
+        assert!(
+            two.contains("| bob  | 20     |") && two.contains("| cy   | 30     |"),
+            "{two}"
+        );
+        assert!(!two.contains("ada"), "{two}");
+        assert_eq!(kept(&quiver), 1);
+        // The same kept plan with other values.
+        let one = rows(
+            &quiver,
+            &statement,
+            vec![ScalarValue::Int64(Some(1)), ScalarValue::Int64(Some(-1))],
+        )
+        .await;
+        assert!(
+            one.contains("| ada  | -1     |") && one.contains("| cy   | -3     |"),
+            "{one}"
+        );
+        // A value of another type is cast to the parameter's, as when bound.
+        let cast = rows(
+            &quiver,
+            &statement,
+            vec![ScalarValue::Int32(Some(3)), ScalarValue::Int64(Some(1))],
+        )
+        .await;
+        assert!(
+            cast.contains("| cy   | 3      |") && !cast.contains("bob"),
+            "{cast}"
+        );
+        // NULL matches nothing.
+        let none = rows(
+            &quiver,
+            &statement,
+            vec![ScalarValue::Int64(None), ScalarValue::Int64(Some(1))],
+        )
+        .await;
+        assert!(!none.contains("ada") && !none.contains("cy"), "{none}");
+        assert_eq!(kept(&quiver), 1);
+        // Rows written since are read: the table's batches changed, so the
+        // statement is planned again.
+        quiver
+            .collect("INSERT INTO people VALUES (4, 'dee')")
+            .await
+            .expect("insert");
+        let after = rows(
+            &quiver,
+            &statement,
+            vec![ScalarValue::Int64(Some(3)), ScalarValue::Int64(Some(1))],
+        )
+        .await;
+        assert!(
+            after.contains("| dee  | 4      |") && after.contains("| cy   | 3      |"),
+            "{after}"
+        );
+        quiver
+            .collect("DELETE FROM people WHERE id = 3")
+            .await
+            .expect("delete");
+        let deleted = rows(
+            &quiver,
+            &statement,
+            vec![ScalarValue::Int64(Some(3)), ScalarValue::Int64(Some(1))],
+        )
+        .await;
+        assert!(
+            deleted.contains("dee") && !deleted.contains("cy"),
+            "{deleted}"
+        );
+        // Missing values fail as DataFusion fails them.
+        let err = quiver
+            .execute_bound(
+                statement.clone(),
+                Some(ParamValues::from(vec![ScalarValue::Int64(Some(1))])),
+            )
+            .await
+            .err()
+            .expect("one value for two parameters");
+        assert!(err.to_string().contains("$2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_parameter_the_generic_plan_cannot_take_is_bound_every_time() {
+        let quiver = Quiver::builder().build().expect("engine");
+        quiver
+            .collect("CREATE TABLE n AS SELECT * FROM generate_series(1, 10) AS g(x)")
+            .await
+            .expect("table");
+        let statement = quiver
+            .create_logical_plan("SELECT x FROM n ORDER BY x LIMIT $1")
+            .await
+            .expect("plan");
+        for limit in [2_i64, 3, 1] {
+            let text = rows(&quiver, &statement, vec![ScalarValue::Int64(Some(limit))]).await;
+            let lines = text
+                .lines()
+                .filter(|l| l.starts_with("| ") && !l.contains(" x "))
+                .count();
+            assert_eq!(lines as i64, limit, "{text}");
+        }
+        assert_eq!(kept(&quiver), 0);
+        // A constant statement and a memory table's scan are kept.
+        let constant = quiver
+            .create_logical_plan("SELECT 1 + 1 AS two")
+            .await
+            .expect("constant");
+        assert!(rows(&quiver, &constant, vec![]).await.contains("| 2   |"));
+        let scan = quiver
+            .create_logical_plan("SELECT count(*) AS c FROM n")
+            .await
+            .expect("scan");
+        assert!(rows(&quiver, &scan, vec![]).await.contains("| 10 |"));
+        assert_eq!(kept(&quiver), 2);
+        assert!(rows(&quiver, &scan, vec![]).await.contains("| 10 |"));
+        // A setting starts the session's plans over.
+        quiver
+            .collect("SET datafusion.execution.batch_size = 1000")
+            .await
+            .expect("set");
+        assert!(rows(&quiver, &scan, vec![]).await.contains("| 10 |"));
+    }
+}
