@@ -698,11 +698,12 @@ impl Connection {
         self.cancels.subscribe()
     }
 
-    /// Starts `plan`, unless cancelled or timed out first; the stream and
-    /// what stops it later.
+    /// Starts `plan` with its parameters bound to `params`, unless
+    /// cancelled or timed out first; the stream and what stops it later.
     async fn start(
         &self,
         plan: LogicalPlan,
+        params: Option<ParamValues>,
         cancel: CancelSignal,
     ) -> PgWireResult<(
         datafusion::execution::SendableRecordBatchStream,
@@ -710,7 +711,7 @@ impl Connection {
     )> {
         let mut stop = stopper(cancel, self.statement_timeout());
         let stream = or_stop(
-            async { self.quiver.execute_plan(plan).await.map_err(to_pg) },
+            async { self.quiver.execute_bound(plan, params).await.map_err(to_pg) },
             &mut stop,
         )
         .await?;
@@ -765,8 +766,7 @@ impl Connection {
                 Ok(Response::TransactionEnd(Tag::new(tag)))
             }
             Kind::Declare { name, hold, plan } => {
-                let plan = with_params(plan, params)?;
-                let (stream, _) = self.start(plan, cancel).await?;
+                let (stream, _) = self.start(*plan.clone(), params, cancel).await?;
                 self.cursors
                     .declare(name, crate::cursor::Cursor::new(stream, *hold))?;
                 Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
@@ -840,8 +840,7 @@ impl Connection {
                 )))
             }
             Kind::CopyOut { plan, options } => {
-                let plan = with_params(plan, params)?;
-                let (stream, stop) = self.start(plan, cancel).await?;
+                let (stream, stop) = self.start(*plan.clone(), params, cancel).await?;
                 let (columns, data) = crate::copy::copy_data(stream, options);
                 Ok(Response::CopyOut(CopyResponse::new(
                     options.wire_format(),
@@ -850,10 +849,9 @@ impl Connection {
                 )))
             }
             Kind::Plan(plan) => {
-                let plan = with_params(plan, params)?;
-                let command = is_command(&plan);
-                let tag = command_tag(&stmt.sql, &plan);
-                let (stream, mut stop) = self.start(plan, cancel).await?;
+                let command = is_command(plan);
+                let tag = command_tag(&stmt.sql, plan);
+                let (stream, mut stop) = self.start(*plan.clone(), params, cancel).await?;
                 if command || stream.schema().fields().is_empty() {
                     // A command: run it to the end; COPY and INSERT report a count.
                     let batches: Vec<_> = or_stop(
@@ -896,15 +894,6 @@ impl Connection {
                 )))
             }
         }
-    }
-}
-
-/// `plan` with its `$n` bound to `params`.
-fn with_params(plan: &LogicalPlan, params: Option<ParamValues>) -> PgWireResult<LogicalPlan> {
-    let plan = plan.clone();
-    match params {
-        Some(params) => plan.with_param_values(params).map_err(to_pg),
-        None => Ok(plan),
     }
 }
 
@@ -1272,6 +1261,39 @@ where
     Ok(())
 }
 
+/// A Describe's answer (ParameterDescription, then RowDescription or
+/// NoData), left in the connection's buffer until the Sync.
+async fn feed_description<C, D>(client: &mut C, response: &D) -> PgWireResult<()>
+where
+    C: futures::Sink<PgWireBackendMessage> + Unpin,
+    C::Error: std::fmt::Debug,
+    PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    D: pgwire::api::results::DescribeResponse,
+{
+    if let Some(types) = response.parameters() {
+        client
+            .feed(PgWireBackendMessage::ParameterDescription(
+                pgwire::messages::data::ParameterDescription::new(
+                    types.iter().map(|t| t.oid()).collect(),
+                ),
+            ))
+            .await?;
+    }
+    if response.is_no_data() {
+        client
+            .feed(PgWireBackendMessage::NoData(
+                pgwire::messages::data::NoData::new(),
+            ))
+            .await?;
+    } else {
+        let description = RowDescription::new(response.fields().iter().map(Into::into).collect());
+        client
+            .feed(PgWireBackendMessage::RowDescription(description))
+            .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ExtendedQueryHandler for Connection {
     type Statement = Statement;
@@ -1281,8 +1303,90 @@ impl ExtendedQueryHandler for Connection {
         Arc::clone(&self.parser)
     }
 
-    /// A cursor is a portal too, as in Postgres: psycopg describes the
-    /// portal named after the cursor it declared to learn its columns.
+    /// As `pgwire`'s own, but the ParseComplete waits in the connection's
+    /// buffer for the Sync (or Flush) that ends the client's messages, as
+    /// Postgres sends it: one write per round trip, not one per message.
+    async fn on_parse<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Parse,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME).to_string();
+        let parser = self.query_parser();
+        match pgwire::api::stmt::StoredStatement::parse(client, &message, parser).await? {
+            Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        client
+            .feed(PgWireBackendMessage::ParseComplete(
+                pgwire::messages::extendedquery::ParseComplete::new(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// As `pgwire`'s own, the BindComplete left for the Sync to send (see
+    /// [`Self::on_parse`]).
+    async fn on_bind<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Bind,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement_name = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal_name = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
+        match client.portal_store().get_statement(statement_name) {
+            Some(Entry::Value(statement)) => {
+                let portal = Portal::try_new(&message, statement)?;
+                client.portal_store().put_portal(Arc::new(portal));
+            }
+            Some(Entry::Empty) => {
+                if !message.parameters.is_empty() {
+                    return Err(pg_error(
+                        "08P01",
+                        format!(
+                            "bind message supplies {} parameters, but prepared statement {statement_name:?} requires 0",
+                            message.parameters.len()
+                        ),
+                    ));
+                }
+                client.portal_store().put_empty_portal(portal_name);
+            }
+            None => return Err(PgWireError::StatementNotFound(statement_name.to_owned())),
+        }
+        client
+            .feed(PgWireBackendMessage::BindComplete(
+                pgwire::messages::extendedquery::BindComplete::new(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// As `pgwire`'s own, the description left for the Sync to send (see
+    /// [`Self::on_parse`]). A cursor is a portal too, as in Postgres:
+    /// psycopg describes the portal named after the cursor it declared to
+    /// learn its columns.
     async fn on_describe<C>(
         &self,
         client: &mut C,
@@ -1299,19 +1403,44 @@ impl ExtendedQueryHandler for Connection {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
     {
+        use pgwire::api::results::{
+            DescribePortalResponse, DescribeResponse, DescribeStatementResponse,
+        };
+        use pgwire::messages::extendedquery::{
+            TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+        };
         self.activity.touch();
-        if message.target_type == pgwire::messages::extendedquery::TARGET_TYPE_BYTE_PORTAL
-            && let Some(name) = message.name.as_deref()
-            && client.portal_store().get_portal(name).is_none()
-            && let Ok(schema) = self.cursors.schema(name)
-        {
-            let response =
-                pgwire::api::results::DescribePortalResponse::new(fields(&schema, |_| {
-                    FieldFormat::Text
-                }));
-            return pgwire::api::query::send_describe_response(client, &response).await;
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => match client.portal_store().get_statement(name) {
+                Some(Entry::Value(stmt)) => {
+                    let response = self.do_describe_statement(client, &stmt).await?;
+                    feed_description(client, &response).await
+                }
+                Some(Entry::Empty) => {
+                    feed_description(client, &DescribeStatementResponse::no_data()).await
+                }
+                None => Err(PgWireError::StatementNotFound(name.to_owned())),
+            },
+            TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
+                Some(Entry::Value(portal)) => {
+                    let response = self.do_describe_portal(client, &portal).await?;
+                    feed_description(client, &response).await
+                }
+                Some(Entry::Empty) => {
+                    feed_description(client, &DescribePortalResponse::no_data()).await
+                }
+                None => match self.cursors.schema(name) {
+                    Ok(schema) => {
+                        let response =
+                            DescribePortalResponse::new(fields(&schema, |_| FieldFormat::Text));
+                        feed_description(client, &response).await
+                    }
+                    Err(_) => Err(PgWireError::PortalNotFound(name.to_owned())),
+                },
+            },
+            other => Err(PgWireError::InvalidTargetType(other)),
         }
-        self._on_describe(client, message).await
     }
 
     /// Streams a portal's rows to the client as they are made when the
