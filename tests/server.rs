@@ -1755,6 +1755,85 @@ async fn malformed_messages_end_only_their_connection() {
     server.stop().await;
 }
 
+/// A frontend message of type `t`.
+fn frame(t: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![t];
+    out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads from `socket` until `bytes` holds a frame of type `until` or
+/// `wait` passes; the message types read.
+async fn read_until(
+    socket: &mut tokio::net::TcpStream,
+    bytes: &mut Vec<u8>,
+    until: char,
+    wait: std::time::Duration,
+) -> Vec<char> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + wait;
+    while !message_types(bytes).contains(&until) {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => bytes.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    message_types(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_query_answers_wait_for_sync_or_flush() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start().await;
+    let mut socket = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    socket.write_all(&startup_message()).await.expect("startup");
+    let mut got = vec![];
+    let wait = std::time::Duration::from_secs(5);
+    assert!(
+        read_until(&mut socket, &mut got, 'Z', wait)
+            .await
+            .contains(&'Z')
+    );
+    // Parse, Bind ($1 = 41), Describe and Execute the unnamed portal.
+    let mut messages = frame(b'P', b"\0SELECT $1::int + 1 AS answer\0\0\0");
+    messages.extend(frame(b'B', b"\0\0\0\0\0\x01\0\0\0\x0241\0\0"));
+    messages.extend(frame(b'D', b"P\0"));
+    messages.extend(frame(b'E', b"\0\0\0\0\0"));
+    socket.write_all(&messages).await.expect("send");
+    // Nothing is sent before the client asks (Postgres sends on Sync or
+    // Flush): a short wait sees no answer.
+    let mut answers = vec![];
+    let early = read_until(
+        &mut socket,
+        &mut answers,
+        '1',
+        std::time::Duration::from_millis(300),
+    )
+    .await;
+    assert!(early.is_empty(), "answered before Flush or Sync: {early:?}");
+    socket.write_all(&frame(b'H', b"")).await.expect("flush");
+    let flushed = read_until(&mut socket, &mut answers, 'C', wait).await;
+    assert_eq!(flushed, vec!['1', '2', 'T', 'D', 'C'], "after Flush");
+    assert!(String::from_utf8_lossy(&answers).contains("42"));
+    socket.write_all(&frame(b'S', b"")).await.expect("sync");
+    let synced = read_until(&mut socket, &mut answers, 'Z', wait).await;
+    assert_eq!(synced, vec!['1', '2', 'T', 'D', 'C', 'Z'], "after Sync");
+    // An error still reaches the client at once, and the Sync after it
+    // ends the round trip.
+    let mut failing = frame(b'P', b"\0SELECT * FROM no_such_table\0\0\0");
+    failing.extend(frame(b'S', b""));
+    socket.write_all(&failing).await.expect("send");
+    let mut error = vec![];
+    let types = read_until(&mut socket, &mut error, 'Z', wait).await;
+    assert_eq!(types, vec!['E', 'Z'], "{}", String::from_utf8_lossy(&error));
+    assert!(String::from_utf8_lossy(&error).contains("42P01"));
+    server.stop().await;
+}
+
 /// `pgbench` (Postgres' own benchmark client) with a custom script, in the
 /// simple, extended and prepared protocols; its stdout.
 async fn pgbench(port: u16, script: &str, mode: &str) -> String {
