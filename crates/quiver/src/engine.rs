@@ -457,6 +457,17 @@ impl Quiver {
             let df = self.execute_logical_plan(bind(plan, params)?).await?;
             return self.execute_frame(df).await;
         }
+        // Constants in the filters of a statement that may be kept become
+        // parameters (see `kept_plans`).
+        let (plan, params) = match params {
+            None if crate::kept_plans::keepable(&plan, false).is_some() => {
+                match crate::kept_plans::with_constants_as_parameters(&plan) {
+                    Some((generic, values)) => (generic, Some(values)),
+                    None => (plan, None),
+                }
+            }
+            params => (plan, params),
+        };
         let kept = self.states.take(&self.ctx);
         let task = Arc::clone(&kept.task);
         let physical = self

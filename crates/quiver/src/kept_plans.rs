@@ -311,6 +311,69 @@ pub(crate) fn keepable(plan: &LogicalPlan, bound: bool) -> Option<Keepable> {
     })
 }
 
+/// `plan` (a statement without parameters) with the constants its filters
+/// compare with (`id = 42`, `price < 9.5`) as typed parameters, and their
+/// values; `None` when it has none. Statements that differ only in those
+/// constants then share one generic plan, as Postgres' prepared statements
+/// do; NULLs, constants compared with constants, and constants anywhere
+/// else (a projection, `LIMIT`) stay as written.
+pub(crate) fn with_constants_as_parameters(
+    plan: &LogicalPlan,
+) -> Option<(LogicalPlan, ParamValues)> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let mut values: Vec<datafusion::common::ScalarValue> = Vec::new();
+    let mut lift = |side: &mut Box<Expr>| {
+        if let Expr::Literal(value, None) = side.as_ref()
+            && !value.is_null()
+        {
+            let field = datafusion::arrow::datatypes::Field::new("", value.data_type(), true);
+            values.push(value.clone());
+            **side = Expr::Placeholder(Placeholder {
+                id: format!("${}", values.len()),
+                field: Some(Arc::new(field)),
+            });
+        }
+    };
+    let rewritten = plan
+        .clone()
+        .transform_up_with_subqueries(|node| {
+            if !matches!(node, LogicalPlan::Filter(_)) {
+                return Ok(Transformed::no(node));
+            }
+            node.map_expressions(|e| {
+                e.transform_up(|x| match x {
+                    Expr::BinaryExpr(BinaryExpr {
+                        mut left,
+                        op,
+                        mut right,
+                    }) if matches!(
+                        op,
+                        Operator::Eq
+                            | Operator::NotEq
+                            | Operator::Lt
+                            | Operator::LtEq
+                            | Operator::Gt
+                            | Operator::GtEq
+                    ) && (matches!(*left, Expr::Literal(..))
+                        != matches!(*right, Expr::Literal(..))) =>
+                    {
+                        lift(&mut left);
+                        lift(&mut right);
+                        Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                            left,
+                            op,
+                            right,
+                        })))
+                    }
+                    other => Ok(Transformed::no(other)),
+                })
+            })
+        })
+        .ok()?
+        .data;
+    (!values.is_empty()).then(|| (rewritten, ParamValues::from(values)))
+}
+
 /// `plan` with each `$n` a parameter marker of its type (inferred as
 /// DataFusion infers it when binding values); `None` when one's type
 /// stays unknown.
@@ -533,6 +596,7 @@ fn reexecutable(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::common::ScalarValue;
     use datafusion::prelude::SessionContext;
@@ -702,6 +766,79 @@ mod tests {
             .err()
             .expect("one value for two parameters");
         assert!(err.to_string().contains("$2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn statements_that_differ_in_filter_constants_share_a_plan() {
+        let quiver = Quiver::builder().build().expect("engine");
+        quiver
+            .collect("CREATE TABLE t (id BIGINT, day DATE, name VARCHAR) AS VALUES (1, DATE '2024-01-01', 'ada'), (2, DATE '2024-02-01', 'bob'), (3, DATE '2024-03-01', 'cy')")
+            .await
+            .expect("table");
+        let text = |batches: Vec<RecordBatch>| {
+            pretty_format_batches(&batches).expect("format").to_string()
+        };
+        for (id, name) in [(1, "ada"), (2, "bob"), (3, "cy")] {
+            let got = text(
+                quiver
+                    .collect(&format!("SELECT name FROM t WHERE id = {id}"))
+                    .await
+                    .expect("point"),
+            );
+            assert!(got.contains(name) && got.lines().count() == 5, "{got}");
+        }
+        assert_eq!(kept(&quiver), 1);
+        let (generic, values) = with_constants_as_parameters(
+            &quiver
+                .create_logical_plan("SELECT name, 7 AS seven FROM t WHERE id >= 2 AND day < '2024-03-01' AND 1 = 1 LIMIT 5")
+                .await
+                .expect("plan"),
+        )
+        .expect("constants");
+        let shown = generic.display_indent().to_string();
+        assert!(
+            shown.contains("t.id >= $1") && shown.contains("$2"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("Int64(1) = Int64(1)") && shown.contains("Int64(7)"),
+            "{shown}"
+        );
+        assert_eq!(
+            format!("{values:?}").matches("ScalarAndMetadata").count(),
+            2
+        );
+        // A string compared with a date is read as a date, as written.
+        let got = text(
+            quiver
+                .collect("SELECT name FROM t WHERE id >= 2 AND day < '2024-03-01'")
+                .await
+                .expect("dates"),
+        );
+        assert!(
+            got.contains("bob") && !got.contains("cy") && !got.contains("ada"),
+            "{got}"
+        );
+        let bad = quiver
+            .collect("SELECT name FROM t WHERE day < 'not a date'")
+            .await
+            .expect_err("not a date");
+        assert!(bad.to_string().contains("not a date"), "{bad}");
+        // NULL stays as written (and matches nothing).
+        assert!(
+            with_constants_as_parameters(
+                &quiver
+                    .create_logical_plan("SELECT * FROM t WHERE id = NULL")
+                    .await
+                    .expect("null")
+            )
+            .is_none()
+        );
+        let none = quiver
+            .collect("SELECT name FROM t WHERE id = NULL")
+            .await
+            .expect("null");
+        assert_eq!(none.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
     }
 
     #[tokio::test]
