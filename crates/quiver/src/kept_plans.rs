@@ -661,6 +661,16 @@ mod tests {
         pretty_format_batches(&batches).expect("format").to_string()
     }
 
+    /// Rows of `plan` (taking `$1` and a BIGINT `$2`) with those values.
+    async fn two_values(
+        quiver: &Quiver,
+        plan: &LogicalPlan,
+        first: ScalarValue,
+        second: Option<i64>,
+    ) -> String {
+        rows(quiver, plan, vec![first, ScalarValue::Int64(second)]).await
+    }
+
     fn kept(quiver: &Quiver) -> usize {
         quiver
             .kept
@@ -683,12 +693,7 @@ mod tests {
             )
             .await
             .expect("plan");
-        let two = rows(
-            &quiver,
-            &statement,
-            vec![ScalarValue::Int64(Some(2)), ScalarValue::Int64(Some(10))],
-        )
-        .await;
+        let two = two_values(&quiver, &statement, ScalarValue::Int64(Some(2)), Some(10)).await;
         assert!(
             two.contains("| bob  | 20     |") && two.contains("| cy   | 30     |"),
             "{two}"
@@ -696,23 +701,13 @@ mod tests {
         assert!(!two.contains("ada"), "{two}");
         assert_eq!(kept(&quiver), 1);
         // The same kept plan with other values.
-        let one = rows(
-            &quiver,
-            &statement,
-            vec![ScalarValue::Int64(Some(1)), ScalarValue::Int64(Some(-1))],
-        )
-        .await;
+        let one = two_values(&quiver, &statement, ScalarValue::Int64(Some(1)), Some(-1)).await;
         assert!(
             one.contains("| ada  | -1     |") && one.contains("| cy   | -3     |"),
             "{one}"
         );
         // A value of another type is cast to the parameter's, as when bound.
-        let cast = rows(
-            &quiver,
-            &statement,
-            vec![ScalarValue::Int32(Some(3)), ScalarValue::Int64(Some(1))],
-        )
-        .await;
+        let cast = two_values(&quiver, &statement, ScalarValue::Int32(Some(3)), Some(1)).await;
         assert!(
             cast.contains("| cy   | 3      |") && !cast.contains("bob"),
             "{cast}"
@@ -732,12 +727,7 @@ mod tests {
             .collect("INSERT INTO people VALUES (4, 'dee')")
             .await
             .expect("insert");
-        let after = rows(
-            &quiver,
-            &statement,
-            vec![ScalarValue::Int64(Some(3)), ScalarValue::Int64(Some(1))],
-        )
-        .await;
+        let after = two_values(&quiver, &statement, ScalarValue::Int64(Some(3)), Some(1)).await;
         assert!(
             after.contains("| dee  | 4      |") && after.contains("| cy   | 3      |"),
             "{after}"
@@ -746,12 +736,7 @@ mod tests {
             .collect("DELETE FROM people WHERE id = 3")
             .await
             .expect("delete");
-        let deleted = rows(
-            &quiver,
-            &statement,
-            vec![ScalarValue::Int64(Some(3)), ScalarValue::Int64(Some(1))],
-        )
-        .await;
+        let deleted = two_values(&quiver, &statement, ScalarValue::Int64(Some(3)), Some(1)).await;
         assert!(
             deleted.contains("dee") && !deleted.contains("cy"),
             "{deleted}"
