@@ -453,6 +453,10 @@ impl Quiver {
         plan: LogicalPlan,
         params: Option<ParamValues>,
     ) -> Result<SendableRecordBatchStream> {
+        if matches!(plan, LogicalPlan::Dml(_)) {
+            // The kept plans would hold the batches it replaces.
+            self.kept.clear();
+        }
         if changes_session(&plan) || matches!(plan, LogicalPlan::Copy(_)) {
             let df = self.execute_logical_plan(bind(plan, params)?).await?;
             return self.execute_frame(df).await;
@@ -508,10 +512,14 @@ impl Quiver {
                                 &statement,
                                 generation,
                                 versions,
-                                physical,
+                                &physical,
                                 params.as_ref(),
                             ) {
                                 return Ok(copy);
+                            }
+                            // Without parameters the generic plan is the plan.
+                            if !statement.has_parameters {
+                                return Ok(physical);
                             }
                         }
                         // Without parameters the generic plan is the plan.

@@ -24,8 +24,9 @@
 //!   (`LIMIT $1`) is planned with its values every time.
 //!
 //! A kept plan holds the batches of the memory tables it read until it is
-//! made again, the session changes (`SET`, DDL), the session ends, or more
-//! than [`MAX_KEPT`] statements are kept.
+//! made again, the session writes to a table (which drops them all), its
+//! state changes (`SET`, DDL), it ends, or more than [`MAX_KEPT`]
+//! statements are kept.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -185,42 +186,50 @@ impl KeptPlans {
     /// Keeps `physical`, the plan of `statement.generic(plan)`, and
     /// returns a fresh copy with `params` bound; `None` when it cannot be
     /// kept (an operator that would not run again, a parameter where it
-    /// cannot be bound): the statement is then planned with its values,
-    /// and with a parameter, so is each later execution.
+    /// cannot be bound): a statement with parameters is then planned with
+    /// its values, now and at each later execution.
     pub fn keep(
         &self,
         plan: &LogicalPlan,
         statement: &Keepable,
         generation: u64,
         versions: TableVersions,
-        physical: Arc<dyn ExecutionPlan>,
+        physical: &Arc<dyn ExecutionPlan>,
         params: Option<&ParamValues>,
     ) -> Option<Arc<dyn ExecutionPlan>> {
-        let copy = reexecutable(&physical)
-            .then(|| fresh_copy(&physical, params).ok())
+        let copy = reexecutable(physical)
+            .then(|| fresh_copy(physical, params).ok())
             .flatten();
-        if copy.is_none() && !statement.has_parameters {
-            return None;
+        if copy.is_some() || statement.has_parameters {
+            let physical = copy.as_ref().map(|_| Arc::clone(physical));
+            self.insert(plan, generation, versions, physical);
         }
-        let mut kept = self.lock();
-        if kept.len() >= MAX_KEPT {
-            kept.clear();
-        }
-        kept.insert(
-            plan.clone(),
-            Entry {
-                generation,
-                versions,
-                physical: copy.as_ref().map(|_| physical),
-            },
-        );
         copy
     }
 
     /// Notes that the generic plan of `plan` cannot be made.
     pub fn refuse(&self, plan: &LogicalPlan, generation: u64, versions: TableVersions) {
+        self.insert(plan, generation, versions, None);
+    }
+
+    /// Forgets every kept plan (and the batches they hold): the session
+    /// wrote to a table.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Keeps `physical` for `plan`; plans of an earlier session state are
+    /// dropped (they would never be used again), as are all of them past
+    /// [`MAX_KEPT`].
+    fn insert(
+        &self,
+        plan: &LogicalPlan,
+        generation: u64,
+        versions: TableVersions,
+        physical: Option<Arc<dyn ExecutionPlan>>,
+    ) {
         let mut kept = self.lock();
-        if kept.len() >= MAX_KEPT {
+        if kept.len() >= MAX_KEPT || kept.values().any(|e| e.generation != generation) {
             kept.clear();
         }
         kept.insert(
@@ -228,7 +237,7 @@ impl KeptPlans {
             Entry {
                 generation,
                 versions,
-                physical: None,
+                physical,
             },
         );
     }
@@ -732,10 +741,17 @@ mod tests {
             after.contains("| dee  | 4      |") && after.contains("| cy   | 3      |"),
             "{after}"
         );
+        // Written another way (a frame, as another session's statement
+        // would): the kept plan sees the table's batches changed.
+        assert_eq!(kept(&quiver), 1);
         quiver
-            .collect("DELETE FROM people WHERE id = 3")
+            .sql("DELETE FROM people WHERE id = 3")
             .await
-            .expect("delete");
+            .expect("delete")
+            .collect()
+            .await
+            .expect("deleted");
+        assert_eq!(kept(&quiver), 1);
         let deleted = two_values(&quiver, &statement, ScalarValue::Int64(Some(3)), Some(1)).await;
         assert!(
             deleted.contains("dee") && !deleted.contains("cy"),
