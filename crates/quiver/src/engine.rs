@@ -282,7 +282,7 @@ fn changes_session(plan: &LogicalPlan) -> bool {
 /// ```
 #[derive(Clone)]
 pub struct Quiver {
-    ctx: SessionContext,
+    pub(crate) ctx: SessionContext,
     config: QuiverConfig,
     /// Shared by every session of the engine: a model registered (and
     /// loaded) once serves all of them.
@@ -292,7 +292,7 @@ pub struct Quiver {
     /// The engine's memory pool, which every session's pool draws from.
     shared_pool: Arc<dyn MemoryPool>,
     /// The session's state as its queries are planned, kept between them.
-    states: Arc<StateCache>,
+    pub(crate) states: Arc<StateCache>,
     /// The physical plans the session keeps (see `kept_plans`).
     pub(crate) kept: Arc<KeptPlans>,
     /// The config's tables, in every session of the engine.
@@ -552,7 +552,14 @@ impl Quiver {
             return self.run_model_statement(stmt);
         }
         let kept = self.states.take(&self.ctx);
-        let plan = self.plan_on(&kept.state, sql).await;
+        // A constant statement (`SELECT 1`) is planned once per session
+        // state (see `kept_plans`).
+        let plan = match self.kept.statement(sql, kept.generation) {
+            Some(plan) => Ok(plan),
+            None => self.plan_on(&kept.state, sql).await.inspect(|plan| {
+                self.kept.remember_statement(sql, kept.generation, plan);
+            }),
+        };
         self.states.put(kept);
         plan
     }

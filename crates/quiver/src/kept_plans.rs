@@ -146,9 +146,13 @@ pub(crate) enum Lookup {
     Missing,
 }
 
-/// A session's kept plans, by logical plan (before parameters are bound).
+/// A session's kept plans, by logical plan (before parameters are bound),
+/// and the logical plans of its constant statements, by SQL text.
 #[derive(Default)]
-pub(crate) struct KeptPlans(Mutex<HashMap<LogicalPlan, Entry>>);
+pub(crate) struct KeptPlans {
+    plans: Mutex<HashMap<LogicalPlan, Entry>>,
+    texts: Mutex<HashMap<String, (u64, LogicalPlan)>>,
+}
 
 impl std::fmt::Debug for KeptPlans {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,7 +164,34 @@ impl std::fmt::Debug for KeptPlans {
 
 impl KeptPlans {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LogicalPlan, Entry>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.plans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn texts(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, LogicalPlan)>> {
+        self.texts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The logical plan of constant statement `sql`, when it was planned
+    /// with the session state of `generation`.
+    pub fn statement(&self, sql: &str, generation: u64) -> Option<LogicalPlan> {
+        match self.texts().get(sql) {
+            Some((made_with, plan)) if *made_with == generation => Some(plan.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps the logical plan of `sql` when it is a constant statement (a
+    /// query that reads no table, takes no parameter and calls only
+    /// immutable functions: its plan depends on the session state alone).
+    pub fn remember_statement(&self, sql: &str, generation: u64, plan: &LogicalPlan) {
+        if !keepable(plan, false).is_some_and(|k| k.tables.is_empty()) {
+            return;
+        }
+        let mut texts = self.texts();
+        if texts.len() >= MAX_KEPT || texts.values().any(|(g, _)| *g != generation) {
+            texts.clear();
+        }
+        texts.insert(sql.to_string(), (generation, plan.clone()));
     }
 
     /// The plan kept for `plan`, when it was made with the session state
@@ -875,11 +906,29 @@ mod tests {
         assert!(rows(&quiver, &scan, vec![]).await.contains("| 10 |"));
         assert_eq!(kept(&quiver), 2);
         assert!(rows(&quiver, &scan, vec![]).await.contains("| 10 |"));
+        // The constant statement's text is kept with its logical plan, the
+        // scan's is not (a table of that name may be another by then).
+        let texts: Vec<String> = quiver.kept.texts().keys().cloned().collect();
+        assert_eq!(texts, vec!["SELECT 1 + 1 AS two".to_string()]);
+        let again = quiver
+            .create_logical_plan("SELECT 1 + 1 AS two")
+            .await
+            .expect("again");
+        assert_eq!(again, constant);
         // A setting starts the session's plans over.
         quiver
             .collect("SET datafusion.execution.batch_size = 1000")
             .await
             .expect("set");
         assert!(rows(&quiver, &scan, vec![]).await.contains("| 10 |"));
+        assert!(kept(&quiver) == 1, "plans of the earlier state are dropped");
+        let state = quiver.states.take(&quiver.ctx);
+        assert!(
+            quiver
+                .kept
+                .statement("SELECT 1 + 1 AS two", state.generation)
+                .is_none()
+        );
+        quiver.states.put(state);
     }
 }
