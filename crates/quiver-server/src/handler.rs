@@ -57,6 +57,29 @@ use crate::notices::Notices;
 pub struct Statement {
     sql: String,
     kind: Kind,
+    /// The types of its plan's parameters, once asked for (each Bind
+    /// needs them).
+    parameters: std::sync::OnceLock<Vec<Option<DataType>>>,
+}
+
+impl Statement {
+    fn new(sql: String, kind: Kind) -> Self {
+        Self {
+            sql,
+            kind,
+            parameters: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The types of `plan`'s (this statement's plan's) parameters, `$1`
+    /// first; `None` where the plan does not say.
+    fn parameter_types(&self, plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
+        if let Some(types) = self.parameters.get() {
+            return Ok(types.clone());
+        }
+        let types = parameter_types(plan)?;
+        Ok(self.parameters.get_or_init(|| types).clone())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -217,15 +240,34 @@ pub struct Parser {
 
 impl Parser {
     async fn parse(&self, sql: &str) -> PgWireResult<Statement> {
+        Ok(self.parse_with(sql, false).await?.0)
+    }
+
+    /// Parses a statement of a simple query: a query like one the session
+    /// planned before but for its filters' constants comes with those as
+    /// the values of its plan's parameters (see `Quiver::plan_statement`).
+    async fn parse_simple(&self, sql: &str) -> PgWireResult<(Statement, Option<ParamValues>)> {
+        self.parse_with(sql, true).await
+    }
+
+    async fn parse_with(
+        &self,
+        sql: &str,
+        simple: bool,
+    ) -> PgWireResult<(Statement, Option<ParamValues>)> {
+        let mut values = None;
         // asyncpg's type lookup, as a query DataFusion can run.
         if let Some(ours) = crate::asyncpg::introspection(sql) {
             let plan = self.quiver.create_logical_plan(ours).await.map_err(to_pg)?;
-            return Ok(Statement {
-                sql: ours.to_string(),
-                kind: Kind::Plan(Box::new(
-                    crate::asyncpg::mark_oid_arrays(plan).map_err(to_pg)?,
-                )),
-            });
+            return Ok((
+                Statement::new(
+                    ours.to_string(),
+                    Kind::Plan(Box::new(
+                        crate::asyncpg::mark_oid_arrays(plan).map_err(to_pg)?,
+                    )),
+                ),
+                None,
+            ));
         }
         // Model statements go to the engine as they are (`SHOW MODELS` is
         // no client setting); clients may not change the shared models of
@@ -285,7 +327,13 @@ impl Parser {
         let kind = match special {
             Some(kind) => kind,
             None => {
-                let plan = self.quiver.create_logical_plan(sql).await.map_err(to_pg)?;
+                let plan = if simple {
+                    let (plan, literals) = self.quiver.plan_statement(sql).await.map_err(to_pg)?;
+                    values = literals;
+                    plan
+                } else {
+                    self.quiver.create_logical_plan(sql).await.map_err(to_pg)?
+                };
                 if self.quiver.config().server.read_only {
                     // Writes (COPY … TO, INSERT, UPDATE, DELETE) anywhere in
                     // the plan, prepared statements included.
@@ -306,10 +354,7 @@ impl Parser {
                 Kind::Plan(Box::new(plan))
             }
         };
-        Ok(Statement {
-            sql: sql.to_string(),
-            kind,
-        })
+        Ok((Statement::new(sql.to_string(), kind), values))
     }
 }
 
@@ -436,7 +481,8 @@ impl QueryParser for Parser {
         match bound_plan(&stmt.kind) {
             // Unknown types are announced as text: clients then send text,
             // which DataFusion coerces.
-            Some(plan) => Ok(parameter_types(plan)?
+            Some(plan) => Ok(stmt
+                .parameter_types(plan)?
                 .iter()
                 .map(|t| announced_type(stmt, t.as_ref()))
                 .collect()),
@@ -942,7 +988,7 @@ fn bind(portal: &Portal<Statement>) -> PgWireResult<Option<ParamValues>> {
     let Some(plan) = bound_plan(&portal.statement.statement.kind) else {
         return Ok(None);
     };
-    let inferred = parameter_types(plan)?;
+    let inferred = portal.statement.statement.parameter_types(plan)?;
     if portal.parameter_len() == 0 && inferred.is_empty() {
         return Ok(None);
     }
@@ -1092,8 +1138,8 @@ impl SimpleQueryHandler for Connection {
             self.started(&piece.sql);
             let mut notices = Notices::start(&self.quiver);
             let response = with_notices(client, &mut notices, async {
-                let stmt = self.parser.parse(&piece.sql).await?;
-                self.run(&stmt, None, &|_| FieldFormat::Text, cancel.clone())
+                let (stmt, values) = self.parser.parse_simple(&piece.sql).await?;
+                self.run(&stmt, values, &|_| FieldFormat::Text, cancel.clone())
                     .await
             })
             .await?
@@ -1125,9 +1171,9 @@ impl SimpleQueryHandler for Connection {
         let cancel = self.cancel_signal();
         let mut out = vec![];
         for piece in quiver::statements::split_statements(query) {
-            let result = match self.parser.parse(&piece.sql).await {
-                Ok(stmt) => {
-                    self.run(&stmt, None, &|_| FieldFormat::Text, cancel.clone())
+            let result = match self.parser.parse_simple(&piece.sql).await {
+                Ok((stmt, values)) => {
+                    self.run(&stmt, values, &|_| FieldFormat::Text, cancel.clone())
                         .await
                 }
                 Err(e) => Err(e),

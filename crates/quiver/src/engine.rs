@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
-use datafusion::common::{DataFusionError, ParamValues, Result};
+use datafusion::common::{DataFusionError, ParamValues, Result, TableReference};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::SendableRecordBatchStream;
@@ -19,6 +19,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::async_udf::AsyncScalarUDF;
 use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
@@ -32,10 +33,11 @@ use quiver_sources::late::LateMaterialization;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
 
 use crate::config::{QuiverConfig, TableDeclaration};
-use crate::kept_plans::{KeptPlans, Lookup};
+use crate::kept_plans::{Hold, Keepable, KeptPlans, Lookup, Shaping};
 use crate::models::{ModelStatement, parse_model_statement, run_model_statement};
 use crate::object_stores::QuiverObjectStoreRegistry;
 use crate::session_pool::SessionPool;
+use crate::shapes::Shape;
 use crate::state_cache::StateCache;
 use crate::tables::SharedTables;
 use quiver_models::ModelRegistry;
@@ -259,6 +261,21 @@ fn model_batch_size(models: &Arc<ModelRegistry>) -> BatchSizeHint {
 /// Whether running `plan` may change the session's state (settings,
 /// functions, prepared statements), so that a kept copy of it is stale.
 /// `plan` with its parameters bound to `params`.
+/// Whether each table still has the address it had (a name may since
+/// have been given to another table).
+async fn same_tables(state: &SessionState, tables: &[(TableReference, usize)]) -> bool {
+    for (name, address) in tables {
+        let Ok(schema) = state.schema_for_ref(name.clone()) else {
+            return false;
+        };
+        match schema.table(name.table()).await {
+            Ok(Some(table)) if crate::kept_plans::address(&table) == *address => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 fn bind(plan: LogicalPlan, params: Option<ParamValues>) -> Result<LogicalPlan> {
     match params {
         Some(params) => plan.with_param_values(params),
@@ -463,22 +480,37 @@ impl Quiver {
         }
         // Constants in the filters of a statement that may be kept become
         // parameters (see `kept_plans`).
-        let (plan, params) = match params {
-            None if crate::kept_plans::keepable(&plan, false).is_some() => {
+        let keepable = crate::kept_plans::keepable(&plan, params.is_some());
+        let (plan, params, keepable) = match (params, keepable) {
+            (None, Some(keepable)) => {
                 match crate::kept_plans::with_constants_as_parameters(&plan) {
-                    Some((generic, values)) => (generic, Some(values)),
-                    None => (plan, None),
+                    Some((generic, values)) => {
+                        let keepable = crate::kept_plans::keepable(&generic, true);
+                        (generic, Some(ParamValues::from(values)), keepable)
+                    }
+                    None => (plan, None, Some(keepable)),
                 }
             }
-            params => (plan, params),
+            (params, keepable) => (plan, params, keepable),
         };
         let kept = self.states.take(&self.ctx);
         let task = Arc::clone(&kept.task);
         let physical = self
-            .physical_plan(&kept.state, kept.generation, plan, params)
+            .physical_plan(&kept.state, kept.generation, plan, params, keepable)
             .await;
         self.states.put(kept);
-        datafusion::physical_plan::execute_stream(physical?, task)
+        let (physical, hold) = physical?;
+        let stream = datafusion::physical_plan::execute_stream(physical, task)?;
+        Ok(match hold {
+            // The plan's parameter slots are this stream's until it ends.
+            Some(hold) => Box::pin(RecordBatchStreamAdapter::new(
+                stream.schema(),
+                stream.inspect(move |_| {
+                    let _ = &hold;
+                }),
+            )),
+            None => stream,
+        })
     }
 
     /// The physical plan of `plan` with `params` bound: a fresh copy of the
@@ -489,8 +521,8 @@ impl Quiver {
         generation: u64,
         plan: LogicalPlan,
         params: Option<ParamValues>,
-    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        let keepable = crate::kept_plans::keepable(&plan, params.is_some());
+        keepable: Option<Keepable>,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Option<Hold>)> {
         if let Some(statement) = keepable
             && let Some(versions) = statement.versions()
         {
@@ -498,28 +530,32 @@ impl Quiver {
                 .kept
                 .get(&plan, generation, &versions, params.as_ref())?
             {
-                Lookup::Ready(physical) => return Ok(physical),
+                Lookup::Ready(physical, hold) => return Ok((physical, hold)),
                 Lookup::PlanBound => {}
                 Lookup::Missing => {
                     let physical = match statement.generic(&plan) {
-                        Some(generic) => state.create_physical_plan(&generic).await,
+                        Some((generic, slots)) => state
+                            .create_physical_plan(&generic)
+                            .await
+                            .map(|physical| (physical, slots)),
                         None => Err(DataFusionError::Plan("a parameter has no type".into())),
                     };
                     match physical {
-                        Ok(physical) => {
+                        Ok((physical, slots)) => {
                             if let Some(copy) = self.kept.keep(
                                 &plan,
                                 &statement,
                                 generation,
                                 versions,
                                 &physical,
+                                slots,
                                 params.as_ref(),
                             ) {
-                                return Ok(copy);
+                                return Ok((copy, None));
                             }
                             // Without parameters the generic plan is the plan.
                             if !statement.has_parameters {
-                                return Ok(physical);
+                                return Ok((physical, None));
                             }
                         }
                         // Without parameters the generic plan is the plan.
@@ -529,7 +565,10 @@ impl Quiver {
                 }
             }
         }
-        state.create_physical_plan(&bind(plan, params)?).await
+        Ok((
+            state.create_physical_plan(&bind(plan, params)?).await?,
+            None,
+        ))
     }
 
     /// Plans a statement that reads Postgres' catalog on `state`: after the
@@ -562,6 +601,84 @@ impl Quiver {
         };
         self.states.put(kept);
         plan
+    }
+
+    /// Plans one statement of a simple query (no parameters of its own) as
+    /// [`Self::create_logical_plan`] does; a statement that differs from
+    /// one the session planned before only in the constants its filters
+    /// compare with (`WHERE id = 42`) is neither parsed nor planned: the
+    /// plan comes back with parameters, and their values from the
+    /// statement's constants (see `shapes`). Run it with
+    /// [`Self::execute_bound`].
+    pub async fn plan_statement(&self, sql: &str) -> Result<(LogicalPlan, Option<ParamValues>)> {
+        if let Some(stmt) = parse_model_statement(sql)? {
+            return Ok((self.run_model_statement(stmt)?, None));
+        }
+        let kept = self.states.take(&self.ctx);
+        let planned = self
+            .plan_statement_on(&kept.state, kept.generation, sql)
+            .await;
+        self.states.put(kept);
+        planned
+    }
+
+    async fn plan_statement_on(
+        &self,
+        state: &SessionState,
+        generation: u64,
+        sql: &str,
+    ) -> Result<(LogicalPlan, Option<ParamValues>)> {
+        if let Some(plan) = self.kept.statement(sql, generation) {
+            return Ok((plan, None));
+        }
+        let shape = (!sql.contains("=>") && !crate::pg_compat::reads_catalog(sql))
+            .then(|| {
+                Shape::of(
+                    sql,
+                    &state.config().options().sql_parser.dialect.to_string(),
+                )
+            })
+            .flatten();
+        let shaping = match &shape {
+            Some(shape) => self.kept.shaped(shape, generation),
+            None => Shaping::AsWritten,
+        };
+        if let Shaping::Plan(plan, values, tables) = shaping {
+            if same_tables(state, &tables).await {
+                return Ok((plan, Some(ParamValues::from(values))));
+            }
+        } else if matches!(shaping, Shaping::AsWritten) {
+            let plan = self.plan_on(state, sql).await?;
+            self.kept.remember_statement(sql, generation, &plan);
+            return Ok((plan, None));
+        }
+        let plan = self.plan_on(state, sql).await?;
+        self.kept.remember_statement(sql, generation, &plan);
+        let Some(shape) = shape else {
+            return Ok((plan, None));
+        };
+        if crate::kept_plans::keepable(&plan, false).is_none() {
+            return Ok((plan, None));
+        }
+        let Some((generic, values)) = crate::kept_plans::with_constants_as_parameters(&plan) else {
+            return Ok((plan, None));
+        };
+        // Which literal gives which parameter, proved by planning the
+        // statement with those literals changed.
+        let mut proved = None;
+        if let Some(mapping) = shape.mapping(&values)
+            && let Some((changed_sql, changed_values)) = shape.changed(&mapping)
+            && let Ok(changed) = self.plan_on(state, &changed_sql).await
+            && let Some((changed_generic, got)) =
+                crate::kept_plans::with_constants_as_parameters(&changed)
+            && changed_generic == generic
+            && got == changed_values
+        {
+            proved = Some(mapping);
+        }
+        self.kept
+            .remember_shape(&shape, generation, proved, &generic);
+        Ok((generic, Some(ParamValues::from(values))))
     }
 
     /// Plans `sql` on `state`: table functions may take named arguments

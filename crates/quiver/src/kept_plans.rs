@@ -29,12 +29,13 @@
 //! statements are kept.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DataFusionError, ParamValues, Result};
+use datafusion::common::{DataFusionError, ParamValues, Result, ScalarValue, TableReference};
 use datafusion::datasource::{MemTable, source_as_provider};
 use datafusion::logical_expr::expr::{Placeholder, ScalarFunction};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
@@ -52,6 +53,8 @@ use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+
+use crate::shapes::{Mapping, Shape};
 
 /// Plans kept per session at most; past it the session starts over.
 pub(crate) const MAX_KEPT: usize = 64;
@@ -93,14 +96,16 @@ pub(crate) struct Keepable {
 
 impl Keepable {
     /// The plan to plan physically for `plan` (this statement's): with
-    /// parameters, each typed `$n` a parameter marker (`None` when one's
-    /// type is unknown).
-    pub fn generic(&self, plan: &LogicalPlan) -> Option<LogicalPlan> {
-        if self.has_parameters {
-            with_markers(plan)
+    /// parameters, each typed `$n` a parameter marker reading the slots
+    /// returned with it (`None` when one's type is unknown).
+    pub fn generic(&self, plan: &LogicalPlan) -> Option<(LogicalPlan, Arc<Slots>)> {
+        let slots = Arc::new(Slots::default());
+        let generic = if self.has_parameters {
+            with_markers(plan, &slots)?
         } else {
-            Some(plan.clone())
-        }
+            plan.clone()
+        };
+        Some((generic, slots))
     }
 
     /// What the statement's tables hold now; `None` while one is being
@@ -109,7 +114,7 @@ impl Keepable {
         let mut out = Vec::new();
         for table in &self.tables {
             let memory = table.downcast_ref::<MemTable>()?;
-            out.push(Arc::as_ptr(table) as *const () as usize);
+            out.push(address(table));
             out.push(memory.batches.len());
             for partition in &memory.batches {
                 let batches = partition.try_read().ok()?;
@@ -133,12 +138,15 @@ struct Entry {
     versions: TableVersions,
     /// `None`: its generic plan cannot be used (planned with its values).
     physical: Option<Arc<dyn ExecutionPlan>>,
+    /// Where its markers read the parameters' values.
+    slots: Arc<Slots>,
 }
 
 /// What a session knows of a statement's plan.
 pub(crate) enum Lookup {
-    /// A fresh copy of its kept plan, parameters bound.
-    Ready(Arc<dyn ExecutionPlan>),
+    /// A fresh copy of its kept plan, parameters bound, and the hold on
+    /// the slots its markers read (its stream must keep it).
+    Ready(Arc<dyn ExecutionPlan>, Option<Hold>),
     /// Plan it with its values.
     PlanBound,
     /// Not kept (or stale): make its generic plan and offer it to
@@ -152,6 +160,50 @@ pub(crate) enum Lookup {
 pub(crate) struct KeptPlans {
     plans: Mutex<HashMap<LogicalPlan, Entry>>,
     texts: Mutex<HashMap<String, (u64, LogicalPlan)>>,
+    shapes: Mutex<HashMap<String, Shaped>>,
+}
+
+/// What a session knows of statements of one shape.
+pub(crate) enum Shaping {
+    /// The generic plan, this statement's values for its parameters, and
+    /// the tables it read (the caller must find they are still those).
+    Plan(LogicalPlan, Vec<ScalarValue>, Vec<(TableReference, usize)>),
+    /// Plan it as written, and learn the shape.
+    Unknown,
+    /// Plan it as written; the shape cannot be learned.
+    AsWritten,
+}
+
+/// The generic plan kept for a statement's shape (see `shapes`).
+struct Shaped {
+    /// The session state it was planned with.
+    generation: u64,
+    /// Which literals give its parameters; `None`: that could not be
+    /// learned, statements of the shape are planned as written.
+    mapping: Option<Mapping>,
+    /// The plan, with parameters.
+    plan: LogicalPlan,
+    /// The tables it reads, with the address each had.
+    tables: Vec<(TableReference, usize)>,
+}
+
+/// The tables `plan` scans, each with its provider's address.
+pub(crate) fn scanned_tables(plan: &LogicalPlan) -> Vec<(TableReference, usize)> {
+    let mut out = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+        {
+            out.push((scan.table_name.clone(), address(&provider)));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
+}
+
+/// A table's address, to tell whether a name still means that table.
+pub(crate) fn address(table: &Arc<dyn TableProvider>) -> usize {
+    Arc::as_ptr(table) as *const () as usize
 }
 
 impl std::fmt::Debug for KeptPlans {
@@ -169,6 +221,54 @@ impl KeptPlans {
 
     fn texts(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, LogicalPlan)>> {
         self.texts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shapes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Shaped>> {
+        self.shapes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the session knows of statements of `shape` planned with the
+    /// session state of `generation`.
+    pub fn shaped(&self, shape: &Shape, generation: u64) -> Shaping {
+        let shapes = self.shapes();
+        let Some(kept) = shapes
+            .get(&shape.key)
+            .filter(|k| k.generation == generation)
+        else {
+            return Shaping::Unknown;
+        };
+        let Some(mapping) = &kept.mapping else {
+            return Shaping::AsWritten;
+        };
+        match shape.values(mapping) {
+            Some(values) => Shaping::Plan(kept.plan.clone(), values, kept.tables.clone()),
+            None => Shaping::Unknown,
+        }
+    }
+
+    /// Keeps `plan`, the generic plan of statements of `shape`, its
+    /// parameters given by `mapping` (`None`: statements of the shape are
+    /// planned as written).
+    pub fn remember_shape(
+        &self,
+        shape: &Shape,
+        generation: u64,
+        mapping: Option<Mapping>,
+        plan: &LogicalPlan,
+    ) {
+        let mut shapes = self.shapes();
+        if shapes.len() >= MAX_KEPT || shapes.values().any(|s| s.generation != generation) {
+            shapes.clear();
+        }
+        shapes.insert(
+            shape.key.clone(),
+            Shaped {
+                generation,
+                mapping,
+                tables: scanned_tables(plan),
+                plan: plan.clone(),
+            },
+        );
     }
 
     /// The logical plan of constant statement `sql`, when it was planned
@@ -204,13 +304,30 @@ impl KeptPlans {
         versions: &TableVersions,
         params: Option<&ParamValues>,
     ) -> Result<Lookup> {
-        let kept = match self.lock().get(plan) {
-            Some(e) if e.generation == generation && e.versions == *versions => e.physical.clone(),
+        let (kept, slots) = match self.lock().get(plan) {
+            Some(e) if e.generation == generation && e.versions == *versions => {
+                (e.physical.clone(), Arc::clone(&e.slots))
+            }
             _ => return Ok(Lookup::Missing),
         };
-        match kept {
-            Some(physical) => fresh_copy(&physical, params).map(Lookup::Ready),
-            None => Ok(Lookup::PlanBound),
+        let Some(physical) = kept else {
+            return Ok(Lookup::PlanBound);
+        };
+        if params.is_none() {
+            return Ok(Lookup::Ready(fresh_copy(&physical, Values::InSlots)?, None));
+        }
+        match slots.hold(params) {
+            // The markers read the values this execution put in the slots.
+            Some(hold) => Ok(Lookup::Ready(
+                fresh_copy(&physical, Values::InSlots)?,
+                Some(hold?),
+            )),
+            // Another execution of the statement is running (a cursor):
+            // a copy with the values in the markers' place.
+            None => Ok(Lookup::Ready(
+                fresh_copy(&physical, Values::Literals(params))?,
+                None,
+            )),
         }
     }
 
@@ -219,6 +336,7 @@ impl KeptPlans {
     /// kept (an operator that would not run again, a parameter where it
     /// cannot be bound): a statement with parameters is then planned with
     /// its values, now and at each later execution.
+    #[allow(clippy::too_many_arguments)]
     pub fn keep(
         &self,
         plan: &LogicalPlan,
@@ -226,21 +344,22 @@ impl KeptPlans {
         generation: u64,
         versions: TableVersions,
         physical: &Arc<dyn ExecutionPlan>,
+        slots: Arc<Slots>,
         params: Option<&ParamValues>,
     ) -> Option<Arc<dyn ExecutionPlan>> {
         let copy = reexecutable(physical)
-            .then(|| fresh_copy(physical, params).ok())
+            .then(|| fresh_copy(physical, Values::Literals(params)).ok())
             .flatten();
         if copy.is_some() || statement.has_parameters {
             let physical = copy.as_ref().map(|_| Arc::clone(physical));
-            self.insert(plan, generation, versions, physical);
+            self.insert(plan, generation, versions, physical, slots);
         }
         copy
     }
 
     /// Notes that the generic plan of `plan` cannot be made.
     pub fn refuse(&self, plan: &LogicalPlan, generation: u64, versions: TableVersions) {
-        self.insert(plan, generation, versions, None);
+        self.insert(plan, generation, versions, None, Arc::default());
     }
 
     /// Forgets every kept plan (and the batches they hold): the session
@@ -258,6 +377,7 @@ impl KeptPlans {
         generation: u64,
         versions: TableVersions,
         physical: Option<Arc<dyn ExecutionPlan>>,
+        slots: Arc<Slots>,
     ) {
         let mut kept = self.lock();
         if kept.len() >= MAX_KEPT || kept.values().any(|e| e.generation != generation) {
@@ -269,6 +389,7 @@ impl KeptPlans {
                 generation,
                 versions,
                 physical,
+                slots,
             },
         );
     }
@@ -359,9 +480,9 @@ pub(crate) fn keepable(plan: &LogicalPlan, bound: bool) -> Option<Keepable> {
 /// else (a projection, `LIMIT`) stay as written.
 pub(crate) fn with_constants_as_parameters(
     plan: &LogicalPlan,
-) -> Option<(LogicalPlan, ParamValues)> {
+) -> Option<(LogicalPlan, Vec<ScalarValue>)> {
     use datafusion::logical_expr::{BinaryExpr, Operator};
-    let mut values: Vec<datafusion::common::ScalarValue> = Vec::new();
+    let mut values: Vec<ScalarValue> = Vec::new();
     let mut lift = |side: &mut Box<Expr>| {
         if let Expr::Literal(value, None) = side.as_ref()
             && !value.is_null()
@@ -411,13 +532,14 @@ pub(crate) fn with_constants_as_parameters(
         })
         .ok()?
         .data;
-    (!values.is_empty()).then(|| (rewritten, ParamValues::from(values)))
+    (!values.is_empty()).then_some((rewritten, values))
 }
 
 /// `plan` with each `$n` a parameter marker of its type (inferred as
 /// DataFusion infers it when binding values); `None` when one's type
 /// stays unknown.
-fn with_markers(plan: &LogicalPlan) -> Option<LogicalPlan> {
+fn with_markers(plan: &LogicalPlan, slots: &Arc<Slots>) -> Option<LogicalPlan> {
+    let mut parameters = Vec::new();
     let mut typed = true;
     let marked = plan
         .clone()
@@ -434,15 +556,19 @@ fn with_markers(plan: &LogicalPlan) -> Option<LogicalPlan> {
                     Expr::Placeholder(Placeholder {
                         id,
                         field: Some(field),
-                    }) => Ok(Transformed::yes(Expr::ScalarFunction(
-                        ScalarFunction::new_udf(
-                            Arc::new(ScalarUDF::new_from_impl(Parameter::new(
-                                id,
-                                field.data_type().clone(),
-                            ))),
-                            vec![],
-                        ),
-                    ))),
+                    }) => {
+                        parameters.push((id.clone(), field.data_type().clone()));
+                        Ok(Transformed::yes(Expr::ScalarFunction(
+                            ScalarFunction::new_udf(
+                                Arc::new(ScalarUDF::new_from_impl(Parameter::new(
+                                    id,
+                                    field.data_type().clone(),
+                                    Arc::clone(slots),
+                                ))),
+                                vec![],
+                            ),
+                        )))
+                    }
                     Expr::Placeholder(_) => {
                         typed = false;
                         Ok(Transformed::no(x))
@@ -455,26 +581,128 @@ fn with_markers(plan: &LogicalPlan) -> Option<LogicalPlan> {
         })
         .ok()?
         .data;
+    parameters.sort();
+    parameters.dedup();
+    *slots.parameters.lock().unwrap_or_else(|e| e.into_inner()) = parameters;
     typed.then_some(marked)
 }
 
+/// The values of a generic plan's parameters, for the one execution that
+/// holds them (see [`Hold`]): the plan's markers read them, so that the
+/// kept plan runs as it is, without a copy of its filters made with the
+/// values.
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    /// Whether an execution holds the slots.
+    held: AtomicBool,
+    /// The values, by parameter (`$1`).
+    values: RwLock<HashMap<String, ScalarValue>>,
+    /// The parameters of the plan and their types.
+    parameters: Mutex<Vec<(String, DataType)>>,
+}
+
+impl Slots {
+    /// The slots with `params` put in, for as long as the [`Hold`] lives;
+    /// `None` while another execution holds them.
+    fn hold(self: &Arc<Self>, params: Option<&ParamValues>) -> Option<Result<Hold>> {
+        self.held
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        let hold = Hold(Arc::clone(self));
+        let parameters = self
+            .parameters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let values = parameters
+            .iter()
+            .map(|(id, data_type)| Ok((id.clone(), value_of(id, data_type, params)?.0)))
+            .collect::<Result<HashMap<_, _>>>();
+        Some(values.map(|values| {
+            *self.values.write().unwrap_or_else(|e| e.into_inner()) = values;
+            hold
+        }))
+    }
+
+    fn value(&self, id: &str) -> Option<ScalarValue> {
+        self.values
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+}
+
+/// An execution's hold on a kept plan's [`Slots`]: the stream of the
+/// execution keeps it, and dropping it lets the next execution put its
+/// values in.
+#[derive(Debug)]
+pub(crate) struct Hold(Arc<Slots>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.held.store(false, Ordering::Release);
+    }
+}
+
+/// The value of parameter `id` of type `data_type` in `params`, cast to
+/// that type as DataFusion casts it when binding.
+fn value_of(
+    id: &str,
+    data_type: &DataType,
+    params: Option<&ParamValues>,
+) -> Result<(
+    ScalarValue,
+    Option<datafusion::common::metadata::FieldMetadata>,
+)> {
+    let params =
+        params.ok_or_else(|| DataFusionError::Plan(format!("parameter {id} has no value")))?;
+    let (value, metadata) = params.get_placeholders_with_values(id)?.into_inner();
+    let value = if value.data_type() == *data_type {
+        value
+    } else {
+        value.cast_to(data_type)?
+    };
+    Ok((value, metadata))
+}
+
 /// The marker that stands for parameter `id` in a generic plan. It is
-/// volatile, so that the optimiser neither evaluates nor moves it; it is
-/// replaced by the parameter's value before a plan runs, and evaluating it
-/// is an error.
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// volatile, so that the optimiser neither evaluates nor moves it; it
+/// evaluates to the value the execution holding its plan's [`Slots`] put
+/// there, and a copy of the plan made while another execution holds them
+/// has the value in its place.
+#[derive(Debug)]
 struct Parameter {
     id: String,
     data_type: DataType,
     signature: Signature,
+    slots: Arc<Slots>,
+}
+
+impl PartialEq for Parameter {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.data_type == other.data_type
+            && Arc::ptr_eq(&self.slots, &other.slots)
+    }
+}
+
+impl Eq for Parameter {}
+
+impl std::hash::Hash for Parameter {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+        self.data_type.hash(state);
+    }
 }
 
 impl Parameter {
-    fn new(id: String, data_type: DataType) -> Self {
+    fn new(id: String, data_type: DataType, slots: Arc<Slots>) -> Self {
         Self {
             id,
             data_type,
             signature: Signature::nullary(Volatility::Volatile),
+            slots,
         }
     }
 }
@@ -493,10 +721,10 @@ impl ScalarUDFImpl for Parameter {
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Err(DataFusionError::Execution(format!(
-            "parameter {} has no value",
-            self.id
-        )))
+        let value = self.slots.value(&self.id).ok_or_else(|| {
+            DataFusionError::Execution(format!("parameter {} has no value", self.id))
+        })?;
+        Ok(ColumnarValue::Scalar(value))
     }
 }
 
@@ -522,17 +750,7 @@ fn bind(
             let Some(parameter) = marker(&e) else {
                 return Ok(Transformed::no(e));
             };
-            let params = params.ok_or_else(|| {
-                DataFusionError::Plan(format!("parameter {} has no value", parameter.id))
-            })?;
-            let (value, metadata) = params
-                .get_placeholders_with_values(&parameter.id)?
-                .into_inner();
-            let value = if value.data_type() == parameter.data_type {
-                value
-            } else {
-                value.cast_to(&parameter.data_type)?
-            };
+            let (value, metadata) = value_of(&parameter.id, &parameter.data_type, params)?;
             Ok(Transformed::yes(
                 Arc::new(Literal::new_with_metadata(value, metadata)) as Arc<dyn PhysicalExpr>,
             ))
@@ -572,21 +790,33 @@ fn other_expressions(plan: &dyn ExecutionPlan) -> Vec<Arc<dyn PhysicalExpr>> {
     vec![]
 }
 
+/// Where a copy of a kept plan finds its parameters' values.
+#[derive(Clone, Copy)]
+enum Values<'a> {
+    /// The markers read them from the plan's slots.
+    InSlots,
+    /// In the markers' place (the filters and projections with markers
+    /// made again).
+    Literals(Option<&'a ParamValues>),
+}
+
 /// A copy of `plan` that runs afresh (each operator's state reset, as
-/// `reset_plan_states` does, without computing the properties again), its
-/// parameter markers replaced by `params`; an error where a marker is in
-/// an operator that cannot take a value.
-fn fresh_copy(
-    plan: &Arc<dyn ExecutionPlan>,
-    params: Option<&ParamValues>,
-) -> Result<Arc<dyn ExecutionPlan>> {
+/// `reset_plan_states` does, without computing the properties again),
+/// finding its parameters' values where `values` says; an error where a
+/// marker is in an operator that cannot take a value.
+fn fresh_copy(plan: &Arc<dyn ExecutionPlan>, values: Values) -> Result<Arc<dyn ExecutionPlan>> {
     let children = plan
         .children()
         .into_iter()
-        .map(|c| fresh_copy(c, params))
+        .map(|c| fresh_copy(c, values))
         .collect::<Result<Vec<_>>>()?;
     let any = plan.as_ref();
-    if let Some(filter) = any.downcast_ref::<FilterExec>()
+    let params = match values {
+        Values::InSlots => None,
+        Values::Literals(params) => Some(params),
+    };
+    if let Some(params) = params
+        && let Some(filter) = any.downcast_ref::<FilterExec>()
         && has_marker(filter.predicate())
     {
         let [input] = <[_; 1]>::try_from(children)
@@ -598,7 +828,8 @@ fn fresh_copy(
             .build()?;
         return Ok(Arc::new(built));
     }
-    if let Some(projection) = any.downcast_ref::<ProjectionExec>()
+    if let Some(params) = params
+        && let Some(projection) = any.downcast_ref::<ProjectionExec>()
         && projection.expr().iter().any(|p| has_marker(&p.expr))
     {
         let [input] = <[_; 1]>::try_from(children)
@@ -615,7 +846,7 @@ fn fresh_copy(
             .collect::<Result<Vec<_>>>()?;
         return Ok(Arc::new(ProjectionExec::try_new(exprs, input)?));
     }
-    if other_expressions(plan.as_ref()).iter().any(has_marker) {
+    if params.is_some() && other_expressions(plan.as_ref()).iter().any(has_marker) {
         return Err(DataFusionError::Plan(format!(
             "{} cannot take a parameter's value",
             plan.name()
@@ -682,7 +913,7 @@ mod tests {
         let filtered = plan(&ctx, "SELECT column1 FROM t WHERE column1 = $1").await;
         let keepable = keepable(&filtered, true).expect("typed parameter");
         assert!(keepable.has_parameters);
-        let generic = keepable.generic(&filtered).expect("generic");
+        let (generic, _) = keepable.generic(&filtered).expect("generic");
         let text = generic.display_indent().to_string();
         assert!(text.contains("quiver_parameter()"), "{text}");
         assert!(!text.contains("$1"), "{text}");
@@ -800,6 +1031,195 @@ mod tests {
         assert!(err.to_string().contains("$2"), "{err}");
     }
 
+    /// Rows of simple statement `sql`, planned by its shape when it may.
+    async fn simple(quiver: &Quiver, sql: &str) -> String {
+        let (plan, values) = quiver.plan_statement(sql).await.expect(sql);
+        let batches: Vec<_> = quiver
+            .execute_bound(plan, values)
+            .await
+            .expect(sql)
+            .try_collect()
+            .await
+            .expect(sql);
+        pretty_format_batches(&batches).expect("format").to_string()
+    }
+
+    fn shapes(quiver: &Quiver) -> Vec<bool> {
+        quiver
+            .kept
+            .shapes()
+            .values()
+            .map(|s| s.mapping.is_some())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn statements_of_one_shape_are_planned_once() {
+        let quiver = Quiver::builder().build().expect("engine");
+        quiver
+            .collect("CREATE TABLE t (id BIGINT, name VARCHAR, score DOUBLE) AS VALUES (1, 'ada', 1.5), (2, 'bob', 2.5), (3, 'it''s', 3.5)")
+            .await
+            .expect("table");
+        let got = simple(
+            &quiver,
+            "SELECT name FROM t WHERE id = 1 AND name <> 'x' LIMIT 5",
+        )
+        .await;
+        assert!(got.contains("ada") && !got.contains("bob"), "{got}");
+        assert_eq!(shapes(&quiver), vec![true]);
+        // Same shape, other values: the kept plan, with this statement's.
+        let (plan, values) = quiver
+            .plan_statement("select name from t\n where id = 2 and name <> 'x' -- bob\n LIMIT 5")
+            .await
+            .expect("plan");
+        assert!(plan.display_indent().to_string().contains("$1"), "{plan:?}");
+        assert_eq!(format!("{values:?}").matches("Int64(2)").count(), 1);
+        let got = simple(
+            &quiver,
+            "SELECT name FROM t WHERE id = 3 AND name <> 'x' LIMIT 5",
+        )
+        .await;
+        assert!(got.contains("it's"), "{got}");
+        let got = simple(
+            &quiver,
+            "SELECT name FROM t WHERE id = 3 AND name <> 'it''s' LIMIT 5",
+        )
+        .await;
+        assert!(!got.contains("it's"), "{got}");
+        // Another LIMIT is another statement; a float where the shape took
+        // an integer is read as DataFusion reads it.
+        let got = simple(
+            &quiver,
+            "SELECT name FROM t WHERE id = 1 AND name <> 'x' LIMIT 0",
+        )
+        .await;
+        assert!(!got.contains("ada"), "{got}");
+        let got = simple(
+            &quiver,
+            "SELECT name FROM t WHERE id = 1.0 AND name <> 'x' LIMIT 5",
+        )
+        .await;
+        assert!(got.contains("ada"), "{got}");
+        let got = simple(&quiver, "SELECT name FROM t WHERE score > 2.0").await;
+        assert!(got.contains("bob") && !got.contains("ada"), "{got}");
+        let got = simple(&quiver, "SELECT name FROM t WHERE score > 3.0").await;
+        assert!(got.contains("it's") && !got.contains("bob"), "{got}");
+        // One literal could give the value (`3` twice): planned as written,
+        // and right.
+        let got = simple(&quiver, "SELECT 3 AS k, name FROM t WHERE id = 3").await;
+        assert!(got.contains("| 3 | it's |"), "{got}");
+        let got = simple(&quiver, "SELECT 3 AS k, name FROM t WHERE id = 1").await;
+        assert!(got.contains("| 3 | ada  |"), "{got}");
+        // The name given to another table: planned again.
+        let other = datafusion::arrow::record_batch::RecordBatch::try_from_iter(vec![
+            (
+                "id",
+                Arc::new(datafusion::arrow::array::Int64Array::from(vec![2])) as _,
+            ),
+            (
+                "name",
+                Arc::new(datafusion::arrow::array::StringArray::from(vec!["new"])) as _,
+            ),
+            (
+                "score",
+                Arc::new(datafusion::arrow::array::Float64Array::from(vec![0.0])) as _,
+            ),
+        ])
+        .expect("batch");
+        quiver.context().deregister_table("t").expect("drop");
+        quiver.register_batch("t", other).expect("replace");
+        let got = simple(
+            &quiver,
+            "SELECT name FROM t WHERE id = 2 AND name <> 'x' LIMIT 5",
+        )
+        .await;
+        assert!(got.contains("new") && !got.contains("bob"), "{got}");
+        // Rows written since: seen.
+        quiver
+            .collect("INSERT INTO t VALUES (4, 'dee', 4.5)")
+            .await
+            .expect("insert");
+        let got = simple(
+            &quiver,
+            "SELECT name FROM t WHERE id = 4 AND name <> 'x' LIMIT 5",
+        )
+        .await;
+        assert!(got.contains("dee"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn executions_of_one_statement_running_at_once_keep_their_values() {
+        let quiver = Quiver::builder().build().expect("engine");
+        quiver
+            .collect(
+                "CREATE TABLE n AS SELECT value AS id FROM generate_series(1, 20000) AS s(value)",
+            )
+            .await
+            .expect("table");
+        let statement = quiver
+            .create_logical_plan("SELECT id FROM n WHERE id <= $1")
+            .await
+            .expect("plan");
+        let run = |limit: i64| {
+            quiver.execute_bound(
+                statement.clone(),
+                Some(ParamValues::from(vec![ScalarValue::Int64(Some(limit))])),
+            )
+        };
+        let count = |batches: Vec<RecordBatch>| batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        // Planned and kept; then run from the kept plan's slots.
+        let first: Vec<RecordBatch> = run(5)
+            .await
+            .expect("run")
+            .try_collect()
+            .await
+            .expect("rows");
+        assert_eq!(count(first), 5);
+        // Started and not read (a cursor), while another execution runs
+        // with another value: each reads its own.
+        let mut open = run(15000).await.expect("open");
+        let first_batch = open.try_next().await.expect("batch").expect("a batch");
+        let other: Vec<RecordBatch> = run(3)
+            .await
+            .expect("run")
+            .try_collect()
+            .await
+            .expect("rows");
+        assert_eq!(count(other), 3);
+        let rest: Vec<RecordBatch> = open.try_collect().await.expect("rest");
+        assert_eq!(first_batch.num_rows() + count(rest), 15000);
+        // The open one finished: the next takes the slots again.
+        let last: Vec<RecordBatch> = run(7)
+            .await
+            .expect("run")
+            .try_collect()
+            .await
+            .expect("rows");
+        assert_eq!(count(last), 7);
+        let slots = quiver
+            .kept
+            .lock()
+            .values()
+            .map(|e| Arc::clone(&e.slots))
+            .next()
+            .expect("kept");
+        assert!(!slots.held.load(Ordering::Acquire));
+        assert_eq!(slots.value("$1"), Some(ScalarValue::Int64(Some(7))));
+        // A value that cannot be cast leaves the slots free.
+        let bad = quiver
+            .execute_bound(
+                statement.clone(),
+                Some(ParamValues::from(vec![ScalarValue::Utf8(Some(
+                    "many".into(),
+                ))])),
+            )
+            .await
+            .err()
+            .expect("not a number");
+        assert!(bad.to_string().contains("many"), "{bad}");
+        assert!(!slots.held.load(Ordering::Acquire));
+    }
+
     #[tokio::test]
     async fn statements_that_differ_in_filter_constants_share_a_plan() {
         let quiver = Quiver::builder().build().expect("engine");
@@ -836,10 +1256,7 @@ mod tests {
             shown.contains("Int64(1) = Int64(1)") && shown.contains("Int64(7)"),
             "{shown}"
         );
-        assert_eq!(
-            format!("{values:?}").matches("ScalarAndMetadata").count(),
-            2
-        );
+        assert_eq!(values.len(), 2);
         // A string compared with a date is read as a date, as written.
         let got = text(
             quiver

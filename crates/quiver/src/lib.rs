@@ -42,6 +42,7 @@ pub mod sample;
 pub mod sample_audio;
 pub mod sample_video;
 pub mod session_pool;
+mod shapes;
 mod state_cache;
 pub mod statements;
 mod tables;
