@@ -632,18 +632,14 @@ impl Quiver {
             return Ok((plan, None));
         }
         let shape = (!sql.contains("=>") && !crate::pg_compat::reads_catalog(sql))
-            .then(|| {
-                Shape::of(
-                    sql,
-                    &state.config().options().sql_parser.dialect.to_string(),
-                )
-            })
+            .then(|| Shape::of(sql, state.config().options().sql_parser.dialect.as_ref()))
             .flatten();
         let shaping = match &shape {
             Some(shape) => self.kept.shaped(shape, generation),
             None => Shaping::AsWritten,
         };
-        if let Shaping::Plan(plan, values, tables) = shaping {
+        if let Shaping::Plan(shaped) = shaping {
+            let (plan, values, tables) = *shaped;
             if same_tables(state, &tables).await {
                 return Ok((plan, Some(ParamValues::from(values))));
             }

@@ -167,7 +167,8 @@ pub(crate) struct KeptPlans {
 pub(crate) enum Shaping {
     /// The generic plan, this statement's values for its parameters, and
     /// the tables it read (the caller must find they are still those).
-    Plan(LogicalPlan, Vec<ScalarValue>, Vec<(TableReference, usize)>),
+    #[allow(clippy::type_complexity)]
+    Plan(Box<(LogicalPlan, Vec<ScalarValue>, Vec<(TableReference, usize)>)>),
     /// Plan it as written, and learn the shape.
     Unknown,
     /// Plan it as written; the shape cannot be learned.
@@ -241,7 +242,9 @@ impl KeptPlans {
             return Shaping::AsWritten;
         };
         match shape.values(mapping) {
-            Some(values) => Shaping::Plan(kept.plan.clone(), values, kept.tables.clone()),
+            Some(values) => {
+                Shaping::Plan(Box::new((kept.plan.clone(), values, kept.tables.clone())))
+            }
             None => Shaping::Unknown,
         }
     }
@@ -482,6 +485,19 @@ pub(crate) fn with_constants_as_parameters(
     plan: &LogicalPlan,
 ) -> Option<(LogicalPlan, Vec<ScalarValue>)> {
     use datafusion::logical_expr::{BinaryExpr, Operator};
+    // Most statements have no filter (`SELECT 1`): nothing to rewrite.
+    let mut filtered = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        filtered = matches!(node, LogicalPlan::Filter(_));
+        Ok(if filtered {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    if !filtered {
+        return None;
+    }
     let mut values: Vec<ScalarValue> = Vec::new();
     let mut lift = |side: &mut Box<Expr>| {
         if let Expr::Literal(value, None) = side.as_ref()
