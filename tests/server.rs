@@ -437,6 +437,61 @@ async fn config_tables_are_seen_by_every_connection() {
     server.stop().await;
 }
 
+/// Simple queries that differ in their filters' constants share one plan
+/// (see `shapes`): each still gets its own rows, a repeated literal that
+/// is no parameter (`LIMIT`) is honoured, and a row inserted since is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_queries_of_one_shape_get_their_own_rows() {
+    let server = Server::start().await;
+    let c = server.connect().await;
+    c.simple_query("CREATE TABLE people (id BIGINT, name VARCHAR) AS VALUES (1, 'ada'), (2, 'bob'), (3, 'o''hara')")
+        .await
+        .expect("create");
+    let names = |messages: Vec<SimpleQueryMessage>| -> Vec<String> {
+        messages
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect()
+    };
+    for (sql, want) in [
+        (
+            "SELECT name FROM people WHERE id = 1 AND name <> 'x' LIMIT 5",
+            vec!["ada"],
+        ),
+        (
+            "SELECT name FROM people WHERE id = 2 AND name <> 'x' LIMIT 5",
+            vec!["bob"],
+        ),
+        (
+            "select name from people where id = 3 and name <> 'x' limit 5",
+            vec!["o'hara"],
+        ),
+        (
+            "SELECT name FROM people WHERE id = 3 AND name <> 'o''hara' LIMIT 5",
+            vec![],
+        ),
+        (
+            "SELECT name FROM people WHERE id = 1 AND name <> 'x' LIMIT 0",
+            vec![],
+        ),
+        (
+            "SELECT name FROM people WHERE id = 1.0 AND name <> 'x' LIMIT 5",
+            vec!["ada"],
+        ),
+    ] {
+        assert_eq!(names(c.simple_query(sql).await.expect(sql)), want, "{sql}");
+    }
+    c.simple_query("INSERT INTO people VALUES (4, 'dee')")
+        .await
+        .expect("insert");
+    let sql = "SELECT name FROM people WHERE id = 4 AND name <> 'x' LIMIT 5";
+    assert_eq!(names(c.simple_query(sql).await.expect(sql)), vec!["dee"]);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_runs_queries_and_prepared_statements() {
     let server = Server::start().await;
