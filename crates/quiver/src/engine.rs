@@ -258,9 +258,6 @@ fn model_batch_size(models: &Arc<ModelRegistry>) -> BatchSizeHint {
     })
 }
 
-/// Whether running `plan` may change the session's state (settings,
-/// functions, prepared statements), so that a kept copy of it is stale.
-/// `plan` with its parameters bound to `params`.
 /// Whether each table still has the address it had (a name may since
 /// have been given to another table).
 async fn same_tables(state: &SessionState, tables: &[(TableReference, usize)]) -> bool {
@@ -276,6 +273,7 @@ async fn same_tables(state: &SessionState, tables: &[(TableReference, usize)]) -
     true
 }
 
+/// `plan` with its parameters bound to `params`.
 fn bind(plan: LogicalPlan, params: Option<ParamValues>) -> Result<LogicalPlan> {
     match params {
         Some(params) => plan.with_param_values(params),
@@ -283,6 +281,8 @@ fn bind(plan: LogicalPlan, params: Option<ParamValues>) -> Result<LogicalPlan> {
     }
 }
 
+/// Whether running `plan` may change the session's state (settings,
+/// functions, prepared statements), so that a kept copy of it is stale.
 fn changes_session(plan: &LogicalPlan) -> bool {
     matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_))
 }
@@ -638,19 +638,16 @@ impl Quiver {
             Some(shape) => self.kept.shaped(shape, generation),
             None => Shaping::AsWritten,
         };
+        let learn = matches!(shaping, Shaping::Unknown);
         if let Shaping::Plan(shaped) = shaping {
             let (plan, values, tables) = *shaped;
             if same_tables(state, &tables).await {
                 return Ok((plan, Some(ParamValues::from(values))));
             }
-        } else if matches!(shaping, Shaping::AsWritten) {
-            let plan = self.plan_on(state, sql).await?;
-            self.kept.remember_statement(sql, generation, &plan);
-            return Ok((plan, None));
         }
         let plan = self.plan_on(state, sql).await?;
         self.kept.remember_statement(sql, generation, &plan);
-        let Some(shape) = shape else {
+        let Some(shape) = shape.filter(|_| learn) else {
             return Ok((plan, None));
         };
         if crate::kept_plans::keepable(&plan, false).is_none() {

@@ -625,12 +625,10 @@ impl Slots {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
         let hold = Hold(Arc::clone(self));
-        let parameters = self
+        let values = self
             .parameters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let values = parameters
             .iter()
             .map(|(id, data_type)| Ok((id.clone(), value_of(id, data_type, params)?.0)))
             .collect::<Result<HashMap<_, _>>>();
