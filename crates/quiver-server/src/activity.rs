@@ -50,7 +50,10 @@ impl Backend {
     /// Notes that `query` starts now.
     pub fn start(&self, query: &str) {
         let mut d = self.doing.lock().unwrap_or_else(|e| e.into_inner());
-        d.query = query.to_string();
+        if d.query != query {
+            d.query.clear();
+            d.query.push_str(query);
+        }
         d.since = Some(SystemTime::now());
         d.active = true;
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
 use futures::future::BoxFuture;
@@ -60,6 +60,8 @@ pub struct Statement {
     /// The types of its plan's parameters, once asked for (each Bind
     /// needs them).
     parameters: std::sync::OnceLock<Vec<Option<DataType>>>,
+    /// What the engine learns of it between executions.
+    memo: quiver::PlanMemo,
 }
 
 impl Statement {
@@ -68,6 +70,7 @@ impl Statement {
             sql,
             kind,
             parameters: std::sync::OnceLock::new(),
+            memo: quiver::PlanMemo::default(),
         }
     }
 
@@ -410,12 +413,9 @@ fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
 
 fn result_fields(stmt: &Statement, format: Option<&Format>) -> Vec<FieldInfo> {
     match &stmt.kind {
-        Kind::Plan(plan) if returns_rows(plan) => {
-            let schema: Schema = plan.schema().as_arrow().clone();
-            fields(&schema, |i| {
-                format.map_or(FieldFormat::Text, |f| f.format_for(i))
-            })
-        }
+        Kind::Plan(plan) if returns_rows(plan) => fields(plan.schema().as_arrow(), |i| {
+            format.map_or(FieldFormat::Text, |f| f.format_for(i))
+        }),
         Kind::Fetch { schema, .. } => fields(schema, |i| {
             format.map_or(FieldFormat::Text, |f| f.format_for(i))
         }),
@@ -748,16 +748,22 @@ impl Connection {
     /// cancelled or timed out first; the stream and what stops it later.
     async fn start(
         &self,
-        plan: LogicalPlan,
+        plan: &LogicalPlan,
         params: Option<ParamValues>,
         cancel: CancelSignal,
+        memo: &quiver::PlanMemo,
     ) -> PgWireResult<(
         datafusion::execution::SendableRecordBatchStream,
         BoxFuture<'static, PgWireError>,
     )> {
         let mut stop = stopper(cancel, self.statement_timeout());
         let stream = or_stop(
-            async { self.quiver.execute_bound(plan, params).await.map_err(to_pg) },
+            async {
+                self.quiver
+                    .execute_prepared(plan, params, memo)
+                    .await
+                    .map_err(to_pg)
+            },
             &mut stop,
         )
         .await?;
@@ -812,7 +818,7 @@ impl Connection {
                 Ok(Response::TransactionEnd(Tag::new(tag)))
             }
             Kind::Declare { name, hold, plan } => {
-                let (stream, _) = self.start(*plan.clone(), params, cancel).await?;
+                let (stream, _) = self.start(plan, params, cancel, &stmt.memo).await?;
                 self.cursors
                     .declare(name, crate::cursor::Cursor::new(stream, *hold))?;
                 Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
@@ -886,7 +892,7 @@ impl Connection {
                 )))
             }
             Kind::CopyOut { plan, options } => {
-                let (stream, stop) = self.start(*plan.clone(), params, cancel).await?;
+                let (stream, stop) = self.start(plan, params, cancel, &stmt.memo).await?;
                 let (columns, data) = crate::copy::copy_data(stream, options);
                 Ok(Response::CopyOut(CopyResponse::new(
                     options.wire_format(),
@@ -896,9 +902,9 @@ impl Connection {
             }
             Kind::Plan(plan) => {
                 let command = is_command(plan);
-                let tag = command_tag(&stmt.sql, plan);
-                let (stream, mut stop) = self.start(*plan.clone(), params, cancel).await?;
+                let (stream, mut stop) = self.start(plan, params, cancel, &stmt.memo).await?;
                 if command || stream.schema().fields().is_empty() {
+                    let tag = command_tag(&stmt.sql, plan);
                     // A command: run it to the end; COPY and INSERT report a count.
                     let batches: Vec<_> = or_stop(
                         async { stream.try_collect().await.map_err(to_pg) },

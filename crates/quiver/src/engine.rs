@@ -33,7 +33,7 @@ use quiver_sources::late::LateMaterialization;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
 
 use crate::config::{QuiverConfig, TableDeclaration};
-use crate::kept_plans::{Hold, Keepable, KeptPlans, Lookup, Shaping};
+use crate::kept_plans::{Hold, Keepable, KeptPlans, Lookup, PlanMemo, Shaping};
 use crate::models::{ModelStatement, parse_model_statement, run_model_statement};
 use crate::object_stores::QuiverObjectStoreRegistry;
 use crate::session_pool::SessionPool;
@@ -470,33 +470,68 @@ impl Quiver {
         plan: LogicalPlan,
         params: Option<ParamValues>,
     ) -> Result<SendableRecordBatchStream> {
+        self.execute_statement(&plan, params, None).await
+    }
+
+    /// As [`Self::execute_bound`], for a statement run again and again (a
+    /// prepared statement): `memo`, which lives as long as the statement,
+    /// keeps between its executions what the engine learns of it, so that
+    /// an execution finds the statement's kept plan without looking it up.
+    pub async fn execute_prepared(
+        &self,
+        plan: &LogicalPlan,
+        params: Option<ParamValues>,
+        memo: &PlanMemo,
+    ) -> Result<SendableRecordBatchStream> {
+        self.execute_statement(plan, params, Some(memo)).await
+    }
+
+    async fn execute_statement(
+        &self,
+        plan: &LogicalPlan,
+        params: Option<ParamValues>,
+        memo: Option<&PlanMemo>,
+    ) -> Result<SendableRecordBatchStream> {
         if matches!(plan, LogicalPlan::Dml(_)) {
             // The kept plans would hold the batches it replaces.
             self.kept.clear();
         }
-        if changes_session(&plan) || matches!(plan, LogicalPlan::Copy(_)) {
-            let df = self.execute_logical_plan(bind(plan, params)?).await?;
+        if changes_session(plan) || matches!(plan, LogicalPlan::Copy(_)) {
+            let df = self
+                .execute_logical_plan(bind(plan.clone(), params)?)
+                .await?;
             return self.execute_frame(df).await;
         }
         // Constants in the filters of a statement that may be kept become
         // parameters (see `kept_plans`).
-        let keepable = crate::kept_plans::keepable(&plan, params.is_some());
-        let (plan, params, keepable) = match (params, keepable) {
+        let bound = params.is_some();
+        let keepable = match memo {
+            Some(memo) => memo.keepable(plan, bound),
+            None => crate::kept_plans::keepable(plan, bound).map(Arc::new),
+        };
+        let (generic, params, keepable, memo) = match (params, keepable) {
             (None, Some(keepable)) => {
-                match crate::kept_plans::with_constants_as_parameters(&plan) {
+                match crate::kept_plans::with_constants_as_parameters(plan) {
                     Some((generic, values)) => {
-                        let keepable = crate::kept_plans::keepable(&generic, true);
-                        (generic, Some(ParamValues::from(values)), keepable)
+                        let keepable = crate::kept_plans::keepable(&generic, true).map(Arc::new);
+                        // The memo is the statement's, not this plan's.
+                        (
+                            Some(generic),
+                            Some(ParamValues::from(values)),
+                            keepable,
+                            None,
+                        )
                     }
-                    None => (plan, None, Some(keepable)),
+                    None => (None, None, Some(keepable), memo),
                 }
             }
-            (params, keepable) => (plan, params, keepable),
+            (params, keepable) => (None, params, keepable, memo),
         };
+        let plan = generic.as_ref().unwrap_or(plan);
         let kept = self.states.take(&self.ctx);
         let task = Arc::clone(&kept.task);
         let physical = self
-            .physical_plan(&kept.state, kept.generation, plan, params, keepable)
+            .physical_plan(&kept.state, kept.generation, plan, params, keepable, memo)
             .await;
         self.states.put(kept);
         let (physical, hold) = physical?;
@@ -514,43 +549,59 @@ impl Quiver {
     }
 
     /// The physical plan of `plan` with `params` bound: a fresh copy of the
-    /// one kept, else made now (and kept when it may be).
+    /// one kept, else made now (and kept when it may be); `memo` tells
+    /// where the plan is kept, and learns it.
     async fn physical_plan(
         &self,
         state: &SessionState,
         generation: u64,
-        plan: LogicalPlan,
+        plan: &LogicalPlan,
         params: Option<ParamValues>,
-        keepable: Option<Keepable>,
+        keepable: Option<Arc<Keepable>>,
+        memo: Option<&PlanMemo>,
     ) -> Result<(Arc<dyn ExecutionPlan>, Option<Hold>)> {
         if let Some(statement) = keepable
             && let Some(versions) = statement.versions()
         {
-            match self
-                .kept
-                .get(&plan, generation, &versions, params.as_ref())?
-            {
+            let entry = match memo.and_then(PlanMemo::entry) {
+                Some(entry) => Some(entry),
+                None => {
+                    let entry = self.kept.find(plan);
+                    if let (Some(memo), Some(entry)) = (memo, &entry) {
+                        memo.remember(entry);
+                    }
+                    entry
+                }
+            };
+            match KeptPlans::ready(entry.as_deref(), generation, &versions, params.as_ref())? {
                 Lookup::Ready(physical, hold) => return Ok((physical, hold)),
                 Lookup::PlanBound => {}
                 Lookup::Missing => {
-                    let physical = match statement.generic(&plan) {
+                    let physical = match statement.generic(plan) {
                         Some((generic, slots)) => state
                             .create_physical_plan(&generic)
                             .await
                             .map(|physical| (physical, slots)),
                         None => Err(DataFusionError::Plan("a parameter has no type".into())),
                     };
+                    let remember = |entry: Option<Arc<_>>| {
+                        if let (Some(memo), Some(entry)) = (memo, entry) {
+                            memo.remember(&entry);
+                        }
+                    };
                     match physical {
                         Ok((physical, slots)) => {
-                            if let Some(copy) = self.kept.keep(
-                                &plan,
+                            let (copy, entry) = self.kept.keep(
+                                plan,
                                 &statement,
                                 generation,
                                 versions,
                                 &physical,
                                 slots,
                                 params.as_ref(),
-                            ) {
+                            );
+                            remember(entry);
+                            if let Some(copy) = copy {
                                 return Ok((copy, None));
                             }
                             // Without parameters the generic plan is the plan.
@@ -560,13 +611,15 @@ impl Quiver {
                         }
                         // Without parameters the generic plan is the plan.
                         Err(e) if !statement.has_parameters => return Err(e),
-                        Err(_) => self.kept.refuse(&plan, generation, versions),
+                        Err(_) => remember(Some(self.kept.refuse(plan, generation, versions))),
                     }
                 }
             }
         }
         Ok((
-            state.create_physical_plan(&bind(plan, params)?).await?,
+            state
+                .create_physical_plan(&bind(plan.clone(), params)?)
+                .await?,
             None,
         ))
     }

@@ -76,6 +76,7 @@ const REEXECUTABLE: &[&str] = &[
     "AggregateExec",
     "UnionExec",
     "RepartitionExec",
+    "LookupExec",
 ];
 
 /// What a memory table held when a plan read it: the table's address,
@@ -130,8 +131,71 @@ impl Keepable {
     }
 }
 
+/// What the engine learns of a statement at one execution and uses at
+/// the next (see [`crate::Quiver::execute_prepared`]): whether its plan
+/// may be kept, and where the session keeps it. A prepared statement
+/// holds one; it holds nothing the statement's plan does not (the kept
+/// plan, by a weak reference).
+#[derive(Default)]
+pub struct PlanMemo(Mutex<Option<Memo>>);
+
+struct Memo {
+    /// Whether it was learned for an execution with parameters.
+    bound: bool,
+    keepable: Option<Arc<Keepable>>,
+    entry: std::sync::Weak<Entry>,
+}
+
+impl std::fmt::Debug for PlanMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanMemo").finish_non_exhaustive()
+    }
+}
+
+impl Clone for PlanMemo {
+    /// A memo that knows nothing yet.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PlanMemo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Memo>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`keepable`] of `plan`, learned at its first execution.
+    pub(crate) fn keepable(&self, plan: &LogicalPlan, bound: bool) -> Option<Arc<Keepable>> {
+        let mut memo = self.lock();
+        match &*memo {
+            Some(m) if m.bound == bound => m.keepable.clone(),
+            _ => {
+                let keepable = keepable(plan, bound).map(Arc::new);
+                *memo = Some(Memo {
+                    bound,
+                    keepable: keepable.clone(),
+                    entry: std::sync::Weak::new(),
+                });
+                keepable
+            }
+        }
+    }
+
+    /// What the session keeps for the statement, when it is still kept.
+    pub(crate) fn entry(&self) -> Option<Arc<Entry>> {
+        self.lock().as_ref()?.entry.upgrade()
+    }
+
+    /// Notes where the session keeps the statement.
+    pub(crate) fn remember(&self, entry: &Arc<Entry>) {
+        if let Some(m) = &mut *self.lock() {
+            m.entry = Arc::downgrade(entry);
+        }
+    }
+}
+
 /// What a session keeps for one statement.
-struct Entry {
+pub(crate) struct Entry {
     /// The session state it was planned with.
     generation: u64,
     /// What its tables held.
@@ -158,7 +222,7 @@ pub(crate) enum Lookup {
 /// and the logical plans of its constant statements, by SQL text.
 #[derive(Default)]
 pub(crate) struct KeptPlans {
-    plans: Mutex<HashMap<LogicalPlan, Entry>>,
+    plans: Mutex<HashMap<LogicalPlan, Arc<Entry>>>,
     texts: Mutex<HashMap<String, (u64, LogicalPlan)>>,
     shapes: Mutex<HashMap<String, Shaped>>,
 }
@@ -216,7 +280,7 @@ impl std::fmt::Debug for KeptPlans {
 }
 
 impl KeptPlans {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LogicalPlan, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LogicalPlan, Arc<Entry>>> {
         self.plans.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -297,38 +361,40 @@ impl KeptPlans {
         texts.insert(sql.to_string(), (generation, plan.clone()));
     }
 
-    /// The plan kept for `plan`, when it was made with the session state
+    /// What the session keeps for `plan`.
+    pub fn find(&self, plan: &LogicalPlan) -> Option<Arc<Entry>> {
+        self.lock().get(plan).cloned()
+    }
+
+    /// The plan kept in `entry`, when it was made with the session state
     /// of `generation` and tables holding `versions`, as a fresh copy with
     /// `params` bound.
-    pub fn get(
-        &self,
-        plan: &LogicalPlan,
+    pub fn ready(
+        entry: Option<&Entry>,
         generation: u64,
         versions: &TableVersions,
         params: Option<&ParamValues>,
     ) -> Result<Lookup> {
-        let (kept, slots) = match self.lock().get(plan) {
-            Some(e) if e.generation == generation && e.versions == *versions => {
-                (e.physical.clone(), Arc::clone(&e.slots))
-            }
+        let e = match entry {
+            Some(e) if e.generation == generation && e.versions == *versions => e,
             _ => return Ok(Lookup::Missing),
         };
-        let Some(physical) = kept else {
+        let Some(physical) = &e.physical else {
             return Ok(Lookup::PlanBound);
         };
         if params.is_none() {
-            return Ok(Lookup::Ready(fresh_copy(&physical, Values::InSlots)?, None));
+            return Ok(Lookup::Ready(fresh_copy(physical, Values::InSlots)?, None));
         }
-        match slots.hold(params) {
+        match e.slots.hold(params) {
             // The markers read the values this execution put in the slots.
             Some(hold) => Ok(Lookup::Ready(
-                fresh_copy(&physical, Values::InSlots)?,
+                fresh_copy(physical, Values::InSlots)?,
                 Some(hold?),
             )),
             // Another execution of the statement is running (a cursor):
             // a copy with the values in the markers' place.
             None => Ok(Lookup::Ready(
-                fresh_copy(&physical, Values::Literals(params))?,
+                fresh_copy(physical, Values::Literals(params))?,
                 None,
             )),
         }
@@ -349,20 +415,39 @@ impl KeptPlans {
         physical: &Arc<dyn ExecutionPlan>,
         slots: Arc<Slots>,
         params: Option<&ParamValues>,
-    ) -> Option<Arc<dyn ExecutionPlan>> {
+    ) -> (Option<Arc<dyn ExecutionPlan>>, Option<Arc<Entry>>) {
+        // Equality filters over memory tables become index lookups; a plan
+        // that cannot take them is kept as it is.
+        let physical = &crate::lookup::with_lookups(Arc::clone(physical))
+            .unwrap_or_else(|_| Arc::clone(physical));
         let copy = reexecutable(physical)
             .then(|| fresh_copy(physical, Values::Literals(params)).ok())
             .flatten();
+        let mut entry = None;
         if copy.is_some() || statement.has_parameters {
             let physical = copy.as_ref().map(|_| Arc::clone(physical));
-            self.insert(plan, generation, versions, physical, slots);
+            entry = Some(self.insert(plan, generation, versions, physical, slots));
         }
-        copy
+        (copy, entry)
+    }
+
+    /// The kept physical plans.
+    #[cfg(test)]
+    pub(crate) fn physical_plans(&self) -> Vec<Arc<dyn ExecutionPlan>> {
+        self.lock()
+            .values()
+            .filter_map(|e| e.physical.clone())
+            .collect()
     }
 
     /// Notes that the generic plan of `plan` cannot be made.
-    pub fn refuse(&self, plan: &LogicalPlan, generation: u64, versions: TableVersions) {
-        self.insert(plan, generation, versions, None, Arc::default());
+    pub fn refuse(
+        &self,
+        plan: &LogicalPlan,
+        generation: u64,
+        versions: TableVersions,
+    ) -> Arc<Entry> {
+        self.insert(plan, generation, versions, None, Arc::default())
     }
 
     /// Forgets every kept plan (and the batches they hold): the session
@@ -381,20 +466,19 @@ impl KeptPlans {
         versions: TableVersions,
         physical: Option<Arc<dyn ExecutionPlan>>,
         slots: Arc<Slots>,
-    ) {
+    ) -> Arc<Entry> {
         let mut kept = self.lock();
         if kept.len() >= MAX_KEPT || kept.values().any(|e| e.generation != generation) {
             kept.clear();
         }
-        kept.insert(
-            plan.clone(),
-            Entry {
-                generation,
-                versions,
-                physical,
-                slots,
-            },
-        );
+        let entry = Arc::new(Entry {
+            generation,
+            versions,
+            physical,
+            slots,
+        });
+        kept.insert(plan.clone(), Arc::clone(&entry));
+        entry
     }
 }
 
@@ -750,12 +834,26 @@ fn marker(expr: &Arc<dyn PhysicalExpr>) -> Option<&Parameter> {
         .downcast_ref::<Parameter>()
 }
 
+/// Whether `expr` is a parameter's marker.
+pub(crate) fn is_marker(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    marker(expr).is_some()
+}
+
+/// The value of `expr` when it is a literal or a parameter's marker
+/// (what the marker would evaluate to, without a batch to evaluate it on).
+pub(crate) fn constant_value(expr: &Arc<dyn PhysicalExpr>) -> Option<ScalarValue> {
+    match marker(expr) {
+        Some(parameter) => parameter.slots.value(&parameter.id),
+        None => expr.downcast_ref::<Literal>().map(|l| l.value().clone()),
+    }
+}
+
 fn has_marker(expr: &Arc<dyn PhysicalExpr>) -> bool {
     expr.exists(|e| Ok(marker(e).is_some())).unwrap_or(true)
 }
 
 /// `expr` with its markers replaced by the values in `params`.
-fn bind(
+pub(crate) fn bind(
     expr: &Arc<dyn PhysicalExpr>,
     params: Option<&ParamValues>,
 ) -> Result<Arc<dyn PhysicalExpr>> {
@@ -859,6 +957,11 @@ fn fresh_copy(plan: &Arc<dyn ExecutionPlan>, values: Values) -> Result<Arc<dyn E
             })
             .collect::<Result<Vec<_>>>()?;
         return Ok(Arc::new(ProjectionExec::try_new(exprs, input)?));
+    }
+    if let Some(params) = params
+        && let Some(lookup) = any.downcast_ref::<crate::lookup::LookupExec>()
+    {
+        return lookup.with_values(params);
     }
     if params.is_some() && other_expressions(plan.as_ref()).iter().any(has_marker) {
         return Err(DataFusionError::Plan(format!(
