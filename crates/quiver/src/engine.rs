@@ -511,7 +511,11 @@ impl Quiver {
         };
         let (generic, params, keepable, memo) = match (params, keepable) {
             (None, Some(keepable)) => {
-                match crate::kept_plans::with_constants_as_parameters(plan) {
+                let generic = match memo {
+                    Some(memo) if memo.plain() => None,
+                    _ => crate::kept_plans::with_constants_as_parameters(plan),
+                };
+                match generic {
                     Some((generic, values)) => {
                         let keepable = crate::kept_plans::keepable(&generic, true).map(Arc::new);
                         // The memo is the statement's, not this plan's.
@@ -522,7 +526,12 @@ impl Quiver {
                             None,
                         )
                     }
-                    None => (None, None, Some(keepable), memo),
+                    None => {
+                        if let Some(memo) = memo {
+                            memo.note_plain();
+                        }
+                        (None, None, Some(keepable), memo)
+                    }
                 }
             }
             (params, keepable) => (None, params, keepable, memo),

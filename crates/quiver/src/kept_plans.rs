@@ -77,6 +77,7 @@ const REEXECUTABLE: &[&str] = &[
     "UnionExec",
     "RepartitionExec",
     "LookupExec",
+    "ConstantExec",
 ];
 
 /// What a memory table held when a plan read it: the table's address,
@@ -143,6 +144,8 @@ struct Memo {
     /// Whether it was learned for an execution with parameters.
     bound: bool,
     keepable: Option<Arc<Keepable>>,
+    /// Its plan has no constant to make a parameter of.
+    plain: bool,
     entry: std::sync::Weak<Entry>,
 }
 
@@ -174,6 +177,7 @@ impl PlanMemo {
                 *memo = Some(Memo {
                     bound,
                     keepable: keepable.clone(),
+                    plain: false,
                     entry: std::sync::Weak::new(),
                 });
                 keepable
@@ -184,6 +188,19 @@ impl PlanMemo {
     /// What the session keeps for the statement, when it is still kept.
     pub(crate) fn entry(&self) -> Option<Arc<Entry>> {
         self.lock().as_ref()?.entry.upgrade()
+    }
+
+    /// Whether the statement's plan was found to have no constant to make
+    /// a parameter of (see [`with_constants_as_parameters`]).
+    pub(crate) fn plain(&self) -> bool {
+        self.lock().as_ref().is_some_and(|m| m.plain)
+    }
+
+    /// Notes that the statement's plan has no such constant.
+    pub(crate) fn note_plain(&self) {
+        if let Some(m) = &mut *self.lock() {
+            m.plain = true;
+        }
     }
 
     /// Notes where the session keeps the statement.
@@ -416,9 +433,11 @@ impl KeptPlans {
         slots: Arc<Slots>,
         params: Option<&ParamValues>,
     ) -> (Option<Arc<dyn ExecutionPlan>>, Option<Arc<Entry>>) {
-        // Equality filters over memory tables become index lookups; a plan
-        // that cannot take them is kept as it is.
+        // Equality filters over memory tables become index lookups, and
+        // projections of literals their row; a plan that cannot take them
+        // is kept as it is.
         let physical = &crate::lookup::with_lookups(Arc::clone(physical))
+            .and_then(crate::constant_rows::with_constant_rows)
             .unwrap_or_else(|_| Arc::clone(physical));
         let copy = reexecutable(physical)
             .then(|| fresh_copy(physical, Values::Literals(params)).ok())

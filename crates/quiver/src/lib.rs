@@ -30,6 +30,7 @@
 
 pub mod async_sort;
 pub mod config;
+mod constant_rows;
 pub mod display;
 pub mod engine;
 mod kept_plans;

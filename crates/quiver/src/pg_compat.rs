@@ -120,7 +120,10 @@ impl ClientSettings {
         let state = state.read();
         match state.config().options().extensions.get::<ClientSettings>() {
             Some(settings) => settings.get(name).map(str::to_string),
-            None => ClientSettings::default().get(name).map(str::to_string),
+            None => PG_SETTINGS
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string()),
         }
     }
 
