@@ -191,7 +191,12 @@ enum Column {
 }
 
 fn prepare(array: &ArrayRef, ty: &Type) -> PgWireResult<Column> {
-    let to = |dt: &DataType| cast(array, dt).map_err(encode_err);
+    let to = |dt: &DataType| {
+        if array.data_type() == dt {
+            return Ok(Arc::clone(array));
+        }
+        cast(array, dt).map_err(encode_err)
+    };
     Ok(match *ty {
         Type::BOOL => Column::Bool(Arc::clone(array)),
         Type::INT2 => Column::I16(to(&DataType::Int16)?),

@@ -728,15 +728,22 @@ impl Slots {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
         let hold = Hold(Arc::clone(self));
-        let values = self
-            .parameters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let parameters = self.parameters.lock().unwrap_or_else(|e| e.into_inner());
+        let values = parameters
             .iter()
-            .map(|(id, data_type)| Ok((id.clone(), value_of(id, data_type, params)?.0)))
-            .collect::<Result<HashMap<_, _>>>();
+            .map(|(id, data_type)| Ok(value_of(id, data_type, params)?.0))
+            .collect::<Result<Vec<_>>>();
         Some(values.map(|values| {
-            *self.values.write().unwrap_or_else(|e| e.into_inner()) = values;
+            // In place: the ids stay, the values change.
+            let mut slots = self.values.write().unwrap_or_else(|e| e.into_inner());
+            for ((id, _), value) in parameters.iter().zip(values) {
+                match slots.get_mut(id) {
+                    Some(slot) => *slot = value,
+                    None => {
+                        slots.insert(id.clone(), value);
+                    }
+                }
+            }
             hold
         }))
     }

@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use futures::StreamExt;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
-use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ParamValues, Result, ScalarValue};
@@ -206,32 +206,36 @@ impl LookupExec {
 
 impl Check {
     /// The rows of `batches` at `positions`, columns `columns` of them,
-    /// in a batch of `schema`.
+    /// as a batch of `schema`.
     fn rows(
         batches: &[RecordBatch],
         positions: &[Position],
         columns: &[usize],
         schema: &SchemaRef,
     ) -> Result<RecordBatch> {
+        let missing = || DataFusionError::Internal("an index names a missing row".into());
         let mut parts = Vec::new();
         for run in positions.chunk_by(|a, b| a.batch == b.batch) {
-            let source = batches.get(run[0].batch as usize).ok_or_else(|| {
-                DataFusionError::Internal("an index names a missing batch".into())
-            })?;
-            let source = source.project(columns)?;
-            parts.push(match run {
-                [one] => source.slice(one.row as usize, 1),
-                // Without columns (`count(*)`), only the number of rows.
-                _ if columns.is_empty() => RecordBatch::try_new_with_options(
-                    source.schema(),
-                    vec![],
-                    &RecordBatchOptions::new().with_row_count(Some(run.len())),
-                )?,
+            let source = batches.get(run[0].batch as usize).ok_or_else(missing)?;
+            let column = |c: usize| source.columns().get(c).ok_or_else(missing);
+            let arrays = match run {
+                [one] => columns
+                    .iter()
+                    .map(|c| Ok(column(*c)?.slice(one.row as usize, 1)))
+                    .collect::<Result<Vec<_>>>()?,
                 _ => {
                     let rows = UInt32Array::from_iter_values(run.iter().map(|p| p.row));
-                    take_record_batch(&source, &rows)?
+                    columns
+                        .iter()
+                        .map(|c| Ok(take(column(*c)?, &rows, None)?))
+                        .collect::<Result<Vec<_>>>()?
                 }
-            });
+            };
+            parts.push(RecordBatch::try_new_with_options(
+                Arc::clone(schema),
+                arrays,
+                &RecordBatchOptions::new().with_row_count(Some(run.len())),
+            )?);
         }
         Ok(match parts.len() {
             1 => parts.swap_remove(0),
@@ -247,17 +251,8 @@ impl Check {
         positions: &[Position],
         schema: &SchemaRef,
     ) -> Result<RecordBatch> {
-        // The filter's schema, as its own batches have it.
-        let as_filter = |b: RecordBatch| {
-            let rows = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-            Ok(RecordBatch::try_new_with_options(
-                Arc::clone(schema),
-                b.columns().to_vec(),
-                &rows,
-            )?)
-        };
         if self.exact {
-            return as_filter(Self::rows(batches, positions, &self.output, schema)?);
+            return Self::rows(batches, positions, &self.output, schema);
         }
         let scanned: Vec<usize> = match &self.source_projection {
             Some(p) => p.clone(),
@@ -269,10 +264,20 @@ impl Check {
             .evaluate(&candidates)?
             .into_array(candidates.num_rows())?;
         let kept = filter_record_batch(&candidates, mask.as_boolean())?;
-        as_filter(match &self.projection {
-            Some(p) => kept.project(p)?,
-            None => kept,
-        })
+        // The filter's schema, as its own batches have it.
+        let columns = match &self.projection {
+            Some(p) => p
+                .iter()
+                .map(|i| kept.columns().get(*i).cloned())
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| DataFusionError::Internal("a projection past the columns".into()))?,
+            None => kept.columns().to_vec(),
+        };
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(kept.num_rows())),
+        )?)
     }
 }
 
