@@ -72,8 +72,8 @@ pub(crate) struct LookupExec {
     /// Each partition's index, once built (`None`: it cannot be); shared
     /// by every copy of the kept plan.
     indexes: Arc<Vec<OnceLock<Option<Index>>>>,
-    /// Executions so far, of every copy.
-    executions: Arc<AtomicUsize>,
+    /// Executions of each partition so far, of every copy.
+    executions: Arc<Vec<AtomicUsize>>,
 }
 
 /// A filter's work on the rows an index finds.
@@ -145,8 +145,8 @@ impl LookupExec {
             }),
             column,
             indexes: Arc::new(partitions.iter().map(|_| OnceLock::new()).collect()),
+            executions: Arc::new(partitions.iter().map(|_| AtomicUsize::new(0)).collect()),
             partitions: Arc::new(partitions),
-            executions: Arc::default(),
         })
     }
 
@@ -186,7 +186,11 @@ impl LookupExec {
 
     /// The index of `partition`, built at the [`BUILD_AT`]th execution.
     fn index(&self, partition: usize, context: &TaskContext) -> Option<&Index> {
-        let execution = self.executions.fetch_add(1, Ordering::Relaxed) + 1;
+        let execution = self
+            .executions
+            .get(partition)?
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         let index = self.indexes.get(partition)?;
         match index.get() {
             Some(built) => built.as_ref(),
