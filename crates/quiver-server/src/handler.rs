@@ -658,24 +658,22 @@ fn canceled(why: &str) -> PgWireError {
 /// Completes with the error a statement stops with: on a cancel request or
 /// when `timeout` has passed; never otherwise.
 fn stopper(mut cancel: CancelSignal, timeout: Option<Duration>) -> BoxFuture<'static, PgWireError> {
-    Box::pin(async move {
-        let cancelled = async {
-            // A closed channel (the connection ended) is no cancel.
-            if cancel.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        let timed_out = async {
-            match timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = cancelled => canceled("user request"),
-            () = timed_out => canceled("statement timeout"),
+    let cancelled = async move {
+        // A closed channel (the connection ended) is no cancel.
+        if cancel.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
-    })
+        canceled("user request")
+    };
+    match timeout {
+        None => Box::pin(cancelled),
+        Some(t) => Box::pin(async move {
+            tokio::select! {
+                error = cancelled => error,
+                () = tokio::time::sleep(t) => canceled("statement timeout"),
+            }
+        }),
+    }
 }
 
 /// `rows` until `stop` completes; then its error, and the rows' stream

@@ -537,10 +537,17 @@ impl Quiver {
             (params, keepable) => (None, params, keepable, memo),
         };
         let plan = generic.as_ref().unwrap_or(plan);
-        let kept = self.states.take(&self.ctx);
+        let mut kept = self.states.take_unstarted(&self.ctx);
         let task = Arc::clone(&kept.task);
         let physical = self
-            .physical_plan(&kept.state, kept.generation, plan, params, keepable, memo)
+            .physical_plan(
+                &mut kept.state,
+                kept.generation,
+                plan,
+                params,
+                keepable,
+                memo,
+            )
             .await;
         self.states.put(kept);
         let (physical, hold) = physical?;
@@ -562,7 +569,7 @@ impl Quiver {
     /// where the plan is kept, and learns it.
     async fn physical_plan(
         &self,
-        state: &SessionState,
+        state: &mut SessionState,
         generation: u64,
         plan: &LogicalPlan,
         params: Option<ParamValues>,
@@ -586,6 +593,8 @@ impl Quiver {
                 Lookup::Ready(physical, hold) => return Ok((physical, hold)),
                 Lookup::PlanBound => {}
                 Lookup::Missing => {
+                    // Planning: `now()` is the statement's start.
+                    state.mark_start_execution();
                     let physical = match statement.generic(plan) {
                         Some((generic, slots)) => state
                             .create_physical_plan(&generic)
@@ -625,6 +634,7 @@ impl Quiver {
                 }
             }
         }
+        state.mark_start_execution();
         Ok((
             state
                 .create_physical_plan(&bind(plan.clone(), params)?)

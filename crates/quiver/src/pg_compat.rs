@@ -71,6 +71,10 @@ pub const PG_SETTINGS: &[(&str, &str)] = &[
 /// A timeout setting (`statement_timeout`, `idle_session_timeout`) as
 /// Postgres reads it: milliseconds unless a unit says otherwise; 0 is none.
 pub fn parse_timeout(value: &str) -> Option<Duration> {
+    // The default, read before every statement.
+    if value == "0" {
+        return None;
+    }
     let v = value.trim().trim_matches('\'').trim().to_ascii_lowercase();
     let split = v
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

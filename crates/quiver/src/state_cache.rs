@@ -52,12 +52,19 @@ impl StateCache {
     /// new copy. Give it back with [`StateCache::put`]; a statement that
     /// runs meanwhile on the same session makes its own.
     pub fn take(&self, ctx: &SessionContext) -> CachedState {
+        let mut kept = self.take_unstarted(ctx);
+        kept.state.mark_start_execution();
+        kept
+    }
+
+    /// As [`StateCache::take`], without setting the statement's start
+    /// time: for a statement that may run a kept plan and not plan at all.
+    /// Whoever plans on it must call `mark_start_execution` first (`now()`
+    /// is folded while planning).
+    pub fn take_unstarted(&self, ctx: &SessionContext) -> CachedState {
         let kept = self.lock().take();
         match kept {
-            Some(mut kept) if unchanged(ctx, &kept.state) => {
-                kept.state.mark_start_execution();
-                kept
-            }
+            Some(kept) if unchanged(ctx, &kept.state) => kept,
             _ => {
                 let state = ctx.state();
                 let task = Arc::new(TaskContext::from(&state));
