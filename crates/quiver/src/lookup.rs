@@ -341,11 +341,11 @@ impl ExecutionPlan for LookupExec {
             return self.filter.execute(partition, context);
         };
         // `column = NULL` holds for no row.
-        let positions: Vec<Position> = if value.is_null() {
-            vec![]
+        let positions: &[Position] = if value.is_null() {
+            &[]
         } else {
             match index.positions(&value) {
-                Some(found) if found.len() <= index.rows / 8 + 1 => found.to_vec(),
+                Some(found) if found.len() <= index.rows / 8 + 1 => found,
                 _ => return self.filter.execute(partition, context),
             }
         };
