@@ -47,7 +47,7 @@ use rust_decimal::prelude::ToPrimitive;
 use tokio::sync::watch;
 
 use crate::cursor::CursorCommand;
-use crate::encode::{encode_batch, fields, pg_type};
+use crate::encode::{encode_batch, fields, pg_field_type, pg_type};
 use crate::errors::{pg_error, to_pg};
 use crate::notices::Notices;
 
@@ -62,6 +62,28 @@ pub struct Statement {
     parameters: std::sync::OnceLock<Vec<Option<DataType>>>,
     /// What the engine learns of it between executions.
     memo: quiver::PlanMemo,
+    /// Its result fields in the format last asked for.
+    fields: FieldsMemo,
+}
+
+/// A statement's result fields in the last result format asked for: each
+/// Describe and Execute of a prepared statement asks for the same.
+#[derive(Debug, Default)]
+struct FieldsMemo(std::sync::Mutex<Option<(Format, Arc<Vec<FieldInfo>>)>>);
+
+impl Clone for FieldsMemo {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+fn same_format(a: &Format, b: &Format) -> bool {
+    match (a, b) {
+        (Format::UnifiedText, Format::UnifiedText)
+        | (Format::UnifiedBinary, Format::UnifiedBinary) => true,
+        (Format::Individual(a), Format::Individual(b)) => a == b,
+        _ => false,
+    }
 }
 
 impl Statement {
@@ -71,7 +93,22 @@ impl Statement {
             kind,
             parameters: std::sync::OnceLock::new(),
             memo: quiver::PlanMemo::default(),
+            fields: FieldsMemo::default(),
         }
+    }
+
+    /// [`result_fields`] in `format`, made once while clients ask for the
+    /// same format.
+    fn fields_in(&self, format: &Format) -> Arc<Vec<FieldInfo>> {
+        let mut memo = self.fields.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((last, fields)) = &*memo
+            && same_format(last, format)
+        {
+            return Arc::clone(fields);
+        }
+        let fields = Arc::new(result_fields(self, Some(format)));
+        *memo = Some((format.clone(), Arc::clone(&fields)));
+        fields
     }
 
     /// The types of `plan`'s (this statement's plan's) parameters, `$1`
@@ -770,12 +807,14 @@ impl Connection {
 
     /// The session's `statement_timeout`.
     fn statement_timeout(&self) -> Option<Duration> {
-        parse_timeout(&self.quiver.client_setting("statement_timeout")?)
+        self.quiver
+            .read_client_setting("statement_timeout", |v| v.and_then(parse_timeout))
     }
 
     /// The session's `idle_session_timeout`.
     pub fn idle_timeout(&self) -> Option<Duration> {
-        parse_timeout(&self.quiver.client_setting("idle_session_timeout")?)
+        self.quiver
+            .read_client_setting("idle_session_timeout", |v| v.and_then(parse_timeout))
     }
 
     /// What the idle-session timeout watches.
@@ -806,7 +845,7 @@ impl Connection {
         &self,
         stmt: &Statement,
         params: Option<ParamValues>,
-        format: &(dyn Fn(usize) -> FieldFormat + Sync),
+        format: &Format,
         cancel: CancelSignal,
     ) -> PgWireResult<Response> {
         match &stmt.kind {
@@ -830,7 +869,7 @@ impl Connection {
                 let mut cursor = cursor.lock().await;
                 let mut stop = stopper(cancel, self.statement_timeout());
                 let batch = or_stop(cursor.fetch(*count), &mut stop).await?;
-                let fields = Arc::new(fields(schema, format));
+                let fields = Arc::new(fields(schema, |i| format.format_for(i)));
                 let rows = encode_batch(&batch, &fields)?;
                 let n = rows.len();
                 let mut response =
@@ -877,7 +916,13 @@ impl Connection {
                     result_fields(stmt, None)
                         .into_iter()
                         .map(|f| {
-                            FieldInfo::new(f.name().to_string(), None, None, Type::TEXT, format(0))
+                            FieldInfo::new(
+                                f.name().to_string(),
+                                None,
+                                None,
+                                Type::TEXT,
+                                format.format_for(0),
+                            )
                         })
                         .collect::<Vec<_>>(),
                 );
@@ -928,20 +973,29 @@ impl Connection {
                     }
                     return Ok(Response::Execution(t));
                 }
-                let fields = Arc::new(fields(stream.schema().as_ref(), format));
+                // The fields a Describe announced, unless the stream's
+                // columns do not match their types.
+                let schema = stream.schema();
+                let described = stmt.fields_in(format);
+                let fields = if described.len() == schema.fields().len()
+                    && described
+                        .iter()
+                        .zip(schema.fields())
+                        .all(|(d, f)| *d.datatype() == pg_field_type(f))
+                {
+                    described
+                } else {
+                    Arc::new(fields(schema.as_ref(), |i| format.format_for(i)))
+                };
                 let encode_fields = Arc::clone(&fields);
-                let rows = stream
-                    .map_err(to_pg)
-                    .and_then(move |batch| {
-                        let fields = Arc::clone(&encode_fields);
-                        async move { encode_batch(&batch, &fields) }
-                    })
+                let batches =
+                    stream.map(move |batch| encode_batch(&batch.map_err(to_pg)?, &encode_fields));
+                // Stopped between batches: a batch's rows are encoded
+                // already, and sending them is what backpressure waits on.
+                let rows = until_stopped(batches, stop)
                     .map_ok(|rows| stream::iter(rows.into_iter().map(Ok)))
                     .try_flatten();
-                Ok(Response::Query(QueryResponse::new(
-                    fields,
-                    until_stopped(rows, stop),
-                )))
+                Ok(Response::Query(QueryResponse::new(fields, rows)))
             }
         }
     }
@@ -1143,7 +1197,7 @@ impl SimpleQueryHandler for Connection {
             let mut notices = Notices::start(&self.quiver);
             let response = with_notices(client, &mut notices, async {
                 let (stmt, values) = self.parser.parse_simple(&piece.sql).await?;
-                self.run(&stmt, values, &|_| FieldFormat::Text, cancel.clone())
+                self.run(&stmt, values, &Format::UnifiedText, cancel.clone())
                     .await
             })
             .await?
@@ -1177,7 +1231,7 @@ impl SimpleQueryHandler for Connection {
         for piece in quiver::statements::split_statements(query) {
             let result = match self.parser.parse_simple(&piece.sql).await {
                 Ok((stmt, values)) => {
-                    self.run(&stmt, values, &|_| FieldFormat::Text, cancel.clone())
+                    self.run(&stmt, values, &Format::UnifiedText, cancel.clone())
                         .await
                 }
                 Err(e) => Err(e),
@@ -1224,6 +1278,7 @@ where
     tokio::pin!(work);
     loop {
         tokio::select! {
+            biased;
             done = &mut work => return Ok(done),
             () = notices.due() => client.send(notices.notice()).await?,
         }
@@ -1329,18 +1384,24 @@ where
             ))
             .await?;
     }
-    if response.is_no_data() {
-        client
-            .feed(PgWireBackendMessage::NoData(
-                pgwire::messages::data::NoData::new(),
-            ))
-            .await?;
+    feed_fields(client, response.fields()).await
+}
+
+/// A RowDescription of `fields`, or NoData when there are none.
+async fn feed_fields<C>(client: &mut C, fields: &[FieldInfo]) -> PgWireResult<()>
+where
+    C: futures::Sink<PgWireBackendMessage> + Unpin,
+    C::Error: std::fmt::Debug,
+    PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+{
+    let message = if fields.is_empty() {
+        PgWireBackendMessage::NoData(pgwire::messages::data::NoData::new())
     } else {
-        let description = RowDescription::new(response.fields().iter().map(Into::into).collect());
-        client
-            .feed(PgWireBackendMessage::RowDescription(description))
-            .await?;
-    }
+        PgWireBackendMessage::RowDescription(RowDescription::new(
+            fields.iter().map(Into::into).collect(),
+        ))
+    };
+    client.feed(message).await?;
     Ok(())
 }
 
@@ -1474,8 +1535,11 @@ impl ExtendedQueryHandler for Connection {
             },
             TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
                 Some(Entry::Value(portal)) => {
-                    let response = self.do_describe_portal(client, &portal).await?;
-                    feed_description(client, &response).await
+                    let fields = portal
+                        .statement
+                        .statement
+                        .fields_in(&portal.result_column_format);
+                    feed_fields(client, &fields).await
                 }
                 Some(Entry::Empty) => {
                     feed_description(client, &DescribePortalResponse::no_data()).await
@@ -1569,12 +1633,11 @@ impl Connection {
     /// Runs a portal's statement with its bound parameters.
     async fn portal_response(&self, portal: &Portal<Statement>) -> PgWireResult<Response> {
         let params = bind(portal)?;
-        let format = portal.result_column_format.clone();
         let cancel = self.cancel_signal();
         self.run(
             &portal.statement.statement,
             params,
-            &move |i| format.format_for(i),
+            &portal.result_column_format,
             cancel,
         )
         .await

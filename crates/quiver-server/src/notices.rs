@@ -28,20 +28,15 @@ impl Notices {
     /// Starts counting a statement of `quiver`'s session (resetting its
     /// progress); NOTICEs come only when the session set `quiver.progress`.
     pub fn start(quiver: &Quiver) -> Self {
-        let settings = quiver.settings();
-        let progress = quiver.progress();
-        if let Some(p) = &progress {
-            p.reset();
-        }
-        let every = Duration::from_millis(settings.progress_interval_ms.max(1));
-        let interval = settings.progress.then(|| {
+        let (progress, every) = quiver.start_progress();
+        let interval = every.map(|every| {
             let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
             interval
         });
         Self {
             interval,
-            every,
+            every: every.unwrap_or(Duration::MAX),
             progress,
             started: Instant::now(),
             rows: 0,

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
@@ -349,6 +350,27 @@ impl Quiver {
             .get_extension::<StatementProgress>()
     }
 
+    /// Starts counting a statement: the session's progress counters,
+    /// reset, and how often to report them (`Some` when `quiver.progress`
+    /// is on: every `quiver.progress_interval_ms`, at least 1 ms); one
+    /// read of the session's state (a server does this per statement).
+    pub fn start_progress(&self) -> (Option<Arc<StatementProgress>>, Option<Duration>) {
+        let state = self.ctx.state_ref();
+        let state = state.read();
+        let config = state.config();
+        let progress = config.get_extension::<StatementProgress>();
+        if let Some(p) = &progress {
+            p.reset();
+        }
+        let every = config
+            .options()
+            .extensions
+            .get::<QuiverSettings>()
+            .filter(|s| s.progress)
+            .map(|s| Duration::from_millis(s.progress_interval_ms.max(1)));
+        (progress, every)
+    }
+
     /// This session's `quiver.*` settings, as `SET` left them.
     pub fn settings(&self) -> QuiverSettings {
         QuiverSettings::from_options(self.ctx.state_ref().read().config().options())
@@ -357,7 +379,13 @@ impl Quiver {
     /// This session's Postgres client setting `name` (lower case), as
     /// `SET` left it; `None` for a name that is not one.
     pub fn client_setting(&self, name: &str) -> Option<String> {
-        crate::pg_compat::ClientSettings::value_in(&self.ctx, name)
+        self.read_client_setting(name, |v| v.map(str::to_string))
+    }
+
+    /// `read` of this session's client setting `name` (lower case), as
+    /// [`Quiver::client_setting`] gives it, without copying it.
+    pub fn read_client_setting<R>(&self, name: &str, read: impl FnOnce(Option<&str>) -> R) -> R {
+        crate::pg_compat::ClientSettings::read_in(&self.ctx, name, read)
     }
 
     /// The configuration this engine was built with.

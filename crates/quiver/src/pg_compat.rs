@@ -118,16 +118,19 @@ impl ClientSettings {
         self.0.get(name).map(String::as_str)
     }
 
-    /// The value of client setting `name` (lower case) in `ctx`'s session.
-    pub fn value_in(ctx: &SessionContext, name: &str) -> Option<String> {
+    /// `read` of the value of client setting `name` (lower case) in `ctx`'s
+    /// session.
+    pub fn read_in<R>(ctx: &SessionContext, name: &str, read: impl FnOnce(Option<&str>) -> R) -> R {
         let state = ctx.state_ref();
         let state = state.read();
         match state.config().options().extensions.get::<ClientSettings>() {
-            Some(settings) => settings.get(name).map(str::to_string),
-            None => PG_SETTINGS
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string()),
+            Some(settings) => read(settings.get(name)),
+            None => read(
+                PG_SETTINGS
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| *v),
+            ),
         }
     }
 
