@@ -1887,6 +1887,27 @@ async fn extended_query_answers_wait_for_sync_or_flush() {
     let types = read_until(&mut socket, &mut error, 'Z', wait).await;
     assert_eq!(types, vec!['E', 'Z'], "{}", String::from_utf8_lossy(&error));
     assert!(String::from_utf8_lossy(&error).contains("42P01"));
+    // Command tags are Postgres' own: a count once, after the command.
+    socket
+        .write_all(&frame(
+            b'Q',
+            b"BEGIN; DECLARE c CURSOR FOR SELECT x FROM generate_series(1, 5) AS t(x); \
+              FETCH 2 FROM c; SELECT 1; COMMIT\0",
+        ))
+        .await
+        .expect("send");
+    let mut tags = vec![];
+    read_until(&mut socket, &mut tags, 'Z', wait).await;
+    let tags = String::from_utf8_lossy(&tags);
+    for tag in [
+        "BEGIN\0",
+        "DECLARE CURSOR\0",
+        "FETCH 2\0",
+        "SELECT 1\0",
+        "COMMIT\0",
+    ] {
+        assert!(tags.contains(tag), "no {tag:?} in {tags:?}");
+    }
     server.stop().await;
 }
 

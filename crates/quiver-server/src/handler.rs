@@ -871,10 +871,9 @@ impl Connection {
                 let batch = or_stop(cursor.fetch(*count), &mut stop).await?;
                 let fields = Arc::new(fields(schema, |i| format.format_for(i)));
                 let rows = encode_batch(&batch, &fields)?;
-                let n = rows.len();
                 let mut response =
                     QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok)));
-                response.set_command_tag(&format!("FETCH {n}"));
+                response.set_command_tag("FETCH");
                 Ok(Response::Query(response))
             }
             Kind::CloseCursor { name } => {
@@ -1285,6 +1284,18 @@ where
     }
 }
 
+/// The CommandComplete of a statement that returned `rows` rows:
+/// `SELECT 5`, `FETCH 3` (what pgwire's `Tag` makes, without `format!`).
+fn rows_complete(command: &str, rows: u64) -> pgwire::messages::response::CommandComplete {
+    let mut count = itoa::Buffer::new();
+    let count = count.format(rows);
+    let mut tag = String::with_capacity(command.len() + 1 + count.len());
+    tag.push_str(command);
+    tag.push(' ');
+    tag.push_str(count);
+    pgwire::messages::response::CommandComplete::new(tag)
+}
+
 /// Sends one statement's response: rows as they are made (with progress
 /// NOTICEs when due) and the command tag, a command's tag, or an error;
 /// `describe` sends the row description first (the simple query protocol;
@@ -1329,9 +1340,11 @@ where
                 client.feed(PgWireBackendMessage::DataRow(row?)).await?;
                 notices.rows += 1;
             }
-            let done = Tag::new(&command_tag).with_rows(notices.rows as usize);
             client
-                .feed(PgWireBackendMessage::CommandComplete(done.into()))
+                .feed(PgWireBackendMessage::CommandComplete(rows_complete(
+                    &command_tag,
+                    notices.rows,
+                )))
                 .await?;
         }
         Response::EmptyQuery => {
