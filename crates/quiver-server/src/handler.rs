@@ -692,57 +692,109 @@ fn canceled(why: &str) -> PgWireError {
     pg_error("57014", format!("canceling statement due to {why}"))
 }
 
-/// Completes with the error a statement stops with: on a cancel request or
-/// when `timeout` has passed; never otherwise.
-fn stopper(mut cancel: CancelSignal, timeout: Option<Duration>) -> BoxFuture<'static, PgWireError> {
-    let cancelled = async move {
-        // A closed channel (the connection ended) is no cancel.
-        if cancel.changed().await.is_err() {
-            std::future::pending::<()>().await;
+/// What stops a statement: a cancel request, or its `statement_timeout`
+/// passing. Checking is cheap ([`Stop::now`]); a waker is registered only
+/// while the statement waits for something ([`Stop::poll_wait`]), so a
+/// statement that never waits never sets up a timer or a watch.
+struct Stop {
+    cancel: CancelSignal,
+    deadline: Option<tokio::time::Instant>,
+    waiting: Option<BoxFuture<'static, PgWireError>>,
+}
+
+impl Stop {
+    fn new(cancel: CancelSignal, timeout: Option<Duration>) -> Self {
+        Self {
+            cancel,
+            deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+            waiting: None,
         }
-        canceled("user request")
-    };
-    match timeout {
-        None => Box::pin(cancelled),
-        Some(t) => Box::pin(async move {
-            tokio::select! {
-                error = cancelled => error,
-                () = tokio::time::sleep(t) => canceled("statement timeout"),
+    }
+
+    /// The error to stop with, if the statement must stop now.
+    fn now(&self) -> Option<PgWireError> {
+        // A closed channel (the connection ended) is no cancel.
+        if self.cancel.has_changed().unwrap_or(false) {
+            return Some(canceled("user request"));
+        }
+        self.deadline
+            .filter(|d| tokio::time::Instant::now() >= *d)
+            .map(|_| canceled("statement timeout"))
+    }
+
+    /// Ready with the error to stop with; otherwise `cx` is woken when
+    /// there is one.
+    fn poll_wait(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<PgWireError> {
+        let deadline = self.deadline;
+        let waiting = self.waiting.get_or_insert_with(|| {
+            let mut cancel = self.cancel.clone();
+            let cancelled = async move {
+                if cancel.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                canceled("user request")
+            };
+            match deadline {
+                None => Box::pin(cancelled),
+                Some(d) => Box::pin(async move {
+                    tokio::select! {
+                        error = cancelled => error,
+                        () = tokio::time::sleep_until(d) => canceled("statement timeout"),
+                    }
+                }),
             }
-        }),
+        });
+        waiting.as_mut().poll(cx)
     }
 }
 
-/// `rows` until `stop` completes; then its error, and the rows' stream
-/// (the query's execution) is dropped at once.
+/// `rows` until `stop` says to stop; then its error, and the rows' stream
+/// (the query's execution) is dropped at once. Checked before each item.
 fn until_stopped<T: Send + 'static>(
     rows: impl futures::Stream<Item = PgWireResult<T>> + Send + 'static,
-    stop: BoxFuture<'static, PgWireError>,
+    stop: Stop,
 ) -> impl futures::Stream<Item = PgWireResult<T>> + Send + 'static {
-    let rows: BoxStream<'static, PgWireResult<T>> = Box::pin(rows);
-    stream::unfold(Some((rows, stop)), |state| async move {
-        let (mut rows, mut stop) = state?;
-        tokio::select! {
-            biased;
-            error = &mut stop => {
-                drop(rows);
-                Some((Err(error), None))
-            }
-            item = rows.next() => item.map(|item| (item, Some((rows, stop)))),
+    let mut state: Option<(BoxStream<'static, PgWireResult<T>>, Stop)> =
+        Some((Box::pin(rows), stop));
+    stream::poll_fn(move |cx| {
+        use std::task::Poll;
+        let Some((rows, stop)) = &mut state else {
+            return Poll::Ready(None);
+        };
+        if let Some(error) = stop.now() {
+            state = None;
+            return Poll::Ready(Some(Err(error)));
+        }
+        match rows.as_mut().poll_next(cx) {
+            Poll::Ready(item) => Poll::Ready(item),
+            Poll::Pending => match stop.poll_wait(cx) {
+                Poll::Ready(error) => {
+                    state = None;
+                    Poll::Ready(Some(Err(error)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
         }
     })
 }
 
-/// `work`, unless `stop` completes first.
+/// `work`, unless `stop` says to stop first.
 async fn or_stop<T>(
     work: impl Future<Output = PgWireResult<T>>,
-    stop: &mut BoxFuture<'static, PgWireError>,
+    stop: &mut Stop,
 ) -> PgWireResult<T> {
-    tokio::select! {
-        biased;
-        error = stop => Err(error),
-        done = work => done,
+    if let Some(error) = stop.now() {
+        return Err(error);
     }
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        use std::task::Poll;
+        if let Poll::Ready(done) = work.as_mut().poll(cx) {
+            return Poll::Ready(done);
+        }
+        stop.poll_wait(cx).map(Err)
+    })
+    .await
 }
 
 impl Connection {
@@ -787,11 +839,8 @@ impl Connection {
         params: Option<ParamValues>,
         cancel: CancelSignal,
         memo: &quiver::PlanMemo,
-    ) -> PgWireResult<(
-        datafusion::execution::SendableRecordBatchStream,
-        BoxFuture<'static, PgWireError>,
-    )> {
-        let mut stop = stopper(cancel, self.statement_timeout());
+    ) -> PgWireResult<(datafusion::execution::SendableRecordBatchStream, Stop)> {
+        let mut stop = Stop::new(cancel, self.statement_timeout());
         let stream = or_stop(
             async {
                 self.quiver
@@ -867,7 +916,7 @@ impl Connection {
             } => {
                 let cursor = self.cursors.get(name)?;
                 let mut cursor = cursor.lock().await;
-                let mut stop = stopper(cancel, self.statement_timeout());
+                let mut stop = Stop::new(cancel, self.statement_timeout());
                 let batch = or_stop(cursor.fetch(*count), &mut stop).await?;
                 let fields = Arc::new(fields(schema, |i| format.format_for(i)));
                 let rows = encode_batch(&batch, &fields)?;
