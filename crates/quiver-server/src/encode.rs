@@ -432,20 +432,95 @@ impl RowWriter {
     }
 }
 
-/// A text array of numbers or booleans as Postgres prints it:
-/// `{1,2.5,NULL}`.
-fn put_array_text<T>(
+/// An array element this module writes itself, in text and in binary.
+trait Element: Copy {
+    fn element_type() -> Type;
+    /// The element as Postgres prints it.
+    fn text(self, out: &mut BytesMut);
+    /// The element's length and big-endian bytes.
+    fn binary(self, out: &mut BytesMut);
+}
+
+macro_rules! numeric_element {
+    ($t:ty, $ty:expr, $text:expr) => {
+        impl Element for $t {
+            fn element_type() -> Type {
+                $ty
+            }
+            fn text(self, out: &mut BytesMut) {
+                $text(out, self)
+            }
+            fn binary(self, out: &mut BytesMut) {
+                let bytes = self.to_be_bytes();
+                out.put_i32(bytes.len() as i32);
+                out.put_slice(&bytes);
+            }
+        }
+    };
+}
+
+numeric_element!(f32, Type::FLOAT4, |o, v: f32| put_float_text(
+    o,
+    v.into(),
+    true
+));
+numeric_element!(f64, Type::FLOAT8, |o, v| put_float_text(o, v, false));
+numeric_element!(i16, Type::INT2, put_int);
+numeric_element!(i32, Type::INT4, put_int);
+numeric_element!(i64, Type::INT8, put_int);
+numeric_element!(u32, Type::OID, put_int);
+
+impl Element for bool {
+    fn element_type() -> Type {
+        Type::BOOL
+    }
+    fn text(self, out: &mut BytesMut) {
+        out.put_u8(if self { b't' } else { b'f' });
+    }
+    fn binary(self, out: &mut BytesMut) {
+        out.put_i32(1);
+        out.put_u8(self.into());
+    }
+}
+
+/// A one-dimensional array: in text as Postgres prints it
+/// (`{1,2.5,NULL}`), in binary as `postgres-types` writes a `Vec` (one
+/// dimension, from 1; whether there are NULLs; the element type's oid;
+/// each element's length and bytes, -1 for NULL).
+fn put_array<T: Element>(
     out: &mut BytesMut,
-    values: impl Iterator<Item = Option<T>>,
-    put: impl Fn(&mut BytesMut, T),
+    binary: bool,
+    values: impl ExactSizeIterator<Item = Option<T>>,
 ) {
+    if binary {
+        out.put_i32(1);
+        let flags = out.len();
+        out.put_i32(0);
+        out.put_u32(T::element_type().oid());
+        out.put_i32(values.len() as i32);
+        out.put_i32(1);
+        let mut nulls = false;
+        for v in values {
+            match v {
+                Some(v) => v.binary(out),
+                None => {
+                    nulls = true;
+                    out.put_i32(-1);
+                }
+            }
+        }
+        if nulls {
+            out[flags..flags + 4].copy_from_slice(&1i32.to_be_bytes());
+        }
+        return;
+    }
     out.put_u8(b'{');
     for (i, v) in values.enumerate() {
         if i > 0 {
             out.put_u8(b',');
         }
         match v {
-            Some(v) => put(out, v),
+            Some(v) => v.text(out),
             None => out.put_slice(b"NULL"),
         }
     }
@@ -468,51 +543,28 @@ fn encode_list(
         return Ok(());
     }
     let values = list.value(row);
-    let text = field.format() == FieldFormat::Text;
-    macro_rules! numbers {
-        ($t:ty, $put:expr) => {{
-            let values = values.as_primitive::<$t>();
-            if text {
-                w.with(|out| {
-                    put_array_text(out, values.iter(), $put);
-                    Ok(())
-                })
-            } else {
-                w.value(&values.iter().collect::<Vec<_>>(), field)
-            }
-        }};
+    let binary = field.format() == FieldFormat::Binary;
+    macro_rules! array {
+        ($values:expr) => {
+            w.with(|out| {
+                put_array(out, binary, $values);
+                Ok(())
+            })
+        };
     }
     match *ty {
-        Type::FLOAT4_ARRAY => numbers!(Float32Type, |o, v| put_float_text(o, v.into(), true)),
-        Type::FLOAT8_ARRAY => numbers!(Float64Type, |o, v| put_float_text(o, v, false)),
-        Type::INT2_ARRAY => numbers!(Int16Type, put_int),
-        Type::INT4_ARRAY => numbers!(Int32Type, put_int),
-        Type::INT8_ARRAY => numbers!(Int64Type, put_int),
-        Type::OID_ARRAY => {
-            let oids = values.as_primitive::<Int32Type>();
-            let oids = oids.iter().map(|oid| oid.map(i32::cast_unsigned));
-            if text {
-                w.with(|out| {
-                    put_array_text(out, oids, put_int);
-                    Ok(())
-                })
-            } else {
-                w.value(&oids.collect::<Vec<_>>(), field)
-            }
-        }
-        Type::BOOL_ARRAY => {
-            let values = values.as_boolean();
-            if text {
-                w.with(|out| {
-                    put_array_text(out, values.iter(), |o, v| {
-                        o.put_u8(if v { b't' } else { b'f' })
-                    });
-                    Ok(())
-                })
-            } else {
-                w.value(&values.iter().collect::<Vec<_>>(), field)
-            }
-        }
+        Type::FLOAT4_ARRAY => array!(values.as_primitive::<Float32Type>().iter()),
+        Type::FLOAT8_ARRAY => array!(values.as_primitive::<Float64Type>().iter()),
+        Type::INT2_ARRAY => array!(values.as_primitive::<Int16Type>().iter()),
+        Type::INT4_ARRAY => array!(values.as_primitive::<Int32Type>().iter()),
+        Type::INT8_ARRAY => array!(values.as_primitive::<Int64Type>().iter()),
+        Type::OID_ARRAY => array!(
+            values
+                .as_primitive::<Int32Type>()
+                .iter()
+                .map(|oid| oid.map(i32::cast_unsigned))
+        ),
+        Type::BOOL_ARRAY => array!(values.as_boolean().iter()),
         // Text arrays quote and escape their elements: pgwire's encoding.
         _ => {
             let v: Vec<Option<&str>> = values.as_string::<i32>().iter().collect();
@@ -869,6 +921,105 @@ mod tests {
             .to_sql(&Type::FLOAT4_ARRAY, &mut expected)
             .expect("array");
         assert_eq!(rows[0][5], Some(expected.to_vec()));
+    }
+
+    /// Each array type in binary is byte for byte what `postgres-types`
+    /// writes for a `Vec` (what clients were tested against), NULL elements
+    /// and empty arrays included; in text, as Postgres prints it.
+    #[test]
+    fn arrays_encode_as_postgres_types_writes_them() {
+        use datafusion::arrow::array::{
+            BooleanBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
+            Int64Builder, ListBuilder,
+        };
+        use datafusion::arrow::datatypes::Field;
+        fn encode(list: ArrayRef, ty: Type, format: FieldFormat) -> Vec<Option<Vec<u8>>> {
+            let batch = RecordBatch::try_from_iter([("a", list)]).expect("batch");
+            let fields = Arc::new(vec![field("a", ty, format)]);
+            let rows = encode_batch(&batch, &fields).expect("rows");
+            rows.iter().map(|r| values(r).remove(0)).collect()
+        }
+        fn binary<T: ToSql>(v: Vec<Option<T>>, ty: &Type) -> Option<Vec<u8>> {
+            let mut out = BytesMut::new();
+            v.to_sql(ty, &mut out).expect("to_sql");
+            Some(out.to_vec())
+        }
+        macro_rules! check {
+            ($builder:expr, $ty:expr, $rows:expr, $texts:expr) => {{
+                let mut b = ListBuilder::new($builder);
+                for row in $rows.clone() {
+                    for v in row {
+                        b.values().append_option(v);
+                    }
+                    b.append(true);
+                }
+                let list: ArrayRef = Arc::new(b.finish());
+                let expected: Vec<_> = $rows.into_iter().map(|r| binary(r, &$ty)).collect();
+                assert_eq!(
+                    encode(Arc::clone(&list), $ty, FieldFormat::Binary),
+                    expected
+                );
+                let texts: Vec<_> = $texts
+                    .iter()
+                    .map(|t: &&str| Some(t.as_bytes().to_vec()))
+                    .collect();
+                assert_eq!(encode(list, $ty, FieldFormat::Text), texts);
+            }};
+        }
+        check!(
+            Float32Builder::new(),
+            Type::FLOAT4_ARRAY,
+            vec![vec![Some(1.0f32), None, Some(0.25)], vec![]],
+            ["{1,NULL,0.25}", "{}"]
+        );
+        check!(
+            Float64Builder::new(),
+            Type::FLOAT8_ARRAY,
+            vec![vec![Some(1e20f64), Some(-0.5)], vec![None]],
+            ["{1e+20,-0.5}", "{NULL}"]
+        );
+        check!(
+            Int16Builder::new(),
+            Type::INT2_ARRAY,
+            vec![vec![Some(-3i16), Some(i16::MAX)]],
+            ["{-3,32767}"]
+        );
+        check!(
+            Int32Builder::new(),
+            Type::INT4_ARRAY,
+            vec![vec![Some(7i32), None]],
+            ["{7,NULL}"]
+        );
+        check!(
+            Int64Builder::new(),
+            Type::INT8_ARRAY,
+            vec![vec![Some(i64::MIN)], vec![]],
+            ["{-9223372036854775808}", "{}"]
+        );
+        check!(
+            BooleanBuilder::new(),
+            Type::BOOL_ARRAY,
+            vec![vec![Some(true), None, Some(false)]],
+            ["{t,NULL,f}"]
+        );
+        // oid[]: Int32 lists marked as oids, sent as unsigned.
+        let mut b = ListBuilder::new(Int32Builder::new()).with_field(Arc::new(Field::new(
+            "item",
+            DataType::Int32,
+            true,
+        )));
+        b.values().append_value(26);
+        b.values().append_value(-1);
+        b.append(true);
+        let list: ArrayRef = Arc::new(b.finish());
+        assert_eq!(
+            encode(Arc::clone(&list), Type::OID_ARRAY, FieldFormat::Binary),
+            vec![binary(vec![Some(26u32), Some(u32::MAX)], &Type::OID_ARRAY)]
+        );
+        assert_eq!(
+            encode(list, Type::OID_ARRAY, FieldFormat::Text),
+            vec![Some(b"{26,4294967295}".to_vec())]
+        );
     }
 
     /// Rows of a long batch share chunks, and every row reads back whole.
