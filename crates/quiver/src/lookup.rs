@@ -77,11 +77,11 @@ pub(crate) struct LookupExec {
 }
 
 /// A filter's work on the rows an index finds.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Check {
     /// The columns of the batches the filter reads (the scan's
     /// projection), and their schema.
-    source_projection: Option<Vec<usize>>,
+    scanned: Vec<usize>,
     input: SchemaRef,
     /// The filter's predicate, over `input`'s columns.
     predicate: Arc<dyn PhysicalExpr>,
@@ -125,7 +125,7 @@ impl LookupExec {
                 .iter()
                 .map(|i| scanned.get(*i).copied())
                 .collect::<Option<Vec<_>>>()?,
-            None => scanned,
+            None => scanned.clone(),
         };
         let exact = filter
             .predicate()
@@ -135,7 +135,7 @@ impl LookupExec {
             filter: Arc::clone(node),
             value,
             check: Arc::new(Check {
-                source_projection: memory.projection().clone(),
+                scanned,
                 input: filter.input().schema(),
                 predicate: Arc::clone(filter.predicate()),
                 exact,
@@ -169,13 +169,8 @@ impl LookupExec {
             filter: Arc::new(filter),
             value: bound(&self.value)?,
             check: Arc::new(Check {
-                source_projection: self.check.source_projection.clone(),
-                input: Arc::clone(&self.check.input),
                 predicate,
-                exact: self.check.exact,
-                projection: self.check.projection.clone(),
-                output: self.check.output.clone(),
-                fetch: self.check.fetch,
+                ..(*self.check).clone()
             }),
             column: self.column,
             partitions: Arc::clone(&self.partitions),
@@ -258,11 +253,7 @@ impl Check {
         if self.exact {
             return Self::rows(batches, positions, &self.output, schema);
         }
-        let scanned: Vec<usize> = match &self.source_projection {
-            Some(p) => p.clone(),
-            None => (0..self.input.fields().len()).collect(),
-        };
-        let candidates = Self::rows(batches, positions, &scanned, &self.input)?;
+        let candidates = Self::rows(batches, positions, &self.scanned, &self.input)?;
         let mask = self
             .predicate
             .evaluate(&candidates)?
@@ -354,7 +345,7 @@ impl ExecutionPlan for LookupExec {
         let size = context.session_config().batch_size().max(1);
         let chunks: Vec<Vec<Position>> = positions.chunks(size).map(<[_]>::to_vec).collect();
         let check = Arc::clone(&self.check);
-        let batches = self.partitions.get(partition).cloned().unwrap_or_default();
+        let partitions = Arc::clone(&self.partitions);
         let schema = self.schema();
         let output = Arc::clone(&schema);
         let mut left = check.fetch.unwrap_or(usize::MAX);
@@ -362,7 +353,8 @@ impl ExecutionPlan for LookupExec {
             let answer = if left == 0 {
                 None
             } else {
-                match check.answer(&batches, &chunk, &output) {
+                let batches = partitions.get(partition).map_or(&[][..], Vec::as_slice);
+                match check.answer(batches, &chunk, &output) {
                     Ok(b) if b.num_rows() == 0 => None,
                     Ok(b) => {
                         let b = b.slice(0, b.num_rows().min(left));
@@ -483,37 +475,38 @@ impl Index {
         } else {
             Keys::Ints(HashMap::with_capacity(rows))
         };
-        for (b, batch) in batches.iter().enumerate() {
-            let batch_no = u32::try_from(b).ok()?;
+        u32::try_from(batches.len()).ok()?;
+        for (batch_no, batch) in (0u32..).zip(batches) {
+            // Every row's number fits the position's `u32`.
+            u32::try_from(batch.num_rows()).ok()?;
             let values = batch.column(column);
             match &mut keys {
                 Keys::Ints(map) => {
                     let values = cast(values, &DataType::Int64).ok()?;
-                    for (r, v) in values.as_primitive::<Int64Type>().iter().enumerate() {
-                        if let Some(v) = v {
-                            let p = Position {
-                                batch: batch_no,
-                                row: u32::try_from(r).ok()?,
-                            };
-                            map.entry(v)
-                                .and_modify(|rows| rows.add(p))
-                                .or_insert(Rows::One(p));
-                        }
+                    for (v, row) in values.as_primitive::<Int64Type>().iter().zip(0u32..) {
+                        let Some(v) = v else { continue };
+                        let p = Position {
+                            batch: batch_no,
+                            row,
+                        };
+                        map.entry(v)
+                            .and_modify(|rows| rows.add(p))
+                            .or_insert(Rows::One(p));
                     }
                 }
                 Keys::Strings(map) => {
                     let values = cast(values, &DataType::Utf8).ok()?;
-                    for (r, v) in values.as_string::<i32>().iter().enumerate() {
-                        if let Some(v) = v {
-                            let p = Position {
-                                batch: batch_no,
-                                row: u32::try_from(r).ok()?,
-                            };
-                            match map.get_mut(v) {
-                                Some(rows) => rows.add(p),
-                                None => {
-                                    map.insert(v.into(), Rows::One(p));
-                                }
+                    for (v, row) in values.as_string::<i32>().iter().zip(0u32..) {
+                        let Some(v) = v else { continue };
+                        let p = Position {
+                            batch: batch_no,
+                            row,
+                        };
+                        // Looked up first: a key is copied only when new.
+                        match map.get_mut(v) {
+                            Some(rows) => rows.add(p),
+                            None => {
+                                map.insert(v.into(), Rows::One(p));
                             }
                         }
                     }
