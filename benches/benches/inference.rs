@@ -36,7 +36,11 @@ use quiver_models::testing::{ClipShape, write_clip};
 const PIPELINE: &str = "embed_image('clip', image_resize(image_decode(image), 224, 224))";
 
 fn engine(memory_limit: Option<&str>) -> Quiver {
-    let mut config = QuiverConfig::default();
+    // `QUIVER_EXEC_*` variables apply (`QUIVER_EXEC_TARGET_PARTITIONS`
+    // runs a 16-core machine's partitioning here).
+    let mut config = QuiverConfig::default()
+        .with_env_overrides()
+        .expect("QUIVER_* settings");
     if let Some(limit) = memory_limit {
         config
             .set("exec.memory_limit", limit, "bench")

@@ -21,7 +21,11 @@
 //!   shared batcher, and the batch itself, with a handle on its future
 //!   results, to the partition's output queue (`queue_depth` batches).
 //!   When the consumer stops reading, the output queue fills, the
-//!   producer blocks, and so does everything upstream of it.
+//!   producer blocks, and so does everything upstream of it. A producer
+//!   takes its places in both queues before it evaluates a slice's
+//!   arguments, and the batcher's queue holds a few calls' worth of
+//!   slices for all partitions together: decoded rows that wait for the
+//!   model are bounded by the calls ahead, not by the partitions.
 //! - The **batcher** gathers rows from every partition into calls of
 //!   `batch_size` rows (a partly filled call waits at most `max_wait` for
 //!   more), and keeps `replicas + 1` calls in flight: while the model's
@@ -238,7 +242,14 @@ impl InferenceExec {
     fn start(&self, context: &Arc<TaskContext>) -> Result<Running> {
         let partitions = self.input.output_partitioning().partition_count();
         let metrics = SharedMetrics::new(&self.metrics);
-        let (chunk_tx, chunk_rx) = mpsc::channel(partitions.max(1) * self.config.queue_depth);
+        // Slices decoded ahead of the batcher: enough for the calls that
+        // can run at once and the next, and one per partition so that
+        // every partition can decode at the same time.
+        let (chunk_tx, chunk_rx) = mpsc::channel(
+            partitions
+                .max(SLICES_PER_CALL * (self.config.replicas + 1))
+                .max(1),
+        );
         let mut tasks = JoinSet::new();
         let mut outputs = Vec::with_capacity(partitions);
         let freed = Arc::new(Notify::new());
@@ -692,7 +703,31 @@ impl Producer {
 impl Producer {
     /// Queues one slice (its share of its input batch's memory is
     /// `bytes`); false when the execution is over for this partition.
+    ///
+    /// Places come first, arguments after: a place in the output queue
+    /// (waiting, stalled, while the consumer has `queue_depth` batches
+    /// to take) and one in the batcher's queue (waiting while it holds
+    /// enough rows for the calls ahead), so that a producer that cannot
+    /// hand a slice on has not decoded it, and the decoded rows alive at
+    /// once are bounded across all partitions, not per partition.
     async fn send(&mut self, batch: RecordBatch, whole: Option<RecordBatch>, bytes: usize) -> bool {
+        let output = match self.output.clone().try_reserve_owned() {
+            Ok(place) => place,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(output)) => {
+                // Blocked until the consumer takes a batch: while every
+                // partition is, the batcher runs what it has.
+                let _timer = self.metrics.output_blocked.timer();
+                let _stalled = self.stalls.stall();
+                match output.reserve_owned().await {
+                    Ok(place) => place,
+                    Err(_) => return false,
+                }
+            }
+        };
+        let Ok(mut place) = self.chunks.clone().reserve_owned().await else {
+            return false;
+        };
         let args = {
             let _timer = self.metrics.preprocess.timer();
             arguments(&self.calls, &batch)
@@ -700,7 +735,7 @@ impl Producer {
         let args = match args {
             Ok(a) => a,
             Err(e) => {
-                let _ = self.output.send(Pending::Failed(e)).await;
+                output.send(Pending::Failed(e));
                 return false;
             }
         };
@@ -713,38 +748,34 @@ impl Producer {
                     ColumnarValue::Scalar(_) => 0,
                 })
                 .sum::<usize>();
-        if let Err(e) = self.reserve(reserved).await {
-            let _ = self.output.send(Pending::Failed(e)).await;
-            return false;
+        if self.reservation.try_grow(reserved).is_err() {
+            // Waiting for memory, which consumers free: the batcher's
+            // place goes back meanwhile, so that a partition whose
+            // consumer reads on is not kept from the batcher.
+            drop(place);
+            if let Err(e) = self.reserve(reserved).await {
+                output.send(Pending::Failed(e));
+                return false;
+            }
+            place = match self.chunks.clone().reserve_owned().await {
+                Ok(place) => place,
+                Err(_) => return false,
+            };
         }
         let (reply, result) = oneshot::channel();
         let rows = batch.num_rows();
-        let pending = Pending::Rows {
+        output.send(Pending::Rows {
             whole,
             result,
             reserved,
-        };
-        let sent = match self.output.try_send(pending) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-            Err(mpsc::error::TrySendError::Full(pending)) => {
-                // Blocked until the consumer takes a batch: while every
-                // partition is, the batcher runs what it has.
-                let _timer = self.metrics.output_blocked.timer();
-                let _stalled = self.stalls.stall();
-                self.output.send(pending).await.is_ok()
-            }
-        };
-        if !sent {
-            return false;
-        }
-        let chunk = Chunk {
+        });
+        place.send(Chunk {
             rows,
             args,
             sink: Arc::new(Sink::new(rows, reply)),
             arrived: Instant::now(),
-        };
-        self.chunks.send(chunk).await.is_ok()
+        });
+        true
     }
 
     /// Reserves `bytes` in the memory pool. While this partition has

@@ -15,7 +15,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, collect, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -27,6 +27,48 @@ use quiver_settings::QuiverSettings;
 struct Calls {
     sizes: Mutex<Vec<usize>>,
     rows: AtomicUsize,
+    /// Rows `tally` evaluated (as producers evaluate the model's
+    /// arguments), and the most of them not yet passed to the model when
+    /// a call started.
+    evaluated: AtomicUsize,
+    most_ahead: AtomicUsize,
+}
+
+/// `tally(id)`: `id`, counting the rows it is evaluated over.
+#[derive(Debug)]
+struct Tally {
+    signature: Signature,
+    calls: Arc<Calls>,
+}
+
+impl PartialEq for Tally {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.calls, &other.calls)
+    }
+}
+impl Eq for Tally {}
+impl std::hash::Hash for Tally {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.calls) as usize).hash(state);
+    }
+}
+
+impl ScalarUDFImpl for Tally {
+    fn name(&self) -> &str {
+        "tally"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        self.calls
+            .evaluated
+            .fetch_add(args.number_rows, Ordering::SeqCst);
+        Ok(args.args[0].clone())
+    }
 }
 
 #[derive(Debug)]
@@ -74,9 +116,17 @@ impl AsyncScalarUDFImpl for Echo {
             .lock()
             .expect("lock")
             .push(args.number_rows);
-        self.calls
+        let called = self
+            .calls
             .rows
-            .fetch_add(args.number_rows, Ordering::SeqCst);
+            .fetch_add(args.number_rows, Ordering::SeqCst)
+            + args.number_rows;
+        let ahead = self
+            .calls
+            .evaluated
+            .load(Ordering::SeqCst)
+            .saturating_sub(called);
+        self.calls.most_ahead.fetch_max(ahead, Ordering::SeqCst);
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
@@ -151,6 +201,10 @@ fn context_with_memory(
         }))
         .into_scalar_udf(),
     );
+    ctx.register_udf(ScalarUDF::new_from_impl(Tally {
+        signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+        calls: calls.clone(),
+    }));
     ctx
 }
 
@@ -242,6 +296,32 @@ async fn rows_line_up_and_calls_fill_across_partitions() {
         .expect("progress");
     assert_eq!(progress.model_total(), Some(expected as u64));
     assert_eq!(progress.model_done(), expected as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rows_prepared_ahead_of_a_slow_model_are_bounded_across_partitions() {
+    // 16 partitions, a model slower than the arguments: producers may
+    // evaluate (decode) only as many rows ahead of the model as the calls
+    // ahead need and one slice per partition, not `queue_depth` slices
+    // per partition (16 × 4 slices of 16 rows, 1,024 rows and more).
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::from_millis(20), None);
+    set(&ctx, "datafusion.execution.target_partitions", 16).await;
+    ctx.register_table("t", Arc::new(table(16, 10, 40)))
+        .unwrap();
+    set(&ctx, "quiver.inference.batch_size", 64).await;
+    let plan = plan(&ctx, "SELECT id, echo(tally(id)) AS e FROM t").await;
+    assert_eq!(plan.output_partitioning().partition_count(), 16);
+    let out = collect(plan, ctx.task_ctx()).await.unwrap();
+    let rows: usize = out.iter().map(|b| b.num_rows()).sum();
+    assert!(rows >= 16 * 10 * 40);
+    assert_eq!(calls.evaluated.load(Ordering::SeqCst), rows);
+    // The batcher's queue: 16 slices of 16 rows (one per partition), plus
+    // the call it is gathering (64 rows and part of a slice); the calls
+    // running are counted as passed.
+    let ahead = calls.most_ahead.load(Ordering::SeqCst);
+    assert!(ahead <= 16 * 16 + 64 + 16, "{ahead} rows evaluated ahead");
+    assert!(ahead >= 64, "{ahead}: the model never waited for rows");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -36,7 +36,7 @@ fn tiny_clip_embeds_texts_and_images_in_one_space() {
         write_tiny_clip(std::path::Path::new(&keep), 5).expect("write");
     }
     let registry = ModelRegistry::new();
-    for (name, batch) in [("one", "1"), ("three", "3")] {
+    for (name, batch) in [("one", "1"), ("three", "3"), ("many", "128")] {
         let mut spec = ModelSpec::new(name, Architecture::Clip, dir.path());
         spec.set_option("batch_size", batch).expect("batch");
         registry.register(spec, false).expect("register");
@@ -78,6 +78,21 @@ fn tiny_clip_embeds_texts_and_images_in_one_space() {
     let y = block_on(three.embed_images(rgb.clone())).expect("images");
     assert_eq!(x.len(), 5 * 16);
     close(&x, &y);
+    // On the CPU a call of 128 images runs in forward passes of 60 (the
+    // tiny tower has 17 positions per image): the same embeddings as one
+    // image at a time.
+    let (_, info) = registry.describe("many").expect("describe");
+    let ModelInfo::Clip(clip) = info else {
+        panic!("a CLIP")
+    };
+    assert_eq!(clip.images_per_cpu_pass(128), 60);
+    assert_eq!(clip.images_per_cpu_pass(3), 3);
+    let many = registry.get("many").expect("load");
+    let lots = images(130, 4);
+    close(
+        &block_on(many.embed_images(lots.clone())).expect("images"),
+        &block_on(one.embed_images(lots)).expect("images"),
+    );
     let ranked = block_on(one.clip_classify(rgb, texts[..2].to_vec(), 2)).expect("classify");
     assert_eq!(ranked.len(), 5);
     for r in &ranked {
