@@ -166,8 +166,17 @@ fn weights_mb(model: &Path) -> f64 {
     std::fs::metadata(model.join("model.safetensors")).map_or(f64::NAN, |m| m.len() as f64 / 1e6)
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // As the `quiver` binary does, before the runtime's threads start.
+    quiver_models::arenas::limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run_all());
+}
+
+async fn run_all() {
     let device = std::env::var("QUIVER_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let model = corpus_dir("clip-vit-b32-shaped");

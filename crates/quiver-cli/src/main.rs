@@ -18,6 +18,8 @@ use quiver::{Quiver, QuiverConfig};
 use crate::args::{Cli, Command, EngineArgs};
 
 fn main() -> ExitCode {
+    // Before any thread starts: glibc's malloc arenas, one per core.
+    quiver_models::arenas::limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

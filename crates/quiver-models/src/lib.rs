@@ -2,6 +2,7 @@
 //! device choice, and the forward passes of the architectures Quiver runs,
 //! with Candle. Knows nothing of SQL or DataFusion.
 
+pub mod arenas;
 pub mod bert;
 pub mod clip;
 pub mod convnet;

@@ -14,6 +14,7 @@ use datafusion::arrow::array::RecordBatchOptions;
 use datafusion::common::project_schema;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -343,6 +344,25 @@ pub fn balance(
 /// Bytes of media one batch holds at most (a single larger file still
 /// makes a batch of its own).
 pub const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The least a batch's byte budget is cut to under a memory limit.
+const MIN_BATCH_BYTES: u64 = 1024 * 1024;
+
+/// Bytes of media one batch of a scan of `partitions` partitions holds at
+/// most: `wanted`, or less under a memory limit, so that the batches the
+/// scan holds at once (two per partition: the one downstream and the one
+/// being read ahead) take at most a quarter of it. With a 512 MB limit
+/// and 16 partitions, 4 MiB instead of 16: 128 MiB of encoded media in
+/// flight instead of 512.
+pub fn batch_bytes_under(wanted: u64, limit: &MemoryLimit, partitions: usize) -> u64 {
+    match limit {
+        MemoryLimit::Finite(limit) => {
+            let share = *limit as u64 / (8 * partitions.max(1) as u64);
+            wanted.min(share.max(MIN_BATCH_BYTES))
+        }
+        MemoryLimit::Infinite | MemoryLimit::Unknown => wanted,
+    }
+}
 
 /// Splits a partition's files into batches of at most `batch_size` files
 /// and, when the bytes are read, about `bytes` of them.
@@ -820,7 +840,13 @@ impl ExecutionPlan for MediaExec {
                 .session_config()
                 .get_extension::<StatementProgress>(),
         });
-        let bytes = (self.reads == Reads::Everything).then(|| self.reader.batch_bytes());
+        let bytes = (self.reads == Reads::Everything).then(|| {
+            batch_bytes_under(
+                self.reader.batch_bytes(),
+                &context.memory_pool().memory_limit(),
+                self.groups.len(),
+            )
+        });
         let shared = self.chunks.open(partition, &context, || {
             self.groups
                 .iter()
@@ -1007,5 +1033,51 @@ impl TableProviderFactory for MediaTableFactory {
             location,
             &cmd.options,
         )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(n: usize, size: u64) -> Vec<ObjectMeta> {
+        (0..n)
+            .map(|i| ObjectMeta {
+                location: format!("f{i}.jpg").into(),
+                last_modified: Default::default(),
+                size,
+                e_tag: None,
+                version: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_memory_limit_shrinks_the_batches_a_scan_holds() {
+        let mib = 1024 * 1024;
+        let limit = MemoryLimit::Finite(512 * 1024 * 1024);
+        assert_eq!(batch_bytes_under(16 * mib, &limit, 16), 4 * mib);
+        assert_eq!(batch_bytes_under(16 * mib, &limit, 2), 16 * mib);
+        assert_eq!(
+            batch_bytes_under(16 * mib, &MemoryLimit::Infinite, 16),
+            16 * mib
+        );
+        let tiny = MemoryLimit::Finite(8 * 1024 * 1024);
+        assert_eq!(batch_bytes_under(16 * mib, &tiny, 16), mib);
+        // 625 files of 44 KB (a 16th of 10,000 small JPEGs, 27 MB): two
+        // batches without a limit, seven under a 512 MB limit shared by 16
+        // partitions.
+        let budget = batch_bytes_under(BATCH_BYTES, &limit, 16);
+        let chunks = chunk_files(files(625, 44_000), 8192, Some(budget));
+        assert_eq!(chunks.len(), 7);
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.iter().map(|f| f.size).sum::<u64>() <= budget)
+        );
+        assert_eq!(
+            chunk_files(files(625, 44_000), 8192, Some(BATCH_BYTES)).len(),
+            2
+        );
     }
 }
