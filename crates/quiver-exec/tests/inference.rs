@@ -34,23 +34,34 @@ struct Calls {
     most_ahead: AtomicUsize,
 }
 
-/// `tally(id)`: `id`, counting the rows it is evaluated over.
-#[derive(Debug)]
-struct Tally {
-    signature: Signature,
-    calls: Arc<Calls>,
+/// A function's record of its calls, the same function when the record
+/// is the same.
+#[derive(Debug, Clone)]
+struct Record(Arc<Calls>);
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for Record {}
+impl std::ops::Deref for Record {
+    type Target = Calls;
+    fn deref(&self) -> &Calls {
+        &self.0
+    }
+}
+impl std::hash::Hash for Record {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.0) as usize).hash(state);
+    }
 }
 
-impl PartialEq for Tally {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.calls, &other.calls)
-    }
-}
-impl Eq for Tally {}
-impl std::hash::Hash for Tally {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.calls) as usize).hash(state);
-    }
+/// `tally(id)`: `id`, counting the rows it is evaluated over.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Tally {
+    signature: Signature,
+    calls: Record,
 }
 
 impl ScalarUDFImpl for Tally {
@@ -71,24 +82,12 @@ impl ScalarUDFImpl for Tally {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct Echo {
     signature: Signature,
-    calls: Arc<Calls>,
+    calls: Record,
     delay: Duration,
     fail_on: Option<i64>,
-}
-
-impl PartialEq for Echo {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.calls, &other.calls)
-    }
-}
-impl Eq for Echo {}
-impl std::hash::Hash for Echo {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.calls) as usize).hash(state);
-    }
 }
 
 impl ScalarUDFImpl for Echo {
@@ -195,7 +194,7 @@ fn context_with_memory(
     ctx.register_udf(
         AsyncScalarUDF::new(Arc::new(Echo {
             signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
-            calls: calls.clone(),
+            calls: Record(calls.clone()),
             delay,
             fail_on,
         }))
@@ -203,7 +202,7 @@ fn context_with_memory(
     );
     ctx.register_udf(ScalarUDF::new_from_impl(Tally {
         signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
-        calls: calls.clone(),
+        calls: Record(calls.clone()),
     }));
     ctx
 }
