@@ -3,10 +3,14 @@
 # and CUDA 13 libraries (cuBLAS, cuRAND, NVRTC, the runtime) but no Rust:
 # the benchmark binary is built elsewhere with the `cuda` feature (README,
 # "GPU") and handed over, xz-compressed, in $1 (default .device/inference.xz).
-# Then the memory run again under other allocators (glibc with 2 arenas,
-# jemalloc, mimalloc: shared libraries in $2, default .device/root), to
-# tell the allocator's retained pages from memory the pipeline holds.
-# Output lines go to stdout and, when $OUT is set, to $OUT/device.log.
+# The full run (overlap, dynamic batching, memory over 10,000 JPEGs), then
+# the memory run again: twice with glibc as the binary sets it (two arenas
+# on 16 cores; buffers of 256 KB and up returned when freed, once the model
+# is on the GPU), once with one arena per core, and, where libraries are
+# in $2 (default .device/root/usr/lib/x86_64-linux-gnu), under jemalloc
+# and mimalloc, to tell the allocator's retained pages from memory the
+# pipeline holds. Output lines go to stdout and, when $OUT is set, to
+# $OUT/device.log.
 set -u
 binary_xz=${1:-.device/inference.xz}
 preload=${2:-.device/root/usr/lib/x86_64-linux-gnu}
@@ -24,17 +28,24 @@ libs=$(find /opt /usr /root /home \( -name 'libcublasLt.so.13' -o -name 'libcura
 export LD_LIBRARY_PATH=${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 echo "CUDA libraries: $libs"
 ldd "$work/inference" | grep -E 'not found|cuda|cublas' || true
-export QUIVER_BENCH_DEVICE=cuda QUIVER_BENCH_IMAGES=${QUIVER_BENCH_IMAGES:-2000} QUIVER_BENCH_SHARE=1
+export QUIVER_BENCH_DEVICE=cuda QUIVER_BENCH_IMAGES=${QUIVER_BENCH_IMAGES:-2000} QUIVER_BENCH_SHARE=${QUIVER_BENCH_SHARE:-0}
 started=$(date +%s)
-timeout 270 "$work/inference"
+timeout 300 "$work/inference"
 echo "full run: $(( $(date +%s) - started )) s"
 corpus=/tmp/quiver-device/target/bench-data/small-photos-${QUIVER_BENCH_MEMORY_IMAGES:-10000}
 child() {
     echo "memory child, $1:"
     shift
-    timeout 60 env "$@" QUIVER_BENCH_MEMORY_CORPUS="$corpus" "$work/inference" --memory-child | grep '^child'
+    started=$(date +%s)
+    timeout 90 env "$@" QUIVER_BENCH_MEMORY_CORPUS="$corpus" "$work/inference" --memory-child | grep '^child'
+    echo "  $(( $(date +%s) - started )) s"
 }
-child "glibc, MALLOC_ARENA_MAX=2" MALLOC_ARENA_MAX=2
-child "jemalloc" LD_PRELOAD="$preload/libjemalloc.so.2"
-child "mimalloc" LD_PRELOAD="$preload/libmimalloc.so.2"
-child "glibc again" QUIVER_BENCH_AGAIN=1
+child "glibc as the binary sets it" QUIVER_BENCH_AGAIN=1
+child "glibc as the binary sets it, again" QUIVER_BENCH_AGAIN=2
+child "glibc, one arena per core" MALLOC_ARENA_MAX="$(nproc)"
+if [ -e "$preload/libjemalloc.so.2" ]; then
+    child "jemalloc" LD_PRELOAD="$preload/libjemalloc.so.2"
+fi
+if [ -e "$preload/libmimalloc.so.2" ]; then
+    child "mimalloc" LD_PRELOAD="$preload/libmimalloc.so.2"
+fi

@@ -101,7 +101,15 @@ pub fn pick_device(choice: DeviceChoice) -> (Device, Option<String>) {
 #[cfg(feature = "cuda")]
 fn cuda_or_cpu() -> (Device, Option<String>) {
     match Device::new_cuda(0) {
-        Ok(device) => (device, None),
+        Ok(device) => {
+            // The host's large buffers are now media on its way to the
+            // GPU: returned when freed (see `arenas`).
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                crate::arenas::return_freed_buffers();
+            });
+            (device, None)
+        }
         Err(e) => (
             Device::Cpu,
             Some(format!(
