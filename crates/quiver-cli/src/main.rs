@@ -18,7 +18,7 @@ use quiver::{Quiver, QuiverConfig};
 use crate::args::{Cli, Command, EngineArgs};
 
 fn main() -> ExitCode {
-    // Before any thread starts: glibc's malloc arenas, one per core.
+    // Before any thread starts: glibc's malloc arenas, two (see `arenas`).
     quiver_models::arenas::limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
