@@ -78,8 +78,9 @@ fn set_malloc_option(option: MallocOption, value: usize) -> bool {
         MallocOption::MmapThreshold => libc::M_MMAP_THRESHOLD,
     };
     let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
-    // SAFETY: mallopt sets one of malloc's tuning parameters; it takes
-    // malloc's own lock and has no other effect on memory in use.
+    // SAFETY: mallopt sets one of malloc's tuning parameters under
+    // malloc's own lock, with no effect on memory in use; an allocation in
+    // another thread meanwhile reads the old value or the new one.
     #[allow(unsafe_code)]
     let set = unsafe { libc::mallopt(param, value) };
     set == 1
@@ -103,15 +104,16 @@ mod tests {
         assert_eq!(arenas_for(64), 8);
     }
 
-    /// Bytes glibc holds in mappings of their own (each test runs in a
-    /// process of its own under nextest; under `cargo test` other tests'
-    /// threads may allocate meanwhile, which only adds mappings).
+    /// Whether glibc gave the buffer at `ptr` a mapping of its own: the
+    /// IS_MMAPPED bit (2) of the size word before every glibc chunk; a
+    /// property of this buffer alone, whatever other threads allocate.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn mapped_bytes() -> usize {
-        // SAFETY: mallinfo2 reads malloc's counters.
+    fn mapped(ptr: *const u8) -> bool {
+        // SAFETY: the word before a live glibc allocation is its chunk's
+        // size field, readable while the allocation is.
         #[allow(unsafe_code)]
-        let info = unsafe { libc::mallinfo2() };
-        info.hblkhd
+        let size_field = unsafe { ptr.cast::<usize>().sub(1).read() };
+        size_field & 2 != 0
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -127,11 +129,8 @@ mod tests {
         // own threshold to 8 MB.
         let mapped_when_made = |size: usize| {
             drop(std::hint::black_box(vec![1u8; 8 << 20]));
-            let before = mapped_bytes();
             let buffer = std::hint::black_box(vec![1u8; size]);
-            let mapped = mapped_bytes() >= before + size;
-            drop(buffer);
-            mapped
+            mapped(buffer.as_ptr())
         };
         assert!(!mapped_when_made(1 << 20), "glibc's default mapped 1 MB");
         assert!(return_freed_buffers());
