@@ -9,7 +9,8 @@
 //!   Target: pipeline ≥ 0.9× the slower stage; busy ≥ 90% when the model
 //!   is the slower stage.
 //! - **dynamic batching**: the pipeline at `target_partitions = 8`,
-//!   `quiver.inference.batch_size = 64`: mean batch fill (target ≥ 0.9).
+//!   `quiver.inference.batch_size = 64`: mean batch fill (target ≥ 0.9);
+//!   again at each `max_wait_ms` in `QUIVER_BENCH_MAX_WAITS` (`100,250`).
 //! - **memory**: the pipeline over `QUIVER_BENCH_MEMORY_IMAGES` (default
 //!   10,000; 0 skips it) 320×240 JPEGs under a 512 MB memory limit, in a
 //!   child process: its peak RSS while the pipeline runs (the peak is
@@ -250,6 +251,39 @@ async fn run_all() {
         metric(&line, "model_batches"),
         metric(&line, "batch_fill_pct"),
     );
+
+    // The same at other `max_wait_ms` (`QUIVER_BENCH_MAX_WAITS=100,250`):
+    // a call's fill when the decoding is the slower stage.
+    let waits = std::env::var("QUIVER_BENCH_MAX_WAITS").unwrap_or_default();
+    let shown = q
+        .collect("SHOW quiver.inference.max_wait_ms")
+        .await
+        .expect("show");
+    let default_wait = shown
+        .first()
+        .map(|b| b.column(1).as_string::<i32>().value(0).to_string())
+        .expect("max_wait_ms");
+    for wait in waits
+        .split(',')
+        .filter_map(|w| w.trim().parse::<u64>().ok())
+    {
+        q.collect(&format!("SET quiver.inference.max_wait_ms = {wait}"))
+            .await
+            .expect("set");
+        let (seconds, line) =
+            run(&q, &format!("SELECT count({PIPELINE}) FROM {images}"), true).await;
+        println!(
+            "dynamic batching, target_partitions 8, max_wait_ms {wait}: {:.1} images/s, {} calls, mean batch fill {}%",
+            rate(seconds),
+            metric(&line, "model_batches"),
+            metric(&line, "batch_fill_pct"),
+        );
+    }
+    q.collect(&format!(
+        "SET quiver.inference.max_wait_ms = {default_wait}"
+    ))
+    .await
+    .expect("set");
 
     if env_usize("QUIVER_BENCH_SHARE", 0) > 0 {
         share_a_device(&q, &model, &device, count).await;

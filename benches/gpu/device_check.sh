@@ -28,7 +28,8 @@ libs=$(find /opt /usr /root /home \( -name 'libcublasLt.so.13' -o -name 'libcura
 export LD_LIBRARY_PATH=${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 echo "CUDA libraries: $libs"
 ldd "$work/inference" | grep -E 'not found|cuda|cublas' || true
-export QUIVER_BENCH_DEVICE=cuda QUIVER_BENCH_IMAGES=${QUIVER_BENCH_IMAGES:-2000} QUIVER_BENCH_SHARE=${QUIVER_BENCH_SHARE:-0}
+export QUIVER_BENCH_DEVICE=cuda QUIVER_BENCH_IMAGES=${QUIVER_BENCH_IMAGES:-2000} QUIVER_BENCH_SHARE=${QUIVER_BENCH_SHARE:-0} \
+    QUIVER_BENCH_MAX_WAITS=${QUIVER_BENCH_MAX_WAITS:-100,250,100,250}
 started=$(date +%s)
 timeout 300 "$work/inference"
 echo "full run: $(( $(date +%s) - started )) s"
