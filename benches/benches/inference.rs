@@ -243,44 +243,42 @@ async fn run_all() {
     q.collect("SET datafusion.execution.target_partitions = 8")
         .await
         .expect("set");
-    let (partitions_s, line) =
-        run(&q, &format!("SELECT count({PIPELINE}) FROM {images}"), true).await;
-    println!(
-        "dynamic batching, target_partitions 8: {:.1} images/s, {} calls, mean batch fill {}% (target >= 90%)",
-        rate(partitions_s),
-        metric(&line, "model_batches"),
-        metric(&line, "batch_fill_pct"),
-    );
-
-    // The same at other `max_wait_ms` (`QUIVER_BENCH_MAX_WAITS=100,250`):
-    // a call's fill when the decoding is the slower stage.
-    let waits = std::env::var("QUIVER_BENCH_MAX_WAITS").unwrap_or_default();
+    // At the session's `max_wait_ms`, then at each one listed in
+    // `QUIVER_BENCH_MAX_WAITS` (`100,250`): a call's fill when the
+    // decoding is the slower stage.
     let shown = q
         .collect("SHOW quiver.inference.max_wait_ms")
         .await
         .expect("show");
-    let default_wait = shown
+    let session_wait = shown
         .first()
         .map(|b| b.column(1).as_string::<i32>().value(0).to_string())
         .expect("max_wait_ms");
-    for wait in waits
+    let listed = std::env::var("QUIVER_BENCH_MAX_WAITS").unwrap_or_default();
+    let waits = listed
         .split(',')
-        .filter_map(|w| w.trim().parse::<u64>().ok())
-    {
-        q.collect(&format!("SET quiver.inference.max_wait_ms = {wait}"))
-            .await
-            .expect("set");
+        .filter_map(|w| w.trim().parse::<u64>().ok());
+    for wait in std::iter::once(None).chain(waits.map(Some)) {
+        let label = match wait {
+            Some(wait) => {
+                q.collect(&format!("SET quiver.inference.max_wait_ms = {wait}"))
+                    .await
+                    .expect("set");
+                format!(", max_wait_ms {wait}")
+            }
+            None => String::new(),
+        };
         let (seconds, line) =
             run(&q, &format!("SELECT count({PIPELINE}) FROM {images}"), true).await;
         println!(
-            "dynamic batching, target_partitions 8, max_wait_ms {wait}: {:.1} images/s, {} calls, mean batch fill {}%",
+            "dynamic batching, target_partitions 8{label}: {:.1} images/s, {} calls, mean batch fill {}% (target >= 90%)",
             rate(seconds),
             metric(&line, "model_batches"),
             metric(&line, "batch_fill_pct"),
         );
     }
     q.collect(&format!(
-        "SET quiver.inference.max_wait_ms = {default_wait}"
+        "SET quiver.inference.max_wait_ms = {session_wait}"
     ))
     .await
     .expect("set");
