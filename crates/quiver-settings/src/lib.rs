@@ -14,7 +14,7 @@
 //! | `quiver.inference.batch_size` | 0 | rows per model call in `InferenceExec`; 0 takes the model's `batch_size` |
 //! | `quiver.inference.replicas` | 1 | forward passes of one model running at once (worker threads sharing its weights) |
 //! | `quiver.inference.queue_depth` | 4 | input batches each partition keeps queued ahead of its consumer |
-//! | `quiver.inference.max_wait_ms` | 100 | how long a partly filled model batch waits for more rows |
+//! | `quiver.inference.max_wait_ms` | 250 | how long a partly filled model batch waits for more rows |
 //! | `quiver.progress` | off | the server sends NOTICEs with a running statement's progress |
 //! | `quiver.progress_interval_ms` | 1000 | how often those NOTICEs come |
 
@@ -69,7 +69,7 @@ impl Default for InferenceSettings {
             batch_size: 0,
             replicas: 1,
             queue_depth: 4,
-            max_wait_ms: 100,
+            max_wait_ms: 250,
         }
     }
 }
