@@ -14,7 +14,7 @@ use datafusion::arrow::array::RecordBatchOptions;
 use datafusion::common::project_schema;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::TaskContext;
-use datafusion::execution::memory_pool::MemoryLimit;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -45,7 +45,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::BaselineMetrics;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 
 use async_trait::async_trait;
@@ -393,20 +393,45 @@ pub fn chunk_files(
 /// The stream of one partition: `batch` builds a batch from each chunk of
 /// files `chunks` gives, reading one chunk ahead, and the stream ends once
 /// `limit` rows are out.
+///
+/// With `reservation` (a scan that reads whole files), the bytes of the
+/// chunks being read are reserved in the memory pool from the moment a
+/// chunk's reading starts until its batch is handed downstream (where
+/// the operator that holds it on accounts for it, as `InferenceExec`
+/// does): the pool sees the scan's read-ahead, and other operators
+/// under the same limit make room for it. The reservation only counts,
+/// never refuses: the read-ahead is already bounded by
+/// [`batch_bytes_under`] the limit.
 pub fn partition_stream(
     schema: SchemaRef,
     chunks: impl Iterator<Item = Vec<ObjectMeta>> + Send + 'static,
     limit: Option<usize>,
     baseline: BaselineMetrics,
+    reservation: Option<MemoryReservation>,
     batch: impl Fn(Vec<ObjectMeta>) -> BoxFuture<'static, Result<RecordBatch>> + Send + 'static,
 ) -> SendableRecordBatchStream {
     let limit = limit.unwrap_or(usize::MAX);
+    let reservation = reservation.map(Arc::new);
+    let reading = reservation.clone();
     // One chunk read ahead: the next batch's files are being read (on the
     // store's I/O threads) while the current one is decoded downstream.
     let stream = futures::stream::iter(chunks)
-        .map(batch)
+        .map(move |chunk| {
+            let bytes = reading.as_ref().map_or(0, |r| {
+                let bytes = chunk
+                    .iter()
+                    .map(|f| usize::try_from(f.size).unwrap_or(usize::MAX))
+                    .fold(0usize, usize::saturating_add);
+                r.grow(bytes);
+                bytes
+            });
+            batch(chunk).map(move |b| (b, bytes))
+        })
         .buffered(2)
-        .scan(0usize, move |emitted, batch| {
+        .scan(0usize, move |emitted, (batch, bytes)| {
+            if let Some(r) = &reservation {
+                r.shrink(bytes);
+            }
             let out = match batch {
                 Ok(_) if *emitted >= limit => None,
                 Ok(b) => {
@@ -855,11 +880,16 @@ impl ExecutionPlan for MediaExec {
         });
         let chunks = std::iter::from_fn(move || shared.next(partition));
         let reader = Arc::clone(&self.reader);
+        let reservation = bytes.is_some().then(|| {
+            MemoryConsumer::new(format!("{}[{partition}]", self.reader.exec_name()))
+                .register(context.memory_pool())
+        });
         Ok(partition_stream(
             Arc::clone(&self.projected),
             chunks,
             self.limit,
             baseline,
+            reservation,
             move |chunk| reader.batch(Arc::clone(&scan), chunk),
         ))
     }
@@ -1050,6 +1080,63 @@ mod tests {
                 version: None,
             })
             .collect()
+    }
+
+    /// The pool's reserved bytes as each chunk's reading starts, then
+    /// once the stream is read to its end, or dropped halfway.
+    #[tokio::test]
+    async fn chunks_being_read_are_reserved_until_handed_on() {
+        use datafusion::arrow::array::{AsArray, UInt64Array};
+        use datafusion::arrow::datatypes::UInt64Type;
+        use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
+        use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "reserved",
+            DataType::UInt64,
+            false,
+        )]));
+        let run = |take: usize| {
+            let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 30));
+            let reservation = MemoryConsumer::new("ImagesExec[0]").register(&pool);
+            let chunks = vec![files(2, 1000), files(3, 500), files(1, 700), files(1, 10)];
+            let (seen, out) = (Arc::clone(&pool), Arc::clone(&schema));
+            let stream = partition_stream(
+                Arc::clone(&schema),
+                chunks.into_iter(),
+                None,
+                BaselineMetrics::new(&ExecutionPlanMetricsSet::new(), 0),
+                Some(reservation),
+                move |_chunk| {
+                    let reserved = seen.reserved() as u64;
+                    let out = Arc::clone(&out);
+                    async move {
+                        Ok(RecordBatch::try_new(
+                            out,
+                            vec![Arc::new(UInt64Array::from(vec![reserved]))],
+                        )?)
+                    }
+                    .boxed()
+                },
+            );
+            (pool, stream.take(take))
+        };
+        let (pool, stream) = run(usize::MAX);
+        let batches: Vec<RecordBatch> = stream.try_collect().await.expect("stream");
+        let seen: Vec<u64> = batches
+            .iter()
+            .map(|b| b.column(0).as_primitive::<UInt64Type>().value(0))
+            .collect();
+        // 2,000 bytes; 1,500 more read ahead; the first handed on, 700
+        // more; the second handed on, 10 more.
+        assert_eq!(seen, [2000, 3500, 2200, 710]);
+        assert_eq!(pool.reserved(), 0);
+
+        let (pool, mut stream) = run(1);
+        assert!(stream.next().await.is_some());
+        assert_eq!(pool.reserved(), 1500, "the chunk read ahead");
+        drop(stream);
+        assert_eq!(pool.reserved(), 0);
     }
 
     #[test]
