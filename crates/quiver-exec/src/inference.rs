@@ -39,6 +39,7 @@
 //! batcher, and with them the calls in flight.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,7 +67,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PhysicalExpr,
     PlanProperties,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -261,17 +262,31 @@ impl InferenceExec {
                 MemoryConsumer::new(format!("InferenceExec[{partition}]"))
                     .register(context.memory_pool()),
             );
-            tasks.spawn(produce(Producer {
+            let producer = produce(Producer {
                 input,
                 stalls: stalls.clone(),
                 slice_rows: self.config.batch_size.div_ceil(SLICES_PER_CALL),
                 freed: freed.clone(),
                 calls: self.calls.clone(),
-                output: out_tx,
+                output: out_tx.clone(),
                 chunks: chunk_tx.clone(),
                 reservation: reservation.clone(),
                 metrics: metrics.clone(),
-            }));
+            });
+            // A panic upstream (an input operator, a decoder evaluating
+            // the arguments) ends the producer's task: its partition must
+            // fail with it, not end as if its input had.
+            tasks.spawn(async move {
+                let outcome = AssertUnwindSafe(producer).catch_unwind().await;
+                if let Err(panic) = outcome {
+                    let _ = out_tx
+                        .send(Pending::Failed(DataFusionError::Execution(format!(
+                            "InferenceExec: partition {partition}'s input or the model's arguments panicked: {}",
+                            panic_message(panic.as_ref())
+                        ))))
+                        .await;
+                }
+            });
             outputs.push(Some((out_rx, reservation, freed.clone())));
         }
         drop(chunk_tx);
@@ -616,6 +631,15 @@ struct Producer {
     metrics: SharedMetrics,
 }
 
+/// What a caught panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
+}
+
 /// Evaluates `calls`' arguments over `batch`.
 fn arguments(calls: &[ModelCall], batch: &RecordBatch) -> Result<Vec<Vec<ColumnarValue>>> {
     calls
@@ -647,6 +671,8 @@ async fn produce(mut p: Producer) {
                 false
             }
             Some(Err(e)) => {
+                // No more rows from here, while it waits for its place.
+                let _done = p.stalls.stall();
                 let _ = p.output.send(Pending::Failed(e)).await;
                 return;
             }
@@ -660,6 +686,7 @@ async fn produce(mut p: Producer) {
             _ => match concat_batches(&schema, &batches) {
                 Ok(b) => Some(b),
                 Err(e) => {
+                    let _done = p.stalls.stall();
                     let _ = p.output.send(Pending::Failed(e.into())).await;
                     return;
                 }
@@ -739,11 +766,19 @@ impl Producer {
                 return false;
             }
         };
+        // An argument that is one of the slice's columns (`embed_text(text)`)
+        // is part of `bytes` already: as a slice it would report its whole
+        // input batch's buffers, once per slice.
         let reserved = bytes
             + args
                 .iter()
                 .flatten()
                 .map(|a| match a {
+                    ColumnarValue::Array(a)
+                        if batch.columns().iter().any(|c| Arc::ptr_eq(c, a)) =>
+                    {
+                        0
+                    }
                     ColumnarValue::Array(a) => a.get_array_memory_size(),
                     ColumnarValue::Scalar(_) => 0,
                 })
@@ -784,17 +819,25 @@ impl Producer {
     /// [`RESERVE_PATIENCE`] for other partitions to free memory, then fails
     /// with the pool's "resources exhausted" error.
     async fn reserve(&mut self, bytes: usize) -> Result<()> {
-        let started = Instant::now();
+        // While it waits it sends no rows: the batcher need not wait for
+        // it to run what it has (which frees memory once consumed).
+        let _stalled = self.stalls.stall();
+        // Patience counts from when nothing of this partition is queued.
+        let mut empty_since = None;
         loop {
             let freed = self.freed.notified();
             let Err(e) = self.reservation.try_grow(bytes) else {
                 return Ok(());
             };
-            if self.reservation.size() == 0 && started.elapsed() > RESERVE_PATIENCE {
-                return Err(e);
+            if self.reservation.size() == 0 {
+                let since = *empty_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > RESERVE_PATIENCE {
+                    return Err(e);
+                }
+            } else {
+                empty_since = None;
             }
             drop(e);
-            let _stalled = (self.reservation.size() > 0).then(|| self.stalls.stall());
             let _ = tokio::time::timeout(Duration::from_millis(10), freed).await;
         }
     }
@@ -1121,7 +1164,16 @@ async fn run_call(
         let result = match args {
             Ok(args) => {
                 let _busy = clock.enter(&metrics.model_busy);
-                call.invoke(args, rows, options).await
+                AssertUnwindSafe(call.invoke(args, rows, options))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        Err(DataFusionError::Execution(format!(
+                            "{} panicked: {}",
+                            call.udf.name(),
+                            panic_message(panic.as_ref())
+                        )))
+                    })
             }
             Err(e) => Err(e),
         };
@@ -1179,6 +1231,9 @@ impl Output {
             let result = result.await;
             self.reservation.shrink(reserved);
             self.freed.notify_waiters();
+            if !matches!(result, Ok(Ok(_))) {
+                self.parts.clear();
+            }
             match result {
                 Ok(Ok(columns)) => self.parts.push(columns),
                 Ok(Err(e)) => return Some(Err(e)),

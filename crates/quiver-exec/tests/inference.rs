@@ -82,17 +82,50 @@ impl ScalarUDFImpl for Tally {
     }
 }
 
+/// `boom(id)`: `id`, but a panic at row 777 (a decoder that panics on
+/// one bad file).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Boom {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Boom {
+    fn name(&self) -> &str {
+        "boom"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let ids = args.args[0].to_array(args.number_rows)?;
+        if ids
+            .as_primitive::<Int64Type>()
+            .iter()
+            .flatten()
+            .any(|id| id == 777)
+        {
+            panic!("boom: row 777");
+        }
+        Ok(ColumnarValue::Array(ids))
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Echo {
+    name: &'static str,
     signature: Signature,
     calls: Record,
     delay: Duration,
     fail_on: Option<i64>,
+    panic_on: Option<i64>,
 }
 
 impl ScalarUDFImpl for Echo {
     fn name(&self) -> &str {
-        "echo"
+        self.name
     }
     fn signature(&self) -> &Signature {
         &self.signature
@@ -133,6 +166,11 @@ impl AsyncScalarUDFImpl for Echo {
             && ids.iter().flatten().any(|id| id == bad)
         {
             return exec_err!("echo: cannot take row {bad}");
+        }
+        if let Some(bad) = self.panic_on
+            && ids.iter().flatten().any(|id| id == bad)
+        {
+            panic!("{}: row {bad} makes it panic", self.name);
         }
         let out: Int64Array = ids.iter().map(|id| id.map(|v| v * 10 + 1)).collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
@@ -193,13 +231,29 @@ fn context_with_memory(
     let ctx = SessionContext::new_with_state(state);
     ctx.register_udf(
         AsyncScalarUDF::new(Arc::new(Echo {
+            name: "echo",
             signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
             calls: Record(calls.clone()),
             delay,
             fail_on,
+            panic_on: None,
         }))
         .into_scalar_udf(),
     );
+    ctx.register_udf(
+        AsyncScalarUDF::new(Arc::new(Echo {
+            name: "echo_panics",
+            signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+            calls: Record(calls.clone()),
+            delay,
+            fail_on: None,
+            panic_on: Some(777),
+        }))
+        .into_scalar_udf(),
+    );
+    ctx.register_udf(ScalarUDF::new_from_impl(Boom {
+        signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+    }));
     ctx.register_udf(ScalarUDF::new_from_impl(Tally {
         signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
         calls: Record(calls.clone()),
@@ -428,6 +482,75 @@ async fn a_failing_call_fails_the_query_with_its_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("echo: cannot take row 777"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_upstream_or_in_a_call_fails_the_query_and_loses_no_rows_silently() {
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::ZERO, None);
+    ctx.register_table("t", Arc::new(table(4, 10, 30))).unwrap();
+    // A panic evaluating the arguments (as a decoder's would) used to end
+    // its partition as if its input had ended: fewer rows, no error.
+    for (sql, said) in [
+        (
+            "SELECT count(echo(boom(id))) FROM t",
+            "panicked: boom: row 777",
+        ),
+        (
+            "SELECT count(echo_panics(id)) FROM t",
+            "echo_panics panicked: echo_panics: row 777 makes it panic",
+        ),
+    ] {
+        let err = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .expect_err(sql)
+            .to_string();
+        assert!(err.contains(said), "{sql}: {err}");
+    }
+    // Without the bad row, every row.
+    let out = ctx
+        .sql("SELECT count(echo(boom(id))) FROM t WHERE id <> 777")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let rows = ctx
+        .sql("SELECT count(*) FROM t WHERE id <> 777")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].column(0).as_primitive::<Int64Type>().value(0),
+        rows[0].column(0).as_primitive::<Int64Type>().value(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_column_argument_is_reserved_once_not_once_per_slice() {
+    // One batch of 8,192 ids (64 KB) cut into slices of 4 rows under a
+    // 32 KB limit: each slice is 32 bytes of it. Counted as its whole
+    // input column (what a slice of it reports), not one slice would fit.
+    let calls = Arc::new(Calls::default());
+    let ctx = context_with_memory(&calls, Duration::ZERO, None, Some(32 << 10));
+    ctx.register_table("t", Arc::new(table_of(1, 1, |_, _| 8192)))
+        .unwrap();
+    set(&ctx, "datafusion.execution.target_partitions", 1).await;
+    set(&ctx, "quiver.inference.batch_size", 16).await;
+    let out = ctx
+        .sql("SELECT count(echo(id)) FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(out[0].column(0).as_primitive::<Int64Type>().value(0), 8192);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
