@@ -98,6 +98,11 @@ struct ModelCall {
     udf: ScalarUDF,
     arg_fields: Vec<FieldRef>,
     return_field: FieldRef,
+    /// The most rows the function takes in one call, where it says
+    /// (`ideal_batch_size`, as DataFusion's own async operator honours
+    /// it: a download function's concurrency), when it shares an
+    /// operator with a model whose calls are larger.
+    max_rows: Option<usize>,
 }
 
 impl ModelCall {
@@ -125,11 +130,34 @@ impl ModelCall {
                 .map(|a| a.return_field(schema))
                 .collect::<Result<_>>()?,
             return_field: expr.func.return_field(schema)?,
+            max_rows: expr.ideal_batch_size()?.filter(|&n| n > 0),
         })
     }
 
-    /// The function over `rows` rows of arguments, as one array.
+    /// The function over `rows` rows of arguments, in calls of at most
+    /// `max_rows` rows, as one array.
     async fn invoke(
+        &self,
+        args: Vec<ColumnarValue>,
+        rows: usize,
+        options: &Arc<ConfigOptions>,
+    ) -> Result<ArrayRef> {
+        let step = self.max_rows.unwrap_or(rows).max(1);
+        if rows <= step {
+            return self.invoke_once(args, rows, options).await;
+        }
+        let mut pieces = Vec::with_capacity(rows.div_ceil(step));
+        for offset in (0..rows).step_by(step) {
+            let n = step.min(rows - offset);
+            let part = args.iter().map(|a| slice(a, offset, n)).collect();
+            pieces.push(self.invoke_once(part, n, options).await?);
+        }
+        let pieces: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
+        Ok(concat(&pieces)?)
+    }
+
+    /// The function over `rows` rows of arguments in one call.
+    async fn invoke_once(
         &self,
         args: Vec<ColumnarValue>,
         rows: usize,

@@ -121,6 +121,8 @@ struct Echo {
     delay: Duration,
     fail_on: Option<i64>,
     panic_on: Option<i64>,
+    /// Its `ideal_batch_size`.
+    ideal: Option<usize>,
 }
 
 impl ScalarUDFImpl for Echo {
@@ -140,6 +142,10 @@ impl ScalarUDFImpl for Echo {
 
 #[async_trait]
 impl AsyncScalarUDFImpl for Echo {
+    fn ideal_batch_size(&self) -> Option<usize> {
+        self.ideal
+    }
+
     async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let ids = args.args[0].to_array(args.number_rows)?;
         let ids = ids.as_primitive::<Int64Type>();
@@ -237,6 +243,7 @@ fn context_with_memory(
             delay,
             fail_on,
             panic_on: None,
+            ideal: None,
         }))
         .into_scalar_udf(),
     );
@@ -248,6 +255,7 @@ fn context_with_memory(
             delay,
             fail_on: None,
             panic_on: Some(777),
+            ideal: None,
         }))
         .into_scalar_udf(),
     );
@@ -551,6 +559,51 @@ async fn a_column_argument_is_reserved_once_not_once_per_slice() {
         .await
         .unwrap();
     assert_eq!(out[0].column(0).as_primitive::<Int64Type>().value(0), 8192);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_function_that_wants_small_calls_gets_them_beside_a_larger_model() {
+    // `echo` in calls of 16; `echo_small` (ideal_batch_size 5, as a
+    // download function says how many requests it runs at once) in the
+    // same operator never gets more than 5 rows a call, its results
+    // still in line.
+    let calls = Arc::new(Calls::default());
+    let small = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::ZERO, None);
+    ctx.register_udf(
+        AsyncScalarUDF::new(Arc::new(Echo {
+            name: "echo_small",
+            signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+            calls: Record(small.clone()),
+            delay: Duration::ZERO,
+            fail_on: None,
+            panic_on: None,
+            ideal: Some(5),
+        }))
+        .into_scalar_udf(),
+    );
+    ctx.register_table("t", Arc::new(table(4, 6, 9))).unwrap();
+    set(&ctx, "quiver.inference.batch_size", 16).await;
+    let plan = plan(&ctx, "SELECT id, echo(id) AS e, echo_small(id) AS s FROM t").await;
+    let shown = displayable(plan.as_ref()).indent(true).to_string();
+    assert_eq!(shown.matches("InferenceExec").count(), 1, "{shown}");
+    let out = collect(plan, ctx.task_ctx()).await.unwrap();
+    let mut rows = 0;
+    for b in &out {
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        for c in [1, 2] {
+            let got = b.column(c).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                assert_eq!(got.value(i), ids.value(i) * 10 + 1);
+            }
+        }
+        rows += b.num_rows();
+    }
+    let sizes = small.sizes.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), rows);
+    assert!(sizes.iter().all(|&n| n <= 5), "{sizes:?}");
+    let big = calls.sizes.lock().unwrap().clone();
+    assert!(big.iter().any(|&n| n > 5), "{big:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
