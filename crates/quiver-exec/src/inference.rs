@@ -203,6 +203,10 @@ pub struct InferenceExec {
     config: InferenceConfig,
     cache: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// The operator-wide figures in `metrics`, made once: a plan executed
+    /// again adds to them rather than adding a second set (whose gauges
+    /// `EXPLAIN ANALYZE` would sum).
+    shared: SharedMetrics,
     /// The execution under way whose output partitions are not all taken.
     running: Mutex<Option<Running>>,
 }
@@ -245,13 +249,15 @@ impl InferenceExec {
             queue_depth: config.queue_depth.max(1),
             max_wait: config.max_wait,
         };
+        let metrics = ExecutionPlanMetricsSet::new();
         Ok(Self {
             exprs,
             calls: calls.into(),
             input,
             config,
             cache: Arc::new(cache),
-            metrics: ExecutionPlanMetricsSet::new(),
+            shared: SharedMetrics::new(&metrics),
+            metrics,
             running: Mutex::new(None),
         })
     }
@@ -270,7 +276,7 @@ impl InferenceExec {
     /// the batcher, whose tasks live as long as one output stream does.
     fn start(&self, context: &Arc<TaskContext>) -> Result<Running> {
         let partitions = self.input.output_partitioning().partition_count();
-        let metrics = SharedMetrics::new(&self.metrics);
+        let metrics = self.shared.for_execution();
         // Slices decoded ahead of the batcher: enough for the calls that
         // can run at once and the next, and one per partition so that
         // every partition can decode at the same time.
@@ -537,20 +543,34 @@ struct SharedMetrics {
     preprocess: Time,
     /// When the execution started.
     started: Instant,
+    /// `model_busy` then: a plan executed again adds to the same metrics.
+    busy_before: usize,
 }
 
 impl SharedMetrics {
     fn new(set: &ExecutionPlanMetricsSet) -> Self {
+        let model_busy = MetricBuilder::new(set).subset_time("model_busy", 0);
         Self {
             batches: MetricBuilder::new(set).global_counter("model_batches"),
             model_rows: MetricBuilder::new(set).global_counter("model_rows"),
             batch_fill_pct: MetricBuilder::new(set).global_gauge("batch_fill_pct"),
-            model_busy: MetricBuilder::new(set).subset_time("model_busy", 0),
+            busy_before: 0,
+            model_busy,
             busy_pct: MetricBuilder::new(set).global_gauge("model_busy_pct"),
             input_wait: MetricBuilder::new(set).subset_time("input_wait", 0),
             output_blocked: MetricBuilder::new(set).subset_time("output_blocked", 0),
             preprocess: MetricBuilder::new(set).subset_time("preprocess", 0),
             started: Instant::now(),
+        }
+    }
+
+    /// The same figures for an execution starting now (the busy share
+    /// counts from here).
+    fn for_execution(&self) -> Self {
+        Self {
+            started: Instant::now(),
+            busy_before: self.model_busy.value(),
+            ..self.clone()
         }
     }
 
@@ -566,8 +586,8 @@ impl SharedMetrics {
     /// right whenever the last rows reach the consumer).
     fn update_busy(&self) {
         let elapsed = self.started.elapsed().as_nanos().max(1);
-        self.busy_pct
-            .set((self.model_busy.value() as u128 * 100 / elapsed) as usize);
+        let busy = self.model_busy.value().saturating_sub(self.busy_before);
+        self.busy_pct.set((busy as u128 * 100 / elapsed) as usize);
     }
 }
 

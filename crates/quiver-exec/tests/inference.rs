@@ -607,6 +607,28 @@ async fn a_function_that_wants_small_calls_gets_them_beside_a_larger_model() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plan_executed_again_reports_its_own_busy_share() {
+    // A slow model (20 ms a call): busy most of each run. Run twice, the
+    // share is still this run's, not both runs' busy time over one run.
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::from_millis(20), None);
+    ctx.register_table("t", Arc::new(table(2, 4, 8))).unwrap();
+    set(&ctx, "quiver.inference.batch_size", 8).await;
+    let plan = plan(&ctx, "SELECT id, echo(id) AS e FROM t").await;
+    for run in 0..2 {
+        collect(plan.clone(), ctx.task_ctx()).await.unwrap();
+        let metrics = find_inference(&plan)
+            .and_then(|e| e.metrics())
+            .expect("metrics");
+        let pct = metrics
+            .sum_by_name("model_busy_pct")
+            .map(|m| m.as_usize())
+            .expect("model_busy_pct");
+        assert!((1..=100).contains(&pct), "run {run}: {pct}%");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_run_calls_side_by_side() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::from_millis(40), None);
