@@ -80,33 +80,27 @@ impl ScalarUDFImpl for Decode {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let ids = args.args[0].to_array(args.number_rows)?;
-        let cost: f64 = ids
-            .as_primitive::<Int64Type>()
-            .iter()
-            .flatten()
-            .map(|id| self.cost(id))
-            .sum();
-        let late = ids
-            .as_primitive::<Int64Type>()
-            .iter()
-            .flatten()
-            .filter_map(|id| self.starts.iter().position(|&s| s == id))
-            .map(|p| self.stagger * u32::try_from(p).unwrap_or(u32::MAX))
-            .sum::<Duration>();
-        std::thread::sleep(self.per_row.mul_f64(cost) + late);
+        let pixels = PHOTO_SIZES.map(|(w, h)| f64::from(w * h));
+        let mean = pixels.iter().sum::<f64>() / pixels.len() as f64;
+        let mut took = Duration::ZERO;
+        for id in ids.as_primitive::<Int64Type>().iter().flatten() {
+            let size = pixels[id.unsigned_abs() as usize % pixels.len()] / mean;
+            took += self.per_row.mul_f64(self.cost(id, size));
+            if let Some(p) = self.starts.iter().position(|&s| s == id) {
+                took += times(self.stagger, p);
+            }
+        }
+        std::thread::sleep(took);
         Ok(ColumnarValue::Array(ids))
     }
 }
 
 impl Decode {
-    /// Row `id`'s cost in `per_row`s: as the inference benchmark's
-    /// corpus cycles through four sizes (VGA to full HD), in proportion
-    /// to their pixels (mean 1), and up to `jitter` more or less (the
-    /// content), drawn from the id.
-    fn cost(&self, id: i64) -> f64 {
-        let pixels = PHOTO_SIZES.map(|(w, h)| f64::from(w * h));
-        let mean = pixels.iter().sum::<f64>() / pixels.len() as f64;
-        let size = pixels[id.unsigned_abs() as usize % pixels.len()] / mean;
+    /// Row `id`'s cost in `per_row`s: `size` (its photo's pixels against
+    /// the mean, as the inference benchmark's corpus cycles through four
+    /// sizes, VGA to full HD), up to `jitter` more or less (the content),
+    /// drawn from the id.
+    fn cost(&self, id: i64, size: f64) -> f64 {
         // splitmix64 of the id, as a number in [-1, 1).
         let mut z = id.unsigned_abs().wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -161,8 +155,7 @@ impl AsyncScalarUDFImpl for Model {
         let rows = args.number_rows;
         let ids = args.args[0].to_array(rows)?;
         let _worker = self.worker.lock().await;
-        let per_rows = self.per_row * u32::try_from(rows).unwrap_or(u32::MAX);
-        tokio::time::sleep(self.per_call + per_rows).await;
+        tokio::time::sleep(self.per_call + times(self.per_row, rows)).await;
         self.tally.calls.fetch_add(1, Ordering::SeqCst);
         self.tally.rows.fetch_add(rows, Ordering::SeqCst);
         let out: Int64Array = ids
@@ -182,6 +175,11 @@ struct Costs {
     jitter: u32,
     model_call: Duration,
     model_row: Duration,
+}
+
+/// `d` times `n`.
+fn times(d: Duration, n: usize) -> Duration {
+    d.mul_f64(n as f64)
 }
 
 fn micros(name: &str, default: usize) -> Duration {
@@ -316,8 +314,7 @@ async fn run_all(threads: usize) {
     println!("{rows} rows, {partitions} partitions, batch_size {batch}, {threads} runtime threads");
     // InferenceExec hands rows on in slices of a quarter call: partitions
     // started a slice's decoding apart, in turn, deliver them evenly.
-    let slice = |c: &Costs| c.decode_row * u32::try_from(batch / 4).unwrap_or(u32::MAX);
-    let even = |c: &Costs| slice(c) / u32::try_from(partitions).unwrap_or(u32::MAX);
+    let even = |c: &Costs| times(c.decode_row, batch / 4).div_f64(partitions as f64);
     for (name, costs, stagger) in [
         (
             "decode slower, partitions in step",
@@ -332,9 +329,7 @@ async fn run_all(threads: usize) {
         ("model slower", model_slower, even(&model_slower)),
     ] {
         let arrival = partitions as f64 / costs.decode_row.as_secs_f64();
-        let model = batch as f64
-            / (costs.model_call + costs.model_row * u32::try_from(batch).unwrap_or(u32::MAX))
-                .as_secs_f64();
+        let model = batch as f64 / (costs.model_call + times(costs.model_row, batch)).as_secs_f64();
         let slower = arrival.min(model);
         println!(
             "{name}: decoding {:.0} µs/row per partition ({arrival:.0} rows/s over {partitions} partitions), partition p starting p × {:.1} ms late; model {:.0} µs/call + {:.0} µs/row ({model:.0} rows/s in full calls)",

@@ -681,11 +681,7 @@ struct Producer {
 
 /// What a caught panic said.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_string())
+    quiver_media::error::panic_message(panic).unwrap_or_else(|| "(no message)".to_string())
 }
 
 /// Evaluates `calls`' arguments over `batch`.

@@ -107,6 +107,15 @@ pub(crate) fn hex_prefix(bytes: &[u8]) -> String {
         .join(" ")
 }
 
+/// What a caught panic said (`panic!` with a literal or a formatted
+/// message), if anything.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> Option<String> {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+}
+
 /// Runs a codec call, turning a panic into [`MediaError::DecoderPanic`].
 pub(crate) fn catch_panic<T>(
     format: &'static str,
@@ -115,11 +124,7 @@ pub(crate) fn catch_panic<T>(
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         Err(MediaError::DecoderPanic {
             format,
-            message: panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".to_string()),
+            message: panic_message(panic.as_ref()).unwrap_or_else(|| "panic".to_string()),
         })
     })
 }

@@ -361,10 +361,7 @@ fn decode_jpeg_scaled(bytes: &[u8], w: u32, h: u32) -> Result<Option<Pixels>, Me
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(result) => result.map_err(|e| damaged(e.to_string())),
         Err(panic) => Err(damaged(
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            crate::error::panic_message(panic.as_ref())
                 .unwrap_or_else(|| "decoder error".to_string()),
         )),
     }

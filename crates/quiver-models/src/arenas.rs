@@ -56,12 +56,17 @@ pub fn limit_malloc_arenas() -> bool {
 /// A `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` in the
 /// environment is left to stand. True when the setting took.
 pub fn return_freed_buffers() -> bool {
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
-        || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some()
-    {
+    if thresholds_in_environment() {
         return false;
     }
     set_malloc_option(MallocOption::MmapThreshold, GPU_MMAP_THRESHOLD)
+}
+
+/// Whether the environment sets glibc's thresholds, which glibc reads
+/// itself.
+fn thresholds_in_environment() -> bool {
+    std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
+        || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some()
 }
 
 /// The `mallopt` parameters set here.
@@ -119,9 +124,7 @@ mod tests {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
     fn after_return_freed_buffers_a_buffer_below_the_largest_freed_is_mapped() {
-        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
-            || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some()
-        {
+        if thresholds_in_environment() {
             return;
         }
         // Whether a buffer of `size` (more than the arena has free) gets a
