@@ -34,9 +34,11 @@
 //! - Each **output** stream hands its batches back in their input order,
 //!   each with its model columns appended, as soon as its rows are done.
 //!
-//! Queued batches are reserved in the memory pool. Dropping the output
-//! streams (LIMIT reached, query cancelled) aborts the producers and the
-//! batcher, and with them the calls in flight.
+//! Queued input batches (whole, until handed on), the arguments of slices
+//! awaiting their calls and the results being put together are reserved
+//! in the memory pool. Dropping the output streams (LIMIT reached, query
+//! cancelled) aborts the producers and the batcher, and with them the
+//! calls in flight.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -305,6 +307,7 @@ impl InferenceExec {
                 output: out_tx.clone(),
                 chunks: chunk_tx.clone(),
                 reservation: reservation.clone(),
+                sending: 0,
                 metrics: metrics.clone(),
             });
             // A panic upstream (an input operator, a decoder evaluating
@@ -480,6 +483,9 @@ impl ExecutionPlan for InferenceExec {
             queue,
             parts: vec![],
             reservation,
+            batch: 0,
+            results: MemoryConsumer::new(format!("InferenceExec[{partition}] results"))
+                .register(context.memory_pool()),
             freed,
             _tasks: tasks,
             schema: self.schema(),
@@ -598,7 +604,11 @@ enum Pending {
         /// The whole input batch, on its last slice only.
         whole: Option<RecordBatch>,
         result: oneshot::Receiver<Result<Vec<ArrayRef>>>,
-        reserved: usize,
+        /// Reserved for the slice's arguments: freed once its result is in.
+        args: usize,
+        /// Reserved for the input batch, on its first slice only: freed
+        /// once the batch is handed on, since every slice keeps it alive.
+        batch: usize,
     },
     Failed(DataFusionError),
 }
@@ -676,6 +686,10 @@ struct Producer {
     output: mpsc::Sender<Pending>,
     chunks: mpsc::Sender<Chunk>,
     reservation: Arc<MemoryReservation>,
+    /// Reserved for the input batch being sliced: its consumer frees it
+    /// only once the last slice is queued, so it is not memory that
+    /// waiting on the consumer brings back.
+    sending: usize,
     metrics: SharedMetrics,
 }
 
@@ -754,7 +768,9 @@ impl Producer {
     /// when the execution is over for this partition.
     async fn send_batch(&mut self, batch: RecordBatch) -> bool {
         let total = batch.num_rows();
-        let bytes = batch.get_array_memory_size();
+        // The batch lives until its last slice's result is in: reserved
+        // whole with its first slice, freed when it is handed on.
+        let mut bytes = batch.get_array_memory_size();
         let mut offset = 0;
         while offset < total {
             let rows = self.slice_rows.min(total - offset);
@@ -763,17 +779,19 @@ impl Producer {
             // The last slice carries its whole input batch, so that the
             // output can be that batch again (not one batch per slice).
             let whole = (offset == total).then(|| batch.clone());
-            if !self.send(slice, whole, bytes * rows / total).await {
+            if !self.send(slice, whole, std::mem::take(&mut bytes)).await {
                 return false;
             }
         }
+        self.sending = 0;
         true
     }
 }
 
 impl Producer {
-    /// Queues one slice (its share of its input batch's memory is
-    /// `bytes`); false when the execution is over for this partition.
+    /// Queues one slice, reserving its arguments and `batch` bytes of
+    /// its input batch (all of it on the first slice, none after); false
+    /// when the execution is over for this partition.
     ///
     /// Places come first, arguments after: a place in the output queue
     /// (waiting, stalled, while the consumer has `queue_depth` batches
@@ -781,7 +799,7 @@ impl Producer {
     /// enough rows for the calls ahead), so that a producer that cannot
     /// hand a slice on has not decoded it, and the decoded rows alive at
     /// once are bounded across all partitions, not per partition.
-    async fn send(&mut self, batch: RecordBatch, whole: Option<RecordBatch>, bytes: usize) -> bool {
+    async fn send(&mut self, slice: RecordBatch, whole: Option<RecordBatch>, batch: usize) -> bool {
         let output = match self.output.clone().try_reserve_owned() {
             Ok(place) => place,
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
@@ -801,7 +819,7 @@ impl Producer {
         };
         let args = {
             let _timer = self.metrics.preprocess.timer();
-            arguments(&self.calls, &batch)
+            arguments(&self.calls, &slice)
         };
         let args = match args {
             Ok(a) => a,
@@ -811,23 +829,19 @@ impl Producer {
             }
         };
         // An argument that is one of the slice's columns (`embed_text(text)`)
-        // is part of `bytes` already: as a slice it would report its whole
-        // input batch's buffers, once per slice.
-        let reserved = bytes
-            + args
-                .iter()
-                .flatten()
-                .map(|a| match a {
-                    ColumnarValue::Array(a)
-                        if batch.columns().iter().any(|c| Arc::ptr_eq(c, a)) =>
-                    {
-                        0
-                    }
-                    ColumnarValue::Array(a) => a.get_array_memory_size(),
-                    ColumnarValue::Scalar(_) => 0,
-                })
-                .sum::<usize>();
-        if self.reservation.try_grow(reserved).is_err() {
+        // is part of the input batch, reserved already: as a slice it
+        // would report its whole input batch's buffers, once per slice.
+        let args_bytes = args
+            .iter()
+            .flatten()
+            .map(|a| match a {
+                ColumnarValue::Array(a) if slice.columns().iter().any(|c| Arc::ptr_eq(c, a)) => 0,
+                ColumnarValue::Array(a) => a.get_array_memory_size(),
+                ColumnarValue::Scalar(_) => 0,
+            })
+            .sum::<usize>();
+        let reserved = batch + args_bytes;
+        if reserved > 0 && self.reservation.try_grow(reserved).is_err() {
             // Waiting for memory, which consumers free: the batcher's
             // place goes back meanwhile, so that a partition whose
             // consumer reads on is not kept from the batcher.
@@ -841,12 +855,14 @@ impl Producer {
                 Err(_) => return false,
             };
         }
+        self.sending += batch;
         let (reply, result) = oneshot::channel();
-        let rows = batch.num_rows();
+        let rows = slice.num_rows();
         output.send(Pending::Rows {
             whole,
             result,
-            reserved,
+            args: args_bytes,
+            batch,
         });
         place.send(Chunk {
             rows,
@@ -858,31 +874,38 @@ impl Producer {
     }
 
     /// Reserves `bytes` in the memory pool. While this partition has
-    /// batches queued, a full pool means waiting for the consumer to take
-    /// them (backpressure); with nothing queued, it waits up to
-    /// [`RESERVE_PATIENCE`] for other partitions to free memory, then fails
-    /// with the pool's "resources exhausted" error.
+    /// memory its consumer will free (batches queued whole, arguments
+    /// awaiting their calls), a full pool means waiting for it
+    /// (backpressure). Otherwise (nothing queued, or only the first
+    /// slices of the batch being sliced, which stays until its last
+    /// slice is in) it waits for other partitions to free memory, and
+    /// fails with the pool's "resources exhausted" error once none has
+    /// for [`RESERVE_PATIENCE`].
     async fn reserve(&mut self, bytes: usize) -> Result<()> {
         // While it waits it sends no rows: the batcher need not wait for
         // it to run what it has (which frees memory once consumed).
         let _stalled = self.stalls.stall();
-        // Patience counts from when nothing of this partition is queued.
-        let mut empty_since = None;
+        // Patience counts from when nothing more of this partition's
+        // memory can come back, and starts again whenever an output of
+        // this operator frees some.
+        let mut stuck_since = None;
         loop {
             let freed = self.freed.notified();
             let Err(e) = self.reservation.try_grow(bytes) else {
                 return Ok(());
             };
-            if self.reservation.size() == 0 {
-                let since = *empty_since.get_or_insert_with(Instant::now);
+            if self.reservation.size() <= self.sending {
+                let since = *stuck_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > RESERVE_PATIENCE {
                     return Err(e);
                 }
             } else {
-                empty_since = None;
+                stuck_since = None;
             }
             drop(e);
-            let _ = tokio::time::timeout(Duration::from_millis(10), freed).await;
+            if let Ok(()) = tokio::time::timeout(Duration::from_millis(10), freed).await {
+                stuck_since = None;
+            }
         }
     }
 }
@@ -1251,7 +1274,12 @@ struct Output {
     queue: mpsc::Receiver<Pending>,
     /// Model columns of the current input batch's slices so far.
     parts: Vec<Vec<ArrayRef>>,
+    /// The producer's reservation, shared.
     reservation: Arc<MemoryReservation>,
+    /// Of `reservation`, the current input batch's bytes.
+    batch: usize,
+    /// The memory of `parts`.
+    results: MemoryReservation,
     freed: Arc<Notify>,
     /// Held for its drop: the last stream gone aborts the tasks.
     _tasks: Arc<Tasks>,
@@ -1264,34 +1292,64 @@ impl Output {
     /// the results of its slices, put together.
     async fn next(&mut self) -> Option<Result<RecordBatch>> {
         loop {
-            let (whole, result, reserved) = match self.queue.recv().await? {
-                Pending::Failed(e) => return Some(Err(e)),
-                Pending::Rows {
+            let (whole, result, args, batch) = match self.queue.recv().await {
+                Some(Pending::Rows {
                     whole,
                     result,
-                    reserved,
-                } => (whole, result, reserved),
+                    args,
+                    batch,
+                }) => (whole, result, args, batch),
+                Some(Pending::Failed(e)) => {
+                    self.release_batch();
+                    return Some(Err(e));
+                }
+                None => {
+                    self.release_batch();
+                    return None;
+                }
             };
+            self.batch += batch;
             let result = result.await;
-            self.reservation.shrink(reserved);
+            self.reservation.shrink(args);
             self.freed.notify_waiters();
-            if !matches!(result, Ok(Ok(_))) {
-                self.parts.clear();
-            }
-            match result {
-                Ok(Ok(columns)) => self.parts.push(columns),
-                Ok(Err(e)) => return Some(Err(e)),
+            let columns = match result {
+                Ok(Ok(columns)) => columns,
+                Ok(Err(e)) => {
+                    self.release_batch();
+                    return Some(Err(e));
+                }
                 Err(_) => {
+                    self.release_batch();
                     return Some(Err(DataFusionError::Execution(
                         "InferenceExec: the model call for these rows was dropped".into(),
                     )));
                 }
-            }
+            };
+            // Counted, never refused: the rows are computed already, and
+            // are freed with the batch they complete.
+            self.results.grow(
+                columns
+                    .iter()
+                    .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+                    .sum(),
+            );
+            self.parts.push(columns);
             if let Some(whole) = whole {
                 let parts = std::mem::take(&mut self.parts);
-                return Some(self.assemble(whole, parts));
+                let out = self.assemble(whole, parts);
+                self.release_batch();
+                return Some(out);
             }
         }
+    }
+
+    /// Frees the current input batch and its model columns so far: it is
+    /// handed on, or failed.
+    fn release_batch(&mut self) {
+        self.parts.clear();
+        self.results.free();
+        self.reservation.shrink(std::mem::take(&mut self.batch));
+        self.freed.notify_waiters();
     }
 
     /// `whole` with the model columns of its slices appended.

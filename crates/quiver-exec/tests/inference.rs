@@ -11,6 +11,7 @@ use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::common::{Result, exec_err};
 use datafusion::datasource::MemTable;
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
@@ -32,6 +33,9 @@ struct Calls {
     /// a call started.
     evaluated: AtomicUsize,
     most_ahead: AtomicUsize,
+    /// Where set, the bytes it held when each call started.
+    pool: Mutex<Option<Arc<dyn MemoryPool>>>,
+    reserved: Mutex<Vec<usize>>,
 }
 
 /// A function's record of its calls, the same function when the record
@@ -165,6 +169,14 @@ impl AsyncScalarUDFImpl for Echo {
             .load(Ordering::SeqCst)
             .saturating_sub(called);
         self.calls.most_ahead.fetch_max(ahead, Ordering::SeqCst);
+        let pool = self.calls.pool.lock().expect("lock").clone();
+        if let Some(pool) = pool {
+            self.calls
+                .reserved
+                .lock()
+                .expect("lock")
+                .push(pool.reserved());
+        }
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
@@ -541,12 +553,17 @@ async fn a_panic_upstream_or_in_a_call_fails_the_query_and_loses_no_rows_silentl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_column_argument_is_reserved_once_not_once_per_slice() {
-    // One batch of 8,192 ids (64 KB) cut into slices of 4 rows under a
-    // 32 KB limit: each slice is 32 bytes of it. Counted as its whole
-    // input column (what a slice of it reports), not one slice would fit.
+async fn an_input_batch_is_reserved_once_until_its_last_slice_is_in() {
+    // One batch of 8,192 ids (64 KB) in 512 calls of 16 rows (slices of
+    // 4). The batch is alive (every slice is a view of it) until its
+    // last slice's results are in and it is handed on, so every call
+    // sees it reserved. Its slices' argument, the id column itself, is
+    // not reserved again: a slice of it reports the whole column's
+    // buffers, so the first call would see 64 KB more per queued slice.
+    // Once the query is over, nothing is reserved.
     let calls = Arc::new(Calls::default());
-    let ctx = context_with_memory(&calls, Duration::ZERO, None, Some(32 << 10));
+    let ctx = context_with_memory(&calls, Duration::ZERO, None, Some(1 << 20));
+    *calls.pool.lock().unwrap() = Some(ctx.runtime_env().memory_pool.clone());
     ctx.register_table("t", Arc::new(table_of(1, 1, |_, _| 8192)))
         .unwrap();
     set(&ctx, "datafusion.execution.target_partitions", 1).await;
@@ -559,6 +576,40 @@ async fn a_column_argument_is_reserved_once_not_once_per_slice() {
         .await
         .unwrap();
     assert_eq!(out[0].column(0).as_primitive::<Int64Type>().value(0), 8192);
+    let seen = calls.reserved.lock().unwrap().clone();
+    assert_eq!(seen.len(), 512);
+    let least = seen.iter().copied().min().unwrap();
+    assert!(least >= 64 << 10, "a call saw {least} bytes reserved");
+    assert!(seen[0] < 96 << 10, "the first call saw {} bytes", seen[0]);
+    assert_eq!(ctx.runtime_env().memory_pool.reserved(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_that_cannot_be_finished_under_the_limit_fails_instead_of_waiting() {
+    // One batch of 8,192 ids (64 KB) under a 96 KB limit: its results
+    // (8 bytes a row) fill the rest half way through. Only this batch's
+    // own slices could free memory, and they cannot come until it does:
+    // a "resources exhausted" error after a short wait, not a hang.
+    let calls = Arc::new(Calls::default());
+    let ctx = context_with_memory(&calls, Duration::ZERO, None, Some(96 << 10));
+    ctx.register_table("t", Arc::new(table_of(1, 1, |_, _| 8192)))
+        .unwrap();
+    set(&ctx, "datafusion.execution.target_partitions", 1).await;
+    set(&ctx, "quiver.inference.batch_size", 16).await;
+    let run = async {
+        ctx.sql("SELECT count(echo(id + 1)) FROM t")
+            .await?
+            .collect()
+            .await
+    };
+    let err = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("no hang")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Resources exhausted"), "{err}");
+    assert!(err.contains("InferenceExec[0]"), "{err}");
+    assert_eq!(ctx.runtime_env().memory_pool.reserved(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
