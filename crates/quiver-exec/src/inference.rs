@@ -19,7 +19,8 @@
 //!   the model functions' arguments (the CPU work upstream of the model,
 //!   such as `image_decode`), and queues each batch twice: its rows to the
 //!   shared batcher, and the batch itself, with a handle on its future
-//!   results, to the partition's output queue (`queue_depth` batches).
+//!   results, to the partition's output queue (`queue_depth` slices, or
+//!   more with few partitions).
 //!   When the consumer stops reading, the output queue fills, the
 //!   producer blocks, and so does everything upstream of it. A producer
 //!   takes its places in both queues before it evaluates a slice's
@@ -86,7 +87,7 @@ pub struct InferenceConfig {
     pub batch_size: usize,
     /// Calls running at once (the model runs each on its own worker).
     pub replicas: usize,
-    /// Input batches each partition keeps queued ahead of its consumer.
+    /// Slices each partition keeps queued ahead of its consumer, at least.
     pub queue_depth: usize,
     /// How long a partly filled call waits for more rows.
     pub max_wait: Duration,
@@ -282,18 +283,27 @@ impl InferenceExec {
         // Slices decoded ahead of the batcher: enough for the calls that
         // can run at once and the next, and one per partition so that
         // every partition can decode at the same time.
-        let (chunk_tx, chunk_rx) = mpsc::channel(
-            partitions
-                .max(SLICES_PER_CALL * (self.config.replicas + 1))
-                .max(1),
-        );
+        let in_flight = SLICES_PER_CALL * (self.config.replicas + 1);
+        let ahead = partitions.max(in_flight).max(1);
+        let (chunk_tx, chunk_rx) = mpsc::channel(ahead);
+        // A slice keeps its place in its output queue until its results
+        // are taken: the queues together must hold the slices of the
+        // calls in flight and those of the batcher's queue, or a few
+        // partitions, all blocked, would cut the next call short (2
+        // partitions of 4 slices made calls 60% full while a CPU model
+        // was the slower stage). One more each for a batch's last,
+        // partial slice.
+        let depth = self
+            .config
+            .queue_depth
+            .max((ahead + in_flight).div_ceil(partitions.max(1)) + 1);
         let mut tasks = JoinSet::new();
         let mut outputs = Vec::with_capacity(partitions);
         let freed = Arc::new(Notify::new());
         let stalls = Arc::new(Stalls::new(partitions));
         for partition in 0..partitions {
             let input = self.input.execute(partition, context.clone())?;
-            let (out_tx, out_rx) = mpsc::channel(self.config.queue_depth);
+            let (out_tx, out_rx) = mpsc::channel(depth);
             let reservation = Arc::new(
                 MemoryConsumer::new(format!("InferenceExec[{partition}]"))
                     .register(context.memory_pool()),
@@ -794,8 +804,8 @@ impl Producer {
     /// when the execution is over for this partition.
     ///
     /// Places come first, arguments after: a place in the output queue
-    /// (waiting, stalled, while the consumer has `queue_depth` batches
-    /// to take) and one in the batcher's queue (waiting while it holds
+    /// (waiting, stalled, while the consumer has its queue's slices to
+    /// take) and one in the batcher's queue (waiting while it holds
     /// enough rows for the calls ahead), so that a producer that cannot
     /// hand a slice on has not decoded it, and the decoded rows alive at
     /// once are bounded across all partitions, not per partition.

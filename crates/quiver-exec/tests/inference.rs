@@ -61,16 +61,19 @@ impl std::hash::Hash for Record {
     }
 }
 
-/// `tally(id)`: `id`, counting the rows it is evaluated over.
+/// `tally(id)`: `id`, counting the rows it is evaluated over;
+/// `slow_tally(id)` also takes `per_row` for each (a decoder).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Tally {
+    name: &'static str,
     signature: Signature,
     calls: Record,
+    per_row: Duration,
 }
 
 impl ScalarUDFImpl for Tally {
     fn name(&self) -> &str {
-        "tally"
+        self.name
     }
     fn signature(&self) -> &Signature {
         &self.signature
@@ -82,6 +85,7 @@ impl ScalarUDFImpl for Tally {
         self.calls
             .evaluated
             .fetch_add(args.number_rows, Ordering::SeqCst);
+        std::thread::sleep(self.per_row * args.number_rows as u32);
         Ok(args.args[0].clone())
     }
 }
@@ -274,10 +278,17 @@ fn context_with_memory(
     ctx.register_udf(ScalarUDF::new_from_impl(Boom {
         signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
     }));
-    ctx.register_udf(ScalarUDF::new_from_impl(Tally {
-        signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
-        calls: Record(calls.clone()),
-    }));
+    for (name, per_row) in [
+        ("tally", Duration::ZERO),
+        ("slow_tally", Duration::from_millis(5)),
+    ] {
+        ctx.register_udf(ScalarUDF::new_from_impl(Tally {
+            name,
+            signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+            calls: Record(calls.clone()),
+            per_row,
+        }));
+    }
     ctx
 }
 
@@ -395,6 +406,28 @@ async fn rows_prepared_ahead_of_a_slow_model_are_bounded_across_partitions() {
     let ahead = calls.most_ahead.load(Ordering::SeqCst);
     assert!(ahead <= 16 * 16 + 64 + 16, "{ahead} rows evaluated ahead");
     assert!(ahead >= 64, "{ahead}: the model never waited for rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_few_partitions_keep_a_slower_model_in_full_calls() {
+    // 2 partitions of 16-row batches, decoded at 5 ms a row, for a model
+    // that takes 200 ms a call of 16, longer than max_wait (50 ms). The
+    // output queues must hold the slices of the calls in flight and the
+    // next call's, or every producer is blocked while the model runs and
+    // the next call starts with what little was decoded since.
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::from_millis(200), None);
+    set(&ctx, "datafusion.execution.target_partitions", 2).await;
+    ctx.register_table("t", Arc::new(table_of(2, 8, |_, _| 16)))
+        .unwrap();
+    set(&ctx, "quiver.inference.batch_size", 16).await;
+    set(&ctx, "quiver.inference.max_wait_ms", 50).await;
+    let plan = plan(&ctx, "SELECT id, echo(slow_tally(id)) AS e FROM t").await;
+    let out = collect(plan, ctx.task_ctx()).await.unwrap();
+    assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 256);
+    let sizes = calls.sizes.lock().unwrap().clone();
+    let fill = 256.0 / (sizes.len() * 16) as f64;
+    assert!(fill >= 0.9, "{} calls: {sizes:?}", sizes.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

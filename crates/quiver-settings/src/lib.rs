@@ -13,7 +13,7 @@
 //! | `quiver.io.max_concurrent_requests` | 32 | requests `url_download` keeps in flight per partition |
 //! | `quiver.inference.batch_size` | 0 | rows per model call in `InferenceExec`; 0 takes the model's `batch_size` |
 //! | `quiver.inference.replicas` | 1 | forward passes of one model running at once (worker threads sharing its weights) |
-//! | `quiver.inference.queue_depth` | 4 | input batches each partition keeps queued ahead of its consumer |
+//! | `quiver.inference.queue_depth` | 4 | slices (a quarter of `batch_size` rows) each partition keeps queued ahead of its consumer, at least |
 //! | `quiver.inference.max_wait_ms` | 250 | how long a partly filled model batch waits for more rows |
 //! | `quiver.progress` | off | the server sends NOTICEs with a running statement's progress |
 //! | `quiver.progress_interval_ms` | 1000 | how often those NOTICEs come |
@@ -55,8 +55,9 @@ pub struct InferenceSettings {
     /// Forward passes of one model that run at once, each on its own
     /// worker thread over the same weights.
     pub replicas: usize,
-    /// Input batches each partition keeps queued ahead of its consumer:
-    /// the bound that makes a slow consumer stop the decoding upstream.
+    /// Slices (a quarter of `batch_size` rows) each partition keeps
+    /// queued ahead of its consumer, at least: the bound that makes a slow
+    /// consumer stop the decoding upstream.
     pub queue_depth: usize,
     /// How long, in milliseconds, a partly filled model batch waits for
     /// rows from other partitions before it runs anyway.
@@ -242,7 +243,7 @@ impl ExtensionOptions for QuiverSettings {
             ConfigEntry {
                 key: "quiver.inference.queue_depth".to_string(),
                 value: Some(self.inference.queue_depth.to_string()),
-                description: "Input batches each partition of InferenceExec keeps queued ahead of its consumer.",
+                description: "Slices (a quarter of batch_size rows) each partition of InferenceExec keeps queued ahead of its consumer, at least.",
             },
             ConfigEntry {
                 key: "quiver.inference.max_wait_ms".to_string(),
