@@ -2,7 +2,6 @@
 //! spilling, object stores, file-table functions and table factories.
 
 use std::collections::{BTreeSet, HashSet};
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
@@ -34,6 +33,7 @@ use quiver_sources::late::LateMaterialization;
 use quiver_sources::media_write::{AudioFormatFactory, ImagesFormatFactory};
 
 use crate::config::{QuiverConfig, TableDeclaration};
+use crate::engine_pool::EnginePool;
 use crate::kept_plans::{Hold, Keepable, KeptPlans, Lookup, PlanMemo, Shaping};
 use crate::models::{ModelStatement, parse_model_statement, run_model_statement};
 use crate::object_stores::QuiverObjectStoreRegistry;
@@ -85,10 +85,7 @@ impl QuiverBuilder {
         let limit = config
             .memory_limit_bytes()
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let pool = TrackConsumersPool::new(
-            FairSpillPool::new(limit),
-            NonZeroUsize::new(5).expect("invariant: 5 is not zero"),
-        );
+        let pool = EnginePool::new(limit);
         let disk_mode = match &config.exec.spill_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| {

@@ -33,6 +33,7 @@ pub mod config;
 mod constant_rows;
 pub mod display;
 pub mod engine;
+pub mod engine_pool;
 mod kept_plans;
 mod lookup;
 pub mod models;
