@@ -585,6 +585,15 @@ async fn a_panic_upstream_or_in_a_call_fails_the_query_and_loses_no_rows_silentl
     );
 }
 
+/// Table `t`: one partition, one batch of 8,192 ids (64 KB), called 16
+/// rows at a time (slices of 4).
+async fn one_batch_in_slices_of_4(ctx: &SessionContext) {
+    ctx.register_table("t", Arc::new(table_of(1, 1, |_, _| 8192)))
+        .expect("table");
+    set(ctx, "datafusion.execution.target_partitions", 1).await;
+    set(ctx, "quiver.inference.batch_size", 16).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_input_batch_is_reserved_once_until_its_last_slice_is_in() {
     // One batch of 8,192 ids (64 KB) in 512 calls of 16 rows (slices of
@@ -597,10 +606,7 @@ async fn an_input_batch_is_reserved_once_until_its_last_slice_is_in() {
     let calls = Arc::new(Calls::default());
     let ctx = context_with_memory(&calls, Duration::ZERO, None, Some(1 << 20));
     *calls.pool.lock().unwrap() = Some(ctx.runtime_env().memory_pool.clone());
-    ctx.register_table("t", Arc::new(table_of(1, 1, |_, _| 8192)))
-        .unwrap();
-    set(&ctx, "datafusion.execution.target_partitions", 1).await;
-    set(&ctx, "quiver.inference.batch_size", 16).await;
+    one_batch_in_slices_of_4(&ctx).await;
     let out = ctx
         .sql("SELECT count(echo(id)) FROM t")
         .await
@@ -625,10 +631,7 @@ async fn a_batch_that_cannot_be_finished_under_the_limit_fails_instead_of_waitin
     // a "resources exhausted" error after a short wait, not a hang.
     let calls = Arc::new(Calls::default());
     let ctx = context_with_memory(&calls, Duration::ZERO, None, Some(96 << 10));
-    ctx.register_table("t", Arc::new(table_of(1, 1, |_, _| 8192)))
-        .unwrap();
-    set(&ctx, "datafusion.execution.target_partitions", 1).await;
-    set(&ctx, "quiver.inference.batch_size", 16).await;
+    one_batch_in_slices_of_4(&ctx).await;
     let run = async {
         ctx.sql("SELECT count(echo(id + 1)) FROM t")
             .await?
