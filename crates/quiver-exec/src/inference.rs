@@ -862,7 +862,10 @@ impl Producer {
             }
             place = match self.chunks.clone().reserve_owned().await {
                 Ok(place) => place,
-                Err(_) => return false,
+                Err(_) => {
+                    self.reservation.shrink(reserved);
+                    return false;
+                }
             };
         }
         self.sending += batch;
@@ -900,6 +903,13 @@ impl Producer {
         // this operator frees some.
         let mut stuck_since = None;
         loop {
+            // Its consumer gone (a LIMIT above it was reached), nothing
+            // will be freed for it: it ends, and its reservation with it.
+            if self.output.is_closed() {
+                return Err(DataFusionError::Execution(
+                    "InferenceExec: the partition's output was dropped".into(),
+                ));
+            }
             let freed = self.freed.notified();
             let Err(e) = self.reservation.try_grow(bytes) else {
                 return Ok(());
@@ -1279,14 +1289,17 @@ async fn run_call(
     }
 }
 
-/// One output partition's stream state.
+/// One output partition's stream state. Dropped before its end (a LIMIT
+/// above it reached), it frees what it and its queue hold at once: the
+/// other partitions may run on.
 struct Output {
     queue: mpsc::Receiver<Pending>,
     /// Model columns of the current input batch's slices so far.
     parts: Vec<Vec<ArrayRef>>,
     /// The producer's reservation, shared.
     reservation: Arc<MemoryReservation>,
-    /// Of `reservation`, the current input batch's bytes.
+    /// Of `reservation`, the current input batch's bytes (and the
+    /// arguments of the slice whose result is awaited).
     batch: usize,
     /// The memory of `parts`.
     results: MemoryReservation,
@@ -1295,6 +1308,18 @@ struct Output {
     _tasks: Arc<Tasks>,
     schema: SchemaRef,
     baseline: BaselineMetrics,
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.queue.close();
+        while let Ok(pending) = self.queue.try_recv() {
+            if let Pending::Rows { args, batch, .. } = pending {
+                self.reservation.shrink(args + batch);
+            }
+        }
+        self.release_batch();
+    }
 }
 
 impl Output {
@@ -1318,8 +1343,11 @@ impl Output {
                     return None;
                 }
             };
-            self.batch += batch;
+            // The slice's arguments count with the batch while its result
+            // is awaited, so that a stream dropped meanwhile frees them.
+            self.batch += batch + args;
             let result = result.await;
+            self.batch -= args;
             self.reservation.shrink(args);
             self.freed.notify_waiters();
             let columns = match result {
@@ -1354,7 +1382,7 @@ impl Output {
     }
 
     /// Frees the current input batch and its model columns so far: it is
-    /// handed on, or failed.
+    /// handed on, failed, or dropped.
     fn release_batch(&mut self) {
         self.parts.clear();
         self.results.free();

@@ -11,7 +11,7 @@ use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::common::{Result, exec_err};
 use datafusion::datasource::MemTable;
-use datafusion::execution::memory_pool::MemoryPool;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
@@ -519,6 +519,53 @@ async fn a_slow_consumer_stops_the_producers_and_dropping_cancels() {
     let settled = calls.rows.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(calls.rows.load(Ordering::SeqCst), settled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_dropped_early_frees_its_memory_at_once() {
+    // 8 partitions of 200 KB batches under 4 MB, deep queues, no stream
+    // read: the producers fill the pool and wait for memory. Dropping
+    // partition 0's stream (as a LIMIT above it does) frees what it held
+    // at once, not when the last stream goes.
+    let calls = Arc::new(Calls::default());
+    let ctx = context_with_memory(&calls, Duration::ZERO, None, Some(4 << 20));
+    ctx.register_table("t", Arc::new(wide_table())).unwrap();
+    set(&ctx, "quiver.inference.batch_size", 16).await;
+    set(&ctx, "quiver.inference.queue_depth", 64).await;
+    let plan = plan(&ctx, "SELECT id, blob, echo(id) FROM t").await;
+    let partitions = plan.output_partitioning().partition_count();
+    assert_eq!(partitions, 8);
+    let mut streams: Vec<_> = (0..partitions)
+        .map(|p| plan.execute(p, ctx.task_ctx()).unwrap())
+        .collect();
+    let pool = ctx.runtime_env().memory_pool.clone();
+    // What partition 0 holds, from the pool's report of its consumers
+    // (the others take what it frees, so the pool's total stays full).
+    let held_by_0 = || {
+        let report = pool
+            .downcast_ref::<TrackConsumersPool<GreedyMemoryPool>>()
+            .expect("a tracking pool")
+            .report_top(32);
+        report
+            .lines()
+            .find(|l| l.trim().starts_with("InferenceExec[0]#"))
+            .map(|l| l.trim().to_string())
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = held_by_0().expect("partition 0 reserved");
+    assert!(!before.contains("consumed 0.0 B"), "{before}");
+    assert!(pool.reserved() > 3 << 20, "{} bytes", pool.reserved());
+    drop(streams.remove(0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = held_by_0();
+    assert!(
+        after.as_ref().is_none_or(|l| l.contains("consumed 0.0 B")),
+        "before: {before}; after: {after:?}"
+    );
+    drop(streams);
+    drop(plan);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pool.reserved(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,11 +11,16 @@
 //! hash join under 36–38 MB, or a `count(DISTINCT …)` under 2 MB, stopped
 //! so here). Never refusing its reservations keeps it off that path. What
 //! it buffers (a batch or so per input and output partition: its channels
-//! close their gate when every one holds a batch) still counts against
-//! the limit, so the operators that can spill (sorts, aggregates) spill
-//! earlier, and those that cannot (a hash join's build side) fail with
-//! "Resources exhausted" as before. To be removed with the move past
-//! DataFusion 55.
+//! close their gate when every one holds a batch) may take the pool past
+//! its limit by that much. It still counts: the operators that cannot
+//! spill (a hash join's build side, `InferenceExec`) see it and fail with
+//! "Resources exhausted" sooner; those that can (sorts, aggregates) keep
+//! their share of what the unspillable leave, as `FairSpillPool` gives
+//! each spiller whatever the others hold. [`SessionPool`] (a server
+//! connection's limit) never refuses these reservations either. To be
+//! removed with the move past DataFusion 55.
+//!
+//! [`SessionPool`]: crate::session_pool::SessionPool
 
 use std::fmt;
 
@@ -45,10 +50,14 @@ const TOP_CONSUMERS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(
     None => std::num::NonZeroUsize::MIN,
 };
 
-/// Whether `consumer` belongs to a `RepartitionExec`, whose reservations
-/// are never refused.
-fn is_repartition(consumer: &MemoryConsumer) -> bool {
-    consumer.name().starts_with("RepartitionExec[")
+/// Whether `consumer` is a `RepartitionExec`'s buffer, whose reservations
+/// are never refused (not its `[Merge n]` reservation, which does not
+/// spill).
+pub(crate) fn is_repartition(consumer: &MemoryConsumer) -> bool {
+    consumer
+        .name()
+        .strip_prefix("RepartitionExec[")
+        .is_some_and(|rest| !rest.starts_with("Merge"))
 }
 
 impl fmt::Display for EnginePool {
@@ -110,6 +119,8 @@ mod tests {
             .with_can_spill(true)
             .register(&pool);
         let join = MemoryConsumer::new("HashJoinInput[0]").register(&pool);
+        let merge = MemoryConsumer::new("RepartitionExec[Merge 0]").register(&pool);
+        assert!(merge.try_grow(1500).is_err());
         repartition.try_grow(1500).unwrap();
         assert_eq!(pool.reserved(), 1500);
         let err = join.try_grow(10).unwrap_err().to_string();

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::common::{Result, resources_datafusion_err};
+
+use crate::engine_pool::is_repartition;
 use datafusion::execution::memory_pool::{
     MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, human_readable_size,
 };
@@ -74,6 +76,11 @@ impl MemoryPool for SessionPool {
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
+        // As the engine's pool: see `engine_pool`.
+        if is_repartition(reservation.consumer()) {
+            self.grow(reservation, additional);
+            return Ok(());
+        }
         if let Some(limit) = self.limit {
             // Reserve the session's share first, so that two partitions
             // growing at once cannot both pass the check.
@@ -141,5 +148,24 @@ mod tests {
         ra.shrink(100);
         drop(rb);
         assert_eq!((a.held(), b.held(), shared.reserved()), (100, 0, 100));
+    }
+
+    #[test]
+    fn a_connection_limit_never_refuses_a_repartition_either() {
+        let shared: Arc<dyn MemoryPool> = Arc::new(crate::engine_pool::EnginePool::new(1000));
+        let session = Arc::new(SessionPool::new(Arc::clone(&shared), Some(100)));
+        let pool: Arc<dyn MemoryPool> = session.clone();
+        let repartition = MemoryConsumer::new("RepartitionExec[1]")
+            .with_can_spill(true)
+            .register(&pool);
+        let sort = MemoryConsumer::new("ExternalSorter[1]")
+            .with_can_spill(true)
+            .register(&pool);
+        repartition.try_grow(2000).unwrap();
+        assert_eq!((session.held(), shared.reserved()), (2000, 2000));
+        let err = sort.try_grow(1).unwrap_err().to_string();
+        assert!(err.contains("server.connection_memory_limit"), "{err}");
+        drop(repartition);
+        assert_eq!((session.held(), shared.reserved()), (0, 0));
     }
 }
