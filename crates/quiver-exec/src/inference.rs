@@ -900,7 +900,9 @@ impl Producer {
         let _stalled = self.stalls.stall();
         // Patience counts from when nothing more of this partition's
         // memory can come back, and starts again whenever an output of
-        // this operator frees some.
+        // this operator frees some: a producer that keeps losing the
+        // memory freed to others waits as long as they progress (and
+        // gets it once they finish), rather than failing the query.
         let mut stuck_since = None;
         loop {
             // Its consumer gone (a LIMIT above it was reached), nothing
