@@ -29,9 +29,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::AsArray;
 use quiver::{Quiver, QuiverConfig};
-use quiver_benches::{corpus_dir, env_usize};
+use quiver_benches::{corpus_dir, env_usize, explain_lines, peak_rss_mb, rss_mb, status_value};
 use quiver_models::testing::{ClipShape, write_clip};
 
 const PIPELINE: &str = "embed_image('clip', image_resize(image_decode(image), 224, 224))";
@@ -86,15 +86,8 @@ async fn run(q: &Quiver, sql: &str, analyze: bool) -> (f64, String) {
         .await
         .expect("query");
     let seconds = started.elapsed().as_secs_f64();
-    let line = batches
-        .iter()
-        .flat_map(|b| {
-            let plan = b.column(1).as_string::<i32>();
-            (0..plan.len())
-                .map(|i| plan.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
-        .flat_map(|text| text.lines().map(str::to_string).collect::<Vec<_>>())
+    let line = explain_lines(&batches)
+        .into_iter()
         .find(|l| l.contains("InferenceExec"))
         .unwrap_or_default();
     (seconds, line)
@@ -106,27 +99,6 @@ fn metric(line: &str, name: &str) -> String {
         .find_map(|w| w.trim().strip_prefix(&format!("{name}=")))
         .unwrap_or("?")
         .to_string()
-}
-
-fn peak_rss_mb() -> f64 {
-    rss_mb("VmHWM:")
-}
-
-/// A `/proc/self/status` figure (`VmRSS:`, `VmHWM:`) in MB.
-fn rss_mb(key: &str) -> f64 {
-    status_value(key) / 1024.0
-}
-
-/// The number after `key` in `/proc/self/status`.
-fn status_value(key: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(f64::NAN)
 }
 
 /// The memory run, in a child process so that its peak RSS is its own.

@@ -35,10 +35,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use quiver::{Quiver, QuiverConfig};
-use quiver_benches::{corpus_dir, env_usize, median};
+use quiver_benches::{corpus_dir, env_usize, explain_lines, median, peak_rss_mb};
 
 const QUERY: &str = "SELECT d.category, count(*) AS n, sum(CAST(f.amount * 100 AS BIGINT)) AS cents \
                      FROM fact f JOIN dim d ON f.key = d.id \
@@ -254,15 +253,7 @@ fn child(
             }
         };
         let explain_s = started.elapsed().as_secs_f64();
-        let plan: Vec<String> = analyzed
-            .iter()
-            .flat_map(|b| {
-                let text = b.column(1).as_string::<i32>();
-                (0..text.len())
-                    .flat_map(|i| text.value(i).lines().map(str::to_string).collect::<Vec<_>>())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let plan = explain_lines(&analyzed);
         let joins: Vec<&String> = plan
             .iter()
             .filter(|l| l.contains("HashJoinExec") || l.contains("SortMergeJoin"))
@@ -349,16 +340,4 @@ fn metric_values(line: &str, name: &str) -> Vec<f64> {
             number.parse::<f64>().ok().map(|n| n * scale)
         })
         .collect()
-}
-
-/// The process's peak RSS so far (`VmHWM`), in MB.
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

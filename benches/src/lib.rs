@@ -78,3 +78,45 @@ pub fn process_cpu_seconds() -> Option<(f64, u64)> {
     // minflt is field 10, utime and stime fields 14 and 15.
     Some(((field(14)? + field(15)?) as f64 / 100.0, field(10)?))
 }
+
+/// The number after `key` in `/proc/self/status` (`Threads:`, or a
+/// size in kB); NaN where it cannot be read.
+pub fn status_value(key: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// A `/proc/self/status` size (`VmRSS:`, `VmHWM:`, `RssAnon:`) in MB.
+pub fn rss_mb(key: &str) -> f64 {
+    status_value(key) / 1024.0
+}
+
+/// The process's peak RSS so far (`VmHWM`), in MB.
+pub fn peak_rss_mb() -> f64 {
+    rss_mb("VmHWM:")
+}
+
+/// The lines of an `EXPLAIN [ANALYZE]` result's plans.
+pub fn explain_lines(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String> {
+    use datafusion::arrow::array::{Array, AsArray};
+    batches
+        .iter()
+        .flat_map(|b| {
+            let text = b.column(1).as_string::<i32>();
+            (0..text.len())
+                .flat_map(|i| {
+                    text.value(i)
+                        .lines()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
