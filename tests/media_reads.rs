@@ -294,6 +294,35 @@ async fn joins_read_the_bytes_of_the_rows_they_keep() {
     let (requests, bytes) = store.take();
     assert_eq!(requests, (FILES / 100) as u64, "one read per kept row");
     assert_eq!(bytes, (FILES / 100 * png.len()) as u64);
+
+    // Pixels decoded below the join (a CTE here) are decoded above it, from
+    // the files of the rows it keeps.
+    let sql = "WITH px AS (SELECT path, image_resize(image_decode(image), 4, 4) AS pixels \
+               FROM read_images('counted://big/photos/')) \
+               SELECT m.label, p.pixels['width'] AS w FROM px p JOIN meta m ON p.path = m.path";
+    let plan = q.collect(&format!("EXPLAIN {sql}")).await.expect("explain");
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+        .expect("format")
+        .to_string();
+    assert!(plan.contains("image_decode(media_fetch"), "{plan}");
+    assert!(plan.contains("reads=listing"), "{plan}");
+    let batches = q.collect(sql).await.expect("join over decoded pixels");
+    let widths: Vec<u32> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(1)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt32Array>()
+                .expect("width column")
+                .iter()
+                .collect::<Vec<_>>()
+        })
+        .map(|w| w.expect("a width"))
+        .collect();
+    assert_eq!(widths, vec![4; FILES / 100]);
+    let (requests, bytes) = store.take();
+    assert_eq!(requests, (FILES / 100) as u64, "one read per kept row");
+    assert_eq!(bytes, (FILES / 100 * png.len()) as u64);
 }
 
 /// Video is read through ranged requests: probing reads the headers (the

@@ -6,12 +6,16 @@
 //! ([`crate::fetch`]), for the rows that come out. The scan then reads
 //! listings (and headers where other columns need them) instead of every
 //! file whole, and a join that keeps 1% of the rows reads 1% of the files.
+//! What is computed from the bytes alone below the join (decoded pixels,
+//! `image_decode(image)`, a tensor, an embedding: a subquery, view or CTE
+//! that decodes before the join) moves up with them, and runs on the
+//! fetched bytes of the rows that come out.
 //!
 //! The rule runs bottom-up over the logical plan. Below the join it looks
 //! through aliases (`FROM read_images(…) i`), projections that pass the
-//! bytes column on (also renamed) and filters that do not use it, down to
-//! the media table's scan; above, one projection puts the bytes back under
-//! their original name. An outer join's missing rows have no path and read
+//! bytes column on (also renamed) or compute a column from it alone, and
+//! filters that use neither, down to the media table's scan; above, one
+//! projection puts each column back under its original name. An outer join's missing rows have no path and read
 //! NULL bytes, as they did. Where a join sits over another join, the fetch
 //! moves up again, so bytes are read once, after the last.
 //!
@@ -21,7 +25,7 @@
 use std::sync::Arc;
 
 use datafusion::catalog::default_table_source::source_as_provider;
-use datafusion::common::tree_node::Transformed;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Column, DFSchema, Result};
 use datafusion::logical_expr::expr::{Alias, ScalarFunction};
 use datafusion::logical_expr::logical_plan::{
@@ -47,12 +51,24 @@ impl LateMaterialization {
     }
 }
 
-/// A bytes column taken out of a plan: where its path is, what it was
-/// called, and how to fetch it back.
+/// Stands for the fetched bytes in [`Deferred::value`].
+const FETCHED: &str = "__quiver_fetched_bytes";
+
+/// The column that stands for the fetched bytes.
+fn fetched() -> Expr {
+    Expr::Column(Column::from_name(FETCHED))
+}
+
+/// A column taken out of a plan: where its path is, what it was called,
+/// and how to compute it back from the fetched bytes.
 #[derive(Debug, Clone)]
 struct Deferred {
-    /// The bytes column as the stripped plan's parent knew it.
+    /// The column as the stripped plan's parent knew it.
     bytes: Column,
+    /// What it holds, in terms of the fetched bytes ([`fetched`]): those
+    /// bytes for the bytes column itself, `image_decode(…)` of them for
+    /// decoded pixels.
+    value: Expr,
     /// The path column in the stripped plan's output.
     path: Column,
     /// `image` or `audio`.
@@ -77,22 +93,58 @@ fn uses(expr: &Expr, deferred: &[Deferred]) -> bool {
     deferred.iter().any(|d| columns.contains(&d.bytes))
 }
 
+/// `expr` with every `column` in it replaced by `by`.
+fn replace_column(expr: Expr, column: &Column, by: &Expr) -> Result<Expr> {
+    expr.transform(|e| match e {
+        Expr::Column(c) if &c == column => Ok(Transformed::yes(by.clone())),
+        other => Ok(Transformed::no(other)),
+    })
+    .data()
+}
+
+/// The column that stands for `fetch`'s bytes, when `fetch` is a
+/// `media_fetch(path, kind, on_error)` call (its path, kind and on_error).
+fn fetch_call(fetch: &Expr) -> Option<(Column, String, String)> {
+    let Expr::ScalarFunction(call) = fetch else {
+        return None;
+    };
+    if call.func.name() != MEDIA_FETCH {
+        return None;
+    }
+    let [
+        Expr::Column(path),
+        Expr::Literal(kind, _),
+        Expr::Literal(on_error, _),
+    ] = call.args.as_slice()
+    else {
+        return None;
+    };
+    Some((
+        path.clone(),
+        quiver_settings::args::scalar_text(kind)?,
+        quiver_settings::args::scalar_text(on_error)?,
+    ))
+}
+
 impl LateMaterialization {
-    /// `media_fetch(path, kind, on_error)` named as the bytes column was.
-    fn fetch_expr(&self, d: &Deferred) -> Expr {
-        Expr::ScalarFunction(ScalarFunction::new_udf(
+    /// The deferred column computed from `media_fetch(path, kind,
+    /// on_error)`, named as it was.
+    fn fetch_expr(&self, d: &Deferred) -> Result<Expr> {
+        let fetch = Expr::ScalarFunction(ScalarFunction::new_udf(
             Arc::clone(&self.fetch),
             vec![
                 Expr::Column(d.path.clone()),
                 lit(d.kind.clone()),
                 lit(d.on_error.clone()),
             ],
-        ))
-        .alias_qualified(d.bytes.relation.clone(), d.bytes.name.clone())
+        ));
+        let value = replace_column(d.value.clone(), &Column::from_name(FETCHED), &fetch)?;
+        Ok(value.alias_qualified(d.bytes.relation.clone(), d.bytes.name.clone()))
     }
 
-    /// A deferred fetch planned by this rule further down: `media_fetch(p,
-    /// kind, on_error) AS name`.
+    /// A deferred column planned by this rule further down: `media_fetch(p,
+    /// kind, on_error) AS name`, or an expression of that call and nothing
+    /// else (`image_decode(media_fetch(…)) AS name`).
     fn planned_fetch(expr: &Expr) -> Option<Deferred> {
         let Expr::Alias(Alias {
             expr,
@@ -103,26 +155,70 @@ impl LateMaterialization {
         else {
             return None;
         };
-        let Expr::ScalarFunction(call) = expr.as_ref() else {
-            return None;
-        };
-        if call.func.name() != MEDIA_FETCH {
+        let mut found = None;
+        let mut calls = 0;
+        let value = expr
+            .as_ref()
+            .clone()
+            .transform(|e| match fetch_call(&e) {
+                Some(call) => {
+                    calls += 1;
+                    found = Some(call);
+                    Ok(Transformed::yes(fetched()))
+                }
+                None => Ok(Transformed::no(e)),
+            })
+            .ok()?
+            .data;
+        let (path, kind, on_error) = found?;
+        // One fetch, and no other column: the value moves up with the path.
+        let fetched = Column::from_name(FETCHED);
+        if calls != 1 || value.column_refs().iter().any(|c| **c != fetched) {
             return None;
         }
-        let [
-            Expr::Column(path),
-            Expr::Literal(kind, _),
-            Expr::Literal(on_error, _),
-        ] = call.args.as_slice()
-        else {
-            return None;
-        };
         Some(Deferred {
             bytes: Column::new(relation.clone(), name.clone()),
-            path: path.clone(),
-            kind: quiver_settings::args::scalar_text(kind)?,
-            on_error: quiver_settings::args::scalar_text(on_error)?,
+            value,
+            path,
+            kind,
+            on_error,
         })
+    }
+
+    /// `expr`, a projection's column computed from one deferred column of
+    /// `below` and nothing else, deferred in its turn: it is then computed
+    /// above the join, for the rows that come out. `None` where it cannot
+    /// move (other columns, volatile functions, subqueries), or where
+    /// another of `exprs` uses the same bytes (they would be fetched twice).
+    fn defer_computed(expr: &Expr, below: &[Deferred], exprs: &[Expr]) -> Result<Option<Deferred>> {
+        let columns = expr.column_refs();
+        let [column] = columns.into_iter().collect::<Vec<_>>()[..] else {
+            return Ok(None);
+        };
+        let Some(from) = below.iter().find(|d| &d.bytes == column) else {
+            return Ok(None);
+        };
+        let subquery = expr.exists(|e| {
+            Ok(matches!(
+                e,
+                Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+            ))
+        })?;
+        let shared = exprs
+            .iter()
+            .filter(|e| e.column_refs().contains(&from.bytes))
+            .count()
+            > 1;
+        if subquery || shared || expr.is_volatile() {
+            return Ok(None);
+        }
+        let (relation, name) = expr.qualified_name();
+        let value = replace_column(expr.clone().unalias(), &from.bytes, &from.value)?;
+        Ok(Some(Deferred {
+            bytes: Column::new(relation, name),
+            value,
+            ..from.clone()
+        }))
     }
 
     /// `plan` without the bytes columns it carries up, and what was taken
@@ -191,8 +287,13 @@ impl LateMaterialization {
             };
             match passed {
                 Some(d) => deferred.push(d),
-                // The bytes are used here: they must be read below.
-                None if uses(expr, &below) => return Ok(None),
+                None if uses(expr, &below) => {
+                    match Self::defer_computed(expr, &below, &projection.expr)? {
+                        Some(d) => deferred.push(d),
+                        // The bytes are used here: they must be read below.
+                        None => return Ok(None),
+                    }
+                }
                 None => exprs.push(expr.clone()),
             }
         }
@@ -245,10 +346,10 @@ impl LateMaterialization {
                 let column = Column::new(qualifier.cloned(), field.name());
                 match deferred.iter().find(|d| d.bytes == column) {
                     Some(d) => self.fetch_expr(d),
-                    None => Expr::Column(column),
+                    None => Ok(Expr::Column(column)),
                 }
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let wrapped = Projection::try_new(outer, Arc::new(rebuilt))?;
         Ok(Transformed::yes(LogicalPlan::Projection(wrapped)))
     }
@@ -280,6 +381,7 @@ fn strip_scan(scan: &TableScan) -> Result<Option<(LogicalPlan, Vec<Deferred>)>> 
     let path_name = schema.field(0).name().clone();
     let deferred = Deferred {
         bytes: Column::new(qualifier.cloned(), field.name()),
+        value: fetched(),
         path: Column::new(qualifier.cloned(), path_name),
         kind: reader.kind().to_string(),
         on_error: table.on_error().name().to_string(),
