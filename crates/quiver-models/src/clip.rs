@@ -9,7 +9,7 @@ use candle_transformers::models::clip::text_model::{Activation, ClipTextConfig};
 use candle_transformers::models::clip::vision_model::ClipVisionConfig;
 use candle_transformers::models::clip::{ClipConfig, ClipModel};
 use serde::Deserialize;
-use tokenizers::Tokenizer;
+use tokenizers::{Encoding, Tokenizer};
 
 use crate::convnet::{softmax_rows, top_k};
 use crate::error::{ModelError, Result};
@@ -232,27 +232,44 @@ impl Clip {
             .map_err(&err)
     }
 
-    /// Text embeddings (`texts.len() × dim`, unit length), `batch` texts
-    /// per pass, each padded to the longest of its pass.
+    /// Text embeddings (`texts.len() × dim`, unit length): [`Self::tokenize`]
+    /// then [`Self::embed_tokens`].
     pub fn embed_texts(&self, texts: &[&str], batch: usize, stop: Stop) -> Result<Vec<f32>> {
+        let encodings = self.tokenize(texts)?;
+        self.embed_tokens(&encodings, batch, stop)
+    }
+
+    /// `texts` tokenised for the text tower, ready for
+    /// [`Self::embed_tokens`]: CPU work that needs no weights.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Encoding>> {
+        self.tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| ModelError::Tokenize {
+                model: self.name.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Text embeddings of tokenised texts (`encodings.len() × dim`, unit
+    /// length), `batch` texts per pass, each padded to the longest of its
+    /// pass.
+    pub fn embed_tokens(
+        &self,
+        encodings: &[Encoding],
+        batch: usize,
+        stop: Stop,
+    ) -> Result<Vec<f32>> {
         let err = ModelError::forward(&self.name);
-        let mut out = Vec::with_capacity(texts.len() * self.info.dim);
-        for chunk in texts.chunks(batch.max(1)) {
+        let mut out = Vec::with_capacity(encodings.len() * self.info.dim);
+        for chunk in encodings.chunks(batch.max(1)) {
             if stop() {
                 return Err(ModelError::Cancelled(self.name.clone()));
             }
-            let encodings = self
-                .tokenizer
-                .encode_batch(chunk.to_vec(), true)
-                .map_err(|e| ModelError::Tokenize {
-                    model: self.name.clone(),
-                    message: e.to_string(),
-                })?;
-            let len = encodings.iter().map(|e| e.len()).max().unwrap_or(1).max(1);
+            let len = chunk.iter().map(|e| e.len()).max().unwrap_or(1).max(1);
             // Padding with 0: the text tower pools at the highest id (the
             // end-of-text token), which padding must not outrank.
             let mut ids = vec![0u32; chunk.len() * len];
-            for (row, e) in encodings.iter().enumerate() {
+            for (row, e) in chunk.iter().enumerate() {
                 ids[row * len..row * len + e.len()].copy_from_slice(e.get_ids());
             }
             let ids = Tensor::from_vec(ids, (chunk.len(), len), &self.device).map_err(&err)?;

@@ -25,5 +25,7 @@ mod worker;
 
 pub use device::{DeviceChoice, Precision};
 pub use error::{ModelError, Result};
-pub use registry::{Architecture, Model, ModelInfo, ModelListing, ModelRegistry, ModelSpec};
+pub use registry::{
+    Architecture, Model, ModelInfo, ModelListing, ModelRegistry, ModelSpec, Tokens,
+};
 pub use share::DeviceFraction;

@@ -331,21 +331,35 @@ impl Model {
         self.load_time
     }
 
-    /// Embeds `texts` on the model's worker thread, `batch_size` rows per
-    /// forward pass (like lengths together); `texts.len() × dim` floats in
-    /// input order. Dropping the future stops before the next pass.
+    /// Embeds `texts`: [`Self::tokenize`] on the caller's thread, then
+    /// [`Self::embed_tokens`] on the model's.
     pub async fn embed_texts(&self, texts: Vec<String>) -> Result<Vec<f32>> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let tokens = self.tokenize(&refs)?;
+        self.embed_tokens(tokens).await
+    }
+
+    /// `texts` tokenised for this model's text encoder, on the caller's
+    /// thread (CPU work that needs no weights and no device: a caller runs
+    /// it on a blocking pool while the model's thread runs another call).
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Tokens> {
+        let encodings = match self.worker.kind() {
+            LoadedKind::TextEmbedder(m) => m.tokenize(texts)?,
+            LoadedKind::Clip(m) => m.tokenize(texts)?,
+            other => return Err(other.wrong_kind("embed_text")),
+        };
+        Ok(Tokens(encodings))
+    }
+
+    /// Embeds tokenised texts on the model's worker thread, `batch_size`
+    /// rows per forward pass (like lengths together); `n × dim` floats in
+    /// input order. Dropping the future stops before the next pass.
+    pub async fn embed_tokens(&self, tokens: Tokens) -> Result<Vec<f32>> {
         let batch = self.spec.batch_size;
         self.worker
             .run(move |kind, stop| match kind {
-                LoadedKind::TextEmbedder(m) => {
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    m.embed(&refs, batch, stop)
-                }
-                LoadedKind::Clip(m) => {
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    m.embed_texts(&refs, batch, stop)
-                }
+                LoadedKind::TextEmbedder(m) => m.embed_tokens(&tokens.0, batch, stop),
+                LoadedKind::Clip(m) => m.embed_tokens(&tokens.0, batch, stop),
                 other => Err(other.wrong_kind("embed_text")),
             })
             .await
@@ -427,6 +441,22 @@ impl Model {
                 other => Err(other.wrong_kind("classify_image")),
             })
             .await
+    }
+}
+
+/// Texts tokenised by [`Model::tokenize`], for [`Model::embed_tokens`].
+#[derive(Debug, Clone)]
+pub struct Tokens(Vec<tokenizers::Encoding>);
+
+impl Tokens {
+    /// How many texts.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -581,5 +611,66 @@ impl ModelRegistry {
         let model = Arc::new(Model::load(&spec, &self.shares)?);
         *slot = Some(model.clone());
         Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{write_tiny_bert, write_tiny_clip};
+
+    /// Tokenising is the caller's work: it goes on while the model's only
+    /// thread is busy with another call, and its tokens embed as the texts
+    /// do.
+    fn tokenizes_beside_a_busy_model(architecture: Architecture) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match architecture {
+            Architecture::Clip => write_tiny_clip(dir.path(), 3).expect("tiny clip"),
+            _ => write_tiny_bert(dir.path(), 32, 7).expect("tiny bert"),
+        }
+        let registry = ModelRegistry::new();
+        registry
+            .register(ModelSpec::new("m", architecture, dir.path()), false)
+            .expect("register");
+        let model = registry.get("m").expect("load");
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let model = Arc::clone(&model);
+            std::thread::spawn(move || {
+                futures::executor::block_on(model.worker.run(move |_, _| {
+                    let _ = started.send(());
+                    let _ = wait.recv();
+                    Ok(())
+                }))
+            })
+        };
+        running
+            .recv()
+            .expect("the model's thread runs the first call");
+        let texts = ["a cat sat on the mat", "dog"];
+        let tokens = model
+            .tokenize(&texts)
+            .expect("tokenised while the model is busy");
+        assert_eq!(tokens.len(), 2);
+        release.send(()).expect("release");
+        busy.join().expect("join").expect("the first call");
+        let from_tokens = futures::executor::block_on(model.embed_tokens(tokens)).expect("embed");
+        let from_texts = futures::executor::block_on(
+            model.embed_texts(texts.iter().map(|t| (*t).to_string()).collect()),
+        )
+        .expect("embed");
+        assert_eq!(from_tokens, from_texts);
+        assert!(!from_tokens.is_empty());
+    }
+
+    #[test]
+    fn a_text_embedder_tokenizes_beside_a_busy_model() {
+        tokenizes_beside_a_busy_model(Architecture::Bert);
+    }
+
+    #[test]
+    fn clip_tokenizes_beside_a_busy_model() {
+        tokenizes_beside_a_busy_model(Architecture::Clip);
     }
 }

@@ -11,7 +11,7 @@ use candle_transformers::models::bert::Config;
 
 use crate::bert::Bert;
 use serde::Deserialize;
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use crate::error::{ModelError, Result};
 use crate::weights::{load_error, var_builder, weights_file};
@@ -179,18 +179,35 @@ impl TextEmbedder {
         &self.info
     }
 
-    /// Embeds `texts`, `texts.len() × dim` floats in input order. Each text
-    /// is tokenised once; texts of like token length share a forward pass
-    /// of at most `batch` rows, padded to its longest; `stop` is asked
-    /// before each pass (the caller has gone away).
+    /// Embeds `texts`, `texts.len() × dim` floats in input order: [`Self::tokenize`]
+    /// then [`Self::embed_tokens`].
     pub fn embed(&self, texts: &[&str], batch: usize, stop: &dyn Fn() -> bool) -> Result<Vec<f32>> {
-        let encodings = self
-            .tokenizer
+        let encodings = self.tokenize(texts)?;
+        self.embed_tokens(&encodings, batch, stop)
+    }
+
+    /// `texts` tokenised (truncated at the model's `max_tokens`), ready for
+    /// [`Self::embed_tokens`]: CPU work that needs no weights, so a caller
+    /// can do it while the model runs another batch.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Encoding>> {
+        self.tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| ModelError::Tokenize {
                 model: self.name.clone(),
                 message: e.to_string(),
-            })?;
+            })
+    }
+
+    /// Embeds tokenised texts, `encodings.len() × dim` floats in input
+    /// order. Texts of like token length share a forward pass of at most
+    /// `batch` rows, padded to its longest; `stop` is asked before each
+    /// pass (the caller has gone away).
+    pub fn embed_tokens(
+        &self,
+        encodings: &[Encoding],
+        batch: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<f32>> {
         let dim = self.info.dim;
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| encodings[i].len());

@@ -51,6 +51,12 @@ impl Worker {
         Ok(worker)
     }
 
+    /// The loaded model, for work that needs no weights (tokenising) on
+    /// the caller's thread.
+    pub fn kind(&self) -> &LoadedKind {
+        &self.kind
+    }
+
     /// Makes sure `replicas` threads (at most [`MAX_REPLICAS`]) run this
     /// model's jobs, so that as many forward passes can run at once.
     pub fn ensure_replicas(&self, replicas: usize) -> Result<()> {

@@ -103,12 +103,13 @@ impl EmbedText {
         }
     }
 
-    /// Embeds the non-null rows of `texts` (the model groups like lengths
-    /// into `batch_size` passes on its own thread; dropping this future, as
-    /// a cancelled query does, stops it before its next pass).
+    /// Embeds the non-null rows of `texts`: tokenised on the blocking pool
+    /// (while the model's thread runs another call), then grouped by length
+    /// into `batch_size` passes on the model's thread; dropping this future,
+    /// as a cancelled query does, stops it before its next pass.
     async fn embed(
         &self,
-        model: &Model,
+        model: &Arc<Model>,
         texts: &StringArray,
         field: &FieldRef,
     ) -> Result<ArrayRef> {
@@ -118,7 +119,15 @@ impl EmbedText {
         let width = usize::try_from(*dim).unwrap_or(0);
         let rows: Vec<usize> = (0..texts.len()).filter(|&i| texts.is_valid(i)).collect();
         let inputs: Vec<String> = rows.iter().map(|&i| texts.value(i).to_string()).collect();
-        let vectors = model.embed_texts(inputs).await.map_err(model_error)?;
+        let tokenizer = Arc::clone(model);
+        let tokens = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            tokenizer.tokenize(&refs)
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .map_err(model_error)?;
+        let vectors = model.embed_tokens(tokens).await.map_err(model_error)?;
         if vectors.len() != rows.len() * width {
             return exec_err!(
                 "embed_text: the model returned {} values for {} rows of dimension {width}",
