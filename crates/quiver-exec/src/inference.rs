@@ -827,6 +827,14 @@ impl Producer {
         let Ok(mut place) = self.chunks.clone().reserve_owned().await else {
             return false;
         };
+        // Evaluating the arguments (decoding) holds this runtime thread
+        // for as long as it takes. A task this producer woke last (the
+        // batcher, given the slice before) waits in the thread's own slot,
+        // which other threads cannot take: it would run only after this
+        // slice, and a partly filled call would wait for it rather than
+        // `max_wait`. Letting it run first costs one trip through the
+        // scheduler.
+        tokio::task::yield_now().await;
         let args = {
             let _timer = self.metrics.preprocess.timer();
             arguments(&self.calls, &slice)

@@ -36,6 +36,8 @@ struct Calls {
     /// Where set, the bytes it held when each call started.
     pool: Mutex<Option<Arc<dyn MemoryPool>>>,
     reserved: Mutex<Vec<usize>>,
+    /// Calls that ran to their end (past `delay`), not dropped on the way.
+    finished: AtomicUsize,
 }
 
 /// A function's record of its calls, the same function when the record
@@ -184,6 +186,7 @@ impl AsyncScalarUDFImpl for Echo {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
+        self.calls.finished.fetch_add(1, Ordering::SeqCst);
         if let Some(bad) = self.fail_on
             && ids.iter().flatten().any(|id| id == bad)
         {
@@ -469,8 +472,92 @@ async fn explain_analyze_shows_the_batching() {
     ] {
         assert!(line.contains(metric), "{metric} missing: {line}");
     }
-    let rows: usize = calls.sizes.lock().unwrap().iter().sum();
-    assert!(line.contains(&format!("model_rows={rows}")), "{line}");
+    let sizes = calls.sizes.lock().unwrap().clone();
+    let rows: usize = sizes.iter().sum();
+    assert_eq!(rows, 350);
+    assert_eq!(metric(line, "model_rows"), rows.to_string(), "{line}");
+    assert_eq!(metric(line, "output_rows"), rows.to_string(), "{line}");
+    assert_eq!(
+        metric(line, "model_batches"),
+        sizes.len().to_string(),
+        "{line}"
+    );
+    // Rows per call as a share of batch_size, on average.
+    assert_eq!(
+        metric(line, "batch_fill_pct"),
+        (rows * 100 / (sizes.len() * 32)).to_string(),
+        "{line}"
+    );
+    // Every call sleeps 5 ms while the model is counted busy, two calls at
+    // most at once (one replica, one preparing).
+    let busy = seconds(&metric(line, "model_busy"));
+    assert!(busy >= 0.005 * sizes.len() as f64 / 2.0, "{line}");
+    let pct: f64 = metric(line, "model_busy_pct").parse().expect("a number");
+    assert!((1.0..=100.0).contains(&pct), "{line}");
+    for time in ["input_wait", "output_blocked", "preprocess"] {
+        assert!(seconds(&metric(line, time)) >= 0.0, "{line}");
+    }
+}
+
+/// `name`'s value in an `EXPLAIN ANALYZE` line (`name=value`).
+fn metric(line: &str, name: &str) -> String {
+    let at = line
+        .find(&format!(" {name}="))
+        .or_else(|| line.find(&format!("[{name}=")))
+        .unwrap_or_else(|| panic!("{name} missing: {line}"));
+    let value = &line[at + name.len() + 2..];
+    value
+        .split([',', ']'])
+        .next()
+        .expect("a value")
+        .trim()
+        .to_string()
+}
+
+/// A time metric (`953.70ms`, `1.39s`, `12µs`, `80ns`) in seconds.
+fn seconds(value: &str) -> f64 {
+    let (number, scale) = if let Some(v) = value.strip_suffix("ns") {
+        (v, 1e-9)
+    } else if let Some(v) = value.strip_suffix("µs") {
+        (v, 1e-6)
+    } else if let Some(v) = value.strip_suffix("ms") {
+        (v, 1e-3)
+    } else if let Some(v) = value.strip_suffix('s') {
+        (v, 1.0)
+    } else {
+        panic!("not a time: {value}")
+    };
+    number.parse::<f64>().expect("a number") * scale
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partly_filled_call_waits_at_most_max_wait_for_more_rows() {
+    // One partition of 64 rows decoded at 5 ms a row, in slices of 16 (80
+    // ms each), for calls of 64. The producer is never blocked and has
+    // not finished, so only the timer can cut a call short: with a 10 ms
+    // wait the first call takes the first slice alone; with a long one,
+    // all 64 rows in one call. (Before producers let the batcher run
+    // ahead of their decoding, it waited behind it: one call of 64 with
+    // either wait.)
+    for (wait_ms, first) in [(10, 16), (600_000, 64)] {
+        let calls = Arc::new(Calls::default());
+        let ctx = context(&calls, Duration::ZERO, None);
+        set(&ctx, "datafusion.execution.target_partitions", 1).await;
+        ctx.register_table("t", Arc::new(table_of(1, 1, |_, _| 64)))
+            .unwrap();
+        set(&ctx, "quiver.inference.batch_size", 64).await;
+        set(&ctx, "quiver.inference.max_wait_ms", wait_ms).await;
+        let plan = plan(&ctx, "SELECT echo(slow_tally(id)) AS e FROM t").await;
+        let out = collect(plan, ctx.task_ctx()).await.unwrap();
+        assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 64);
+        let sizes = calls.sizes.lock().unwrap().clone();
+        assert_eq!(
+            sizes.first(),
+            Some(&first),
+            "max_wait {wait_ms} ms: {sizes:?}"
+        );
+        assert_eq!(sizes.iter().sum::<usize>(), 64);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -519,6 +606,46 @@ async fn a_slow_consumer_stops_the_producers_and_dropping_cancels() {
     let settled = calls.rows.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(calls.rows.load(Ordering::SeqCst), settled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropping_the_streams_stops_the_calls_in_flight() {
+    // Calls of 3 s each: once one is running, the query is dropped (every
+    // partition's stream, then the plan). The call in flight is dropped
+    // with it, not run to its end, and no call starts after.
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::from_secs(3), None);
+    ctx.register_table("t", Arc::new(table(4, 20, 50))).unwrap();
+    set(&ctx, "quiver.inference.replicas", 2).await;
+    let plan = plan(&ctx, "SELECT id, echo(id) FROM t").await;
+    let streams: Vec<_> = (0..plan.output_partitioning().partition_count())
+        .map(|p| plan.execute(p, ctx.task_ctx()).unwrap())
+        .collect();
+    let reader = tokio::spawn(async move {
+        let mut all = futures::stream::select_all(streams);
+        while all.next().await.is_some() {}
+    });
+    let started = std::time::Instant::now();
+    while calls.sizes.lock().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no call started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    reader.abort();
+    assert!(reader.await.is_err_and(|e| e.is_cancelled()));
+    drop(plan);
+    let in_flight = calls.sizes.lock().unwrap().len();
+    assert!(in_flight >= 1);
+    // Longer than a call: one that had not been stopped would be done.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(calls.finished.load(Ordering::SeqCst), 0, "a call ran on");
+    assert_eq!(
+        calls.sizes.lock().unwrap().len(),
+        in_flight,
+        "a call started"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
