@@ -3,6 +3,8 @@
 //! image, labels [, top_k])` (zero-shot: the label texts most like the
 //! image). Images are prepared as CLIP's processor does: the centred
 //! square of the shorter side, resized to the model's input size.
+//! `try_embed_image` and `try_clip_classify` give NULL for an image that
+//! does not decode, where the others fail the query naming it.
 
 use std::sync::Arc;
 
@@ -34,10 +36,11 @@ pub enum ClipOp {
     Classify,
 }
 
-/// `embed_image` or `clip_classify`.
+/// `embed_image` or `clip_classify` (or, lenient, their `try_` twins).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ClipUdf {
     op: ClipOp,
+    lenient: bool,
     signature: Signature,
     registry: Registry,
 }
@@ -57,9 +60,11 @@ fn check_image_type(function: &str, image: &DataType) -> Result<()> {
 }
 
 impl ClipUdf {
-    pub fn new(op: ClipOp, registry: Arc<ModelRegistry>) -> Self {
+    /// `op`'s function, or its `try_` twin when `lenient`.
+    pub fn new(op: ClipOp, lenient: bool, registry: Arc<ModelRegistry>) -> Self {
         Self {
             op,
+            lenient,
             signature: Signature::variadic_any(Volatility::Immutable),
             registry: Registry(registry),
         }
@@ -118,9 +123,11 @@ impl ClipUdf {
 
 impl ScalarUDFImpl for ClipUdf {
     fn name(&self) -> &str {
-        match self.op {
-            ClipOp::EmbedImage => "embed_image",
-            ClipOp::Classify => "clip_classify",
+        match (self.op, self.lenient) {
+            (ClipOp::EmbedImage, false) => "embed_image",
+            (ClipOp::EmbedImage, true) => "try_embed_image",
+            (ClipOp::Classify, false) => "clip_classify",
+            (ClipOp::Classify, true) => "try_clip_classify",
         }
     }
 
@@ -176,7 +183,8 @@ impl AsyncScalarUDFImpl for ClipUdf {
             size: info.image_size,
             crop_fraction: 1.0,
         };
-        let (rgb, present) = decode_images(&images, input, limits, false, self.name()).await?;
+        let (rgb, present) =
+            decode_images(&images, input, limits, self.lenient, self.name()).await?;
         let model = load_model(&self.registry.0, &name, &args.config_options).await?;
         match self.op {
             ClipOp::EmbedImage => {

@@ -5,8 +5,8 @@
 //! | `embed_text(model, text)` | embedding: `FixedSizeList<Float32, dim>` tagged `quiver.embedding` |
 //! | `classify_image(model, image [, top_k])`, `try_classify_image` | `List<Struct{label, score}>`, most probable first |
 //! | `transcribe(model, audio [, language])`, `try_transcribe` | text |
-//! | `embed_image(model, image)` (CLIP) | embedding, in the space of `embed_text` on the same model |
-//! | `clip_classify(model, image, labels [, top_k])` | `List<Struct{label, score}>` over the label texts |
+//! | `embed_image(model, image)` (CLIP), `try_embed_image` | embedding, in the space of `embed_text` on the same model |
+//! | `clip_classify(model, image, labels [, top_k])`, `try_clip_classify` | `List<Struct{label, score}>` over the label texts |
 //! | `cosine_similarity(a, b)`, `inner_product(a, b)`, `l2_distance(a, b)` | `float64` |
 //!
 //! `model` names a model of the engine's [`ModelRegistry`] (`CREATE MODEL`)
@@ -107,9 +107,12 @@ pub fn functions(registry: &Arc<ModelRegistry>) -> Vec<Arc<ScalarUDF>> {
         ),
     ];
     for op in [ClipOp::EmbedImage, ClipOp::Classify] {
-        out.push(Arc::new(
-            AsyncScalarUDF::new(Arc::new(ClipUdf::new(op, registry.clone()))).into_scalar_udf(),
-        ));
+        for lenient in [false, true] {
+            out.push(Arc::new(
+                AsyncScalarUDF::new(Arc::new(ClipUdf::new(op, lenient, registry.clone())))
+                    .into_scalar_udf(),
+            ));
+        }
     }
     for op in VectorOp::ALL {
         out.push(Arc::new(ScalarUDF::new_from_impl(VectorUdf::new(op))));
