@@ -13,4 +13,4 @@ pub mod rule;
 pub use inference::{InferenceConfig, InferenceExec};
 pub use nested::NestedAsyncRule;
 pub use quiver_settings::progress::StatementProgress;
-pub use rule::{BatchSizeHint, InferenceRule};
+pub use rule::{InferenceRule, ModelDefaults, ModelHint};

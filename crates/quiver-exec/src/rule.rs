@@ -6,11 +6,13 @@
 //! uses it. This rule swaps such a node for an `InferenceExec` with the
 //! same output, configured from the session's `quiver.inference.*`
 //! settings, when it calls a model ([`InferenceRule::for_models`]: the
-//! [`BatchSizeHint`] knows the call) or always
+//! [`ModelHint`] knows the call) or always
 //! ([`InferenceRule::for_every_async_function`]). Where
 //! `quiver.inference.batch_size` is 0 the batch size comes from the hint
 //! (the model registry's per-model `batch_size`), else from the function's
-//! own `ideal_batch_size`, else 32. Other async functions (downloads) keep
+//! own `ideal_batch_size`, else 32; where `quiver.inference.replicas` is 0,
+//! the replicas from the hint (the model's `replicas`), else 1. Other
+//! async functions (downloads) keep
 //! DataFusion's per-partition operator, whose concurrency is per
 //! partition.
 
@@ -29,10 +31,20 @@ use quiver_settings::QuiverSettings;
 
 use crate::inference::{InferenceConfig, InferenceExec};
 
-/// The batch size a model call would like (for Quiver's model functions:
-/// the `batch_size` its model was registered with), or `None` for a call
-/// that is not a model's.
-pub type BatchSizeHint = Arc<dyn Fn(&ScalarFunctionExpr) -> Option<usize> + Send + Sync>;
+/// What a model call's model was registered with: its defaults where
+/// the session leaves a knob at 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelDefaults {
+    /// Rows per call.
+    pub batch_size: usize,
+    /// Forward passes at once.
+    pub replicas: usize,
+}
+
+/// The defaults of a model call's model (for Quiver's model functions:
+/// what the model was registered with), or `None` for a call that is not
+/// a model's.
+pub type ModelHint = Arc<dyn Fn(&ScalarFunctionExpr) -> Option<ModelDefaults> + Send + Sync>;
 
 /// Batch size when neither the session, the hint nor the function says.
 const DEFAULT_BATCH_SIZE: usize = 32;
@@ -40,7 +52,7 @@ const DEFAULT_BATCH_SIZE: usize = 32;
 /// The physical optimizer rule of the module documentation.
 #[derive(Clone)]
 pub struct InferenceRule {
-    hint: BatchSizeHint,
+    hint: ModelHint,
     every_async: bool,
 }
 
@@ -58,8 +70,8 @@ impl Default for InferenceRule {
 
 impl InferenceRule {
     /// Swaps the async operators that call a model: a call `hint` knows
-    /// (and whose batch size it gives).
-    pub fn for_models(hint: BatchSizeHint) -> Self {
+    /// (and whose defaults it gives).
+    pub fn for_models(hint: ModelHint) -> Self {
         Self {
             hint,
             every_async: false,
@@ -82,6 +94,22 @@ impl InferenceRule {
         })
     }
 
+    /// The session's replicas, else the most any called model asks for.
+    fn replicas(&self, exprs: &[Arc<AsyncFuncExpr>], settings: usize) -> usize {
+        if settings > 0 {
+            return settings;
+        }
+        exprs
+            .iter()
+            .filter_map(|e| {
+                let function = e.func.downcast_ref::<ScalarFunctionExpr>()?;
+                (self.hint)(function).map(|d| d.replicas)
+            })
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
     fn batch_size(&self, exprs: &[Arc<AsyncFuncExpr>], settings: usize) -> usize {
         if settings > 0 {
             return settings;
@@ -90,7 +118,9 @@ impl InferenceRule {
             .iter()
             .filter_map(|e| {
                 let function = e.func.downcast_ref::<ScalarFunctionExpr>()?;
-                (self.hint)(function).or_else(|| e.ideal_batch_size().ok().flatten())
+                (self.hint)(function)
+                    .map(|d| d.batch_size)
+                    .or_else(|| e.ideal_batch_size().ok().flatten())
             })
             .max()
             .unwrap_or(DEFAULT_BATCH_SIZE)
@@ -115,7 +145,7 @@ impl PhysicalOptimizerRule for InferenceRule {
             }
             let config = InferenceConfig {
                 batch_size: self.batch_size(&exprs, settings.batch_size),
-                replicas: settings.replicas,
+                replicas: self.replicas(&exprs, settings.replicas),
                 queue_depth: settings.queue_depth,
                 max_wait: Duration::from_millis(settings.max_wait_ms),
             };

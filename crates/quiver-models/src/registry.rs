@@ -16,7 +16,7 @@ use crate::share::{DeviceFraction, DeviceShares};
 use crate::speech::{SpeechInfo, Transcriber};
 use crate::text::{TextEmbedder, TextEmbedderInfo};
 use crate::vision::{ImageClassifier, ImageClassifierInfo, Ranking};
-use crate::worker::Worker;
+use crate::worker::{MAX_REPLICAS, Worker};
 
 /// The architectures Quiver runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +103,9 @@ pub struct ModelSpec {
     pub precision: Precision,
     /// Rows per forward pass.
     pub batch_size: usize,
+    /// Forward passes that run at once (worker threads over the same
+    /// weights), where the session's `quiver.inference.replicas` is 0.
+    pub replicas: usize,
     /// The share of its device the model holds while a forward pass runs
     /// (1: the device to itself; see [`crate::share`]).
     pub device_fraction: DeviceFraction,
@@ -120,6 +123,7 @@ impl ModelSpec {
             device: DeviceChoice::default(),
             precision: Precision::default(),
             batch_size: DEFAULT_BATCH_SIZE,
+            replicas: 1,
             device_fraction: DeviceFraction::WHOLE,
             labels: None,
         }
@@ -141,12 +145,23 @@ impl ModelSpec {
                         reason: format!("'{value}' is not a positive whole number"),
                     })?
             }
+            "replicas" => {
+                self.replicas = value
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_REPLICAS).contains(n))
+                    .ok_or_else(|| ModelError::BadOption {
+                        option: "replicas".into(),
+                        reason: format!("'{value}' is not a whole number from 1 to {MAX_REPLICAS}"),
+                    })?
+            }
             "device_fraction" => self.device_fraction = value.parse()?,
             "labels" => self.labels = Some(PathBuf::from(value)),
             other => {
                 return Err(ModelError::BadOption {
                     option: other.to_string(),
-                    reason: "unknown option (expected device, dtype, batch_size, device_fraction or labels)".into(),
+                    reason: "unknown option (expected device, dtype, batch_size, replicas, device_fraction or labels)".into(),
                 });
             }
         }
@@ -587,6 +602,13 @@ impl ModelRegistry {
     pub fn batch_size(&self, name: &str) -> Option<usize> {
         let entries = self.entries.read().ok()?;
         entries.get(&key(name)).map(|e| e.spec.batch_size)
+    }
+
+    /// The `replicas` model `name` was registered with, if it is
+    /// registered.
+    pub fn replicas(&self, name: &str) -> Option<usize> {
+        let entries = self.entries.read().ok()?;
+        entries.get(&key(name)).map(|e| e.spec.replicas)
     }
 
     /// The loaded model `name`, loading it on first use. Blocks while

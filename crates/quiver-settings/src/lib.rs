@@ -12,7 +12,7 @@
 //! | `quiver.media.max_video_pixels` | 36000000 | pixels of one video frame; larger videos are refused before decoding |
 //! | `quiver.io.max_concurrent_requests` | 32 | requests `url_download` keeps in flight per partition |
 //! | `quiver.inference.batch_size` | 0 | rows per model call in `InferenceExec`; 0 takes the model's `batch_size` |
-//! | `quiver.inference.replicas` | 1 | forward passes of one model running at once (worker threads sharing its weights) |
+//! | `quiver.inference.replicas` | 0 | forward passes of one model running at once (worker threads sharing its weights); 0 takes the model's `replicas` (1 unless `CREATE MODEL` says) |
 //! | `quiver.inference.queue_depth` | 4 | slices (a quarter of `batch_size` rows) each partition keeps queued ahead of its consumer, at least |
 //! | `quiver.inference.max_wait_ms` | 250 | how long a partly filled model batch waits for more rows |
 //! | `quiver.progress` | off | the server sends NOTICEs with a running statement's progress |
@@ -53,7 +53,8 @@ pub struct InferenceSettings {
     /// Rows per model call; 0 takes the model's own `batch_size`.
     pub batch_size: usize,
     /// Forward passes of one model that run at once, each on its own
-    /// worker thread over the same weights.
+    /// worker thread over the same weights; 0 takes the model's own
+    /// `replicas` (1 unless registered with more).
     pub replicas: usize,
     /// Slices (a quarter of `batch_size` rows) each partition keeps
     /// queued ahead of its consumer, at least: the bound that makes a slow
@@ -68,7 +69,7 @@ impl Default for InferenceSettings {
     fn default() -> Self {
         Self {
             batch_size: 0,
-            replicas: 1,
+            replicas: 0,
             queue_depth: 4,
             max_wait_ms: 250,
         }
@@ -176,7 +177,7 @@ impl ExtensionOptions for QuiverSettings {
             }
             "inference.replicas" => {
                 self.inference.replicas =
-                    usize::try_from(parse_count(key, value)?).unwrap_or(usize::MAX);
+                    usize::try_from(parse_whole(key, value)?).unwrap_or(usize::MAX);
             }
             "inference.queue_depth" => {
                 self.inference.queue_depth =
@@ -238,7 +239,7 @@ impl ExtensionOptions for QuiverSettings {
             ConfigEntry {
                 key: "quiver.inference.replicas".to_string(),
                 value: Some(self.inference.replicas.to_string()),
-                description: "Forward passes of one model running at once, each on its own worker thread over the same weights.",
+                description: "Forward passes of one model running at once, each on its own worker thread over the same weights; 0 takes the model's own replicas (1 unless CREATE MODEL says).",
             },
             ConfigEntry {
                 key: "quiver.inference.queue_depth".to_string(),

@@ -182,6 +182,8 @@ pub struct ModelDeclaration {
     pub dtype: Option<String>,
     /// Rows per forward pass.
     pub batch_size: Option<usize>,
+    /// Forward passes at once, where the session leaves it to the model.
+    pub replicas: Option<usize>,
     /// The share of its device the model holds while it runs (0 to 1).
     pub device_fraction: Option<f64>,
     /// Class labels, one per line (classifiers).
@@ -200,6 +202,9 @@ impl ModelDeclaration {
         }
         if let Some(b) = self.batch_size {
             spec.set_option("batch_size", &b.to_string())?;
+        }
+        if let Some(r) = self.replicas {
+            spec.set_option("replicas", &r.to_string())?;
         }
         if let Some(f) = self.device_fraction {
             spec.set_option("device_fraction", &f.to_string())?;

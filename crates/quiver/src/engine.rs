@@ -25,7 +25,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
-use quiver_exec::{BatchSizeHint, InferenceRule, NestedAsyncRule, StatementProgress};
+use quiver_exec::{InferenceRule, ModelDefaults, ModelHint, NestedAsyncRule, StatementProgress};
 use quiver_settings::QuiverSettings;
 use quiver_sources::download::UrlDownload;
 use quiver_sources::fetch::MediaFetch;
@@ -173,9 +173,7 @@ fn new_context(
         // Asynchronous calls nested in others run innermost first.
         .with_physical_optimizer_rule(Arc::new(NestedAsyncRule))
         // Model calls run in InferenceExec, batched across partitions.
-        .with_physical_optimizer_rule(Arc::new(InferenceRule::for_models(model_batch_size(
-            models,
-        ))))
+        .with_physical_optimizer_rule(Arc::new(InferenceRule::for_models(model_defaults(models))))
         .build();
     for format in ["PARQUET", "CSV", "JSON", "NDJSON"] {
         state.table_factories_mut().insert(
@@ -248,11 +246,15 @@ fn function_names(ctx: &SessionContext) -> (BTreeSet<String>, BTreeSet<String>) 
 
 /// A model call's registered `batch_size`: the model its constant first
 /// argument names.
-fn model_batch_size(models: &Arc<ModelRegistry>) -> BatchSizeHint {
+fn model_defaults(models: &Arc<ModelRegistry>) -> ModelHint {
     let models = models.clone();
     Arc::new(move |call: &ScalarFunctionExpr| {
         let name = call.args().first()?.downcast_ref::<Literal>()?.value();
-        models.batch_size(&quiver_settings::args::scalar_text(name)?)
+        let name = quiver_settings::args::scalar_text(name)?;
+        Some(ModelDefaults {
+            batch_size: models.batch_size(&name)?,
+            replicas: models.replicas(&name)?,
+        })
     })
 }
 

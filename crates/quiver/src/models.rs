@@ -3,7 +3,7 @@
 //! ```sql
 //! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name TYPE bert FROM 'dir'
 //!     [OPTIONS (device 'cpu'|'cuda', dtype 'f32'|'f16'|'bf16', batch_size '64',
-//!               device_fraction '0.5', labels 'file')];
+//!               replicas '2', device_fraction '0.5', labels 'file')];
 //! DROP MODEL [IF EXISTS] name;
 //! SHOW MODELS;
 //! DESCRIBE MODEL name;
@@ -348,6 +348,7 @@ pub fn describe_model(registry: &ModelRegistry, name: &str) -> Result<RecordBatc
         ("device", spec.device.to_string()),
         ("dtype", spec.precision.to_string()),
         ("batch_size", spec.batch_size.to_string()),
+        ("replicas", spec.replicas.to_string()),
         ("device_fraction", spec.device_fraction.to_string()),
     ];
     if let Some(labels) = &spec.labels {
@@ -482,7 +483,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         quiver_models::testing::write_tiny_bert(dir.path(), 32, 7).expect("tiny");
         let config = crate::QuiverConfig::from_toml(&format!(
-            "[models.tiny]\ntype = \"bert\"\npath = \"{}\"\nbatch_size = 8\ndevice_fraction = 0.5\n",
+            "[models.tiny]\ntype = \"bert\"\npath = \"{}\"\nbatch_size = 8\nreplicas = 3\ndevice_fraction = 0.5\n",
             dir.path().display()
         ))
         .expect("config");
@@ -499,6 +500,7 @@ mod tests {
             .value(0)
             .to_string();
         assert_eq!(fraction, "0.5");
+        assert_eq!(q.models().replicas("tiny"), Some(3));
         // A second session of the same engine sees the same models.
         let other = q.new_session().expect("session");
         other.sql("DROP MODEL tiny").await.expect("drop");

@@ -43,7 +43,8 @@ pub(crate) fn model_error(e: ModelError) -> DataFusionError {
 
 /// The loaded model `name` (loading it on first use, off the async
 /// runtime), with as many worker threads as the session's
-/// `quiver.inference.replicas` asks for.
+/// `quiver.inference.replicas` asks for, or where that is 0, the model's
+/// own `replicas`.
 pub(crate) async fn load_model(
     registry: &Arc<ModelRegistry>,
     name: &str,
@@ -56,6 +57,10 @@ pub(crate) async fn load_model(
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?
         .map_err(model_error)?;
+    let replicas = match replicas {
+        0 => model.spec().replicas,
+        n => n,
+    };
     model.ensure_replicas(replicas).map_err(model_error)?;
     Ok(model)
 }
