@@ -404,6 +404,8 @@ impl DisplayAs for InferenceExec {
             DisplayFormatType::TreeRender => {
                 writeln!(f, "batch_size={}", c.batch_size)?;
                 writeln!(f, "replicas={}", c.replicas)?;
+                writeln!(f, "queue_depth={}", c.queue_depth)?;
+                writeln!(f, "max_wait={}ms", c.max_wait.as_millis())?;
                 writeln!(f, "exprs={exprs}")
             }
         }

@@ -1015,3 +1015,28 @@ async fn one_row_input_batches_still_make_full_calls() {
     let short = sizes.iter().filter(|&&s| s < 64).count();
     assert!(short <= 2, "{sizes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn explain_shows_every_setting_in_both_formats() {
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::ZERO, None);
+    ctx.register_table("t", Arc::new(table(2, 1, 5))).unwrap();
+    set(&ctx, "quiver.inference.queue_depth", 6).await;
+    set(&ctx, "quiver.inference.max_wait_ms", 40).await;
+    let plan = plan(&ctx, "SELECT echo(id) FROM t").await;
+    let indent = displayable(plan.as_ref()).indent(true).to_string();
+    assert!(
+        indent.contains("InferenceExec: batch_size=32, replicas=1, queue_depth=6, max_wait=40ms"),
+        "{indent}"
+    );
+    let tree = displayable(plan.as_ref()).tree_render().to_string();
+    // The tree format shows `key: value` lines.
+    for setting in [
+        "batch_size: 32",
+        "replicas: 1",
+        "queue_depth: 6",
+        "max_wait: 40ms",
+    ] {
+        assert!(tree.contains(setting), "{setting} missing: {tree}");
+    }
+}
