@@ -15,7 +15,9 @@
 //! through aliases (`FROM read_images(…) i`), projections that pass the
 //! bytes column on (also renamed) or compute a column from it alone, and
 //! filters that use neither, down to the media table's scan; above, one
-//! projection puts each column back under its original name. An outer join's missing rows have no path and read
+//! projection puts each column back under its original name. A computed
+//! column stays below on the side an outer join pads with NULLs: computed
+//! above from no bytes, it need not be NULL (`image IS NULL`). An outer join's missing rows have no path and read
 //! NULL bytes, as they did. Where a join sits over another join, the fetch
 //! moves up again, so bytes are read once, after the last.
 //!
@@ -31,7 +33,7 @@ use datafusion::logical_expr::expr::{Alias, ScalarFunction};
 use datafusion::logical_expr::logical_plan::{
     Filter, Projection, SubqueryAlias, TableScan, TableScanBuilder,
 };
-use datafusion::logical_expr::{Expr, LogicalPlan, ScalarUDF, lit};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, ScalarUDF, lit};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
@@ -317,8 +319,23 @@ impl LateMaterialization {
         let mut deferred = Vec::new();
         let mut inputs = Vec::new();
         let mut changed = false;
-        for input in plan.inputs() {
+        // An outer join gives a side's missing rows NULL in every column.
+        // A fetch of no path is NULL too, but a value computed from it need
+        // not be (`image IS NULL`): such values stay below on that side.
+        let padded = |side: usize| match &plan {
+            LogicalPlan::Join(join) => match join.join_type {
+                JoinType::Left => side == 1,
+                JoinType::Right => side == 0,
+                JoinType::Full => true,
+                _ => false,
+            },
+            _ => true,
+        };
+        for (side, input) in plan.inputs().into_iter().enumerate() {
             match self.strip(input)? {
+                Some((_, taken)) if padded(side) && taken.iter().any(|d| d.value != fetched()) => {
+                    inputs.push(input.clone())
+                }
                 Some((stripped, taken)) if !exprs.iter().any(|e| uses(e, &taken)) => {
                     inputs.push(stripped);
                     deferred.extend(taken);
