@@ -87,38 +87,30 @@ impl InferenceRule {
     }
 
     fn calls_a_model(&self, exprs: &[Arc<AsyncFuncExpr>]) -> bool {
-        exprs.iter().any(|e| {
-            e.func
-                .downcast_ref::<ScalarFunctionExpr>()
-                .is_some_and(|f| (self.hint)(f).is_some())
-        })
+        self.hinted(exprs).any(|(_, defaults)| defaults.is_some())
     }
 
-    /// The session's replicas, else the most any called model asks for.
-    fn replicas(&self, exprs: &[Arc<AsyncFuncExpr>], settings: usize) -> usize {
-        if settings > 0 {
-            return settings;
-        }
-        exprs
-            .iter()
-            .filter_map(|e| {
-                let function = e.func.downcast_ref::<ScalarFunctionExpr>()?;
-                (self.hint)(function).map(|d| d.replicas)
-            })
-            .max()
-            .unwrap_or(1)
-            .max(1)
+    /// Each call of `exprs` with its model's defaults, if it is a model's.
+    fn hinted<'a>(
+        &'a self,
+        exprs: &'a [Arc<AsyncFuncExpr>],
+    ) -> impl Iterator<Item = (&'a Arc<AsyncFuncExpr>, Option<ModelDefaults>)> + 'a {
+        exprs.iter().map(|e| {
+            let defaults = e
+                .func
+                .downcast_ref::<ScalarFunctionExpr>()
+                .and_then(|f| (self.hint)(f));
+            (e, defaults)
+        })
     }
 
     fn batch_size(&self, exprs: &[Arc<AsyncFuncExpr>], settings: usize) -> usize {
         if settings > 0 {
             return settings;
         }
-        exprs
-            .iter()
-            .filter_map(|e| {
-                let function = e.func.downcast_ref::<ScalarFunctionExpr>()?;
-                (self.hint)(function)
+        self.hinted(exprs)
+            .filter_map(|(e, defaults)| {
+                defaults
                     .map(|d| d.batch_size)
                     .or_else(|| e.ideal_batch_size().ok().flatten())
             })
@@ -145,7 +137,14 @@ impl PhysicalOptimizerRule for InferenceRule {
             }
             let config = InferenceConfig {
                 batch_size: self.batch_size(&exprs, settings.batch_size),
-                replicas: self.replicas(&exprs, settings.replicas),
+                // Calls in flight for the most replicas any called model
+                // runs (each model runs its own at most).
+                replicas: settings.replicas_or(
+                    self.hinted(&exprs)
+                        .filter_map(|(_, d)| d.map(|d| d.replicas))
+                        .max()
+                        .unwrap_or(1),
+                ),
                 queue_depth: settings.queue_depth,
                 max_wait: Duration::from_millis(settings.max_wait_ms),
             };

@@ -494,8 +494,9 @@ async fn explain_analyze_shows_the_batching() {
     assert!(busy >= 0.005 * sizes.len() as f64 / 2.0, "{line}");
     let pct: f64 = metric(line, "model_busy_pct").parse().expect("a number");
     assert!((1.0..=100.0).contains(&pct), "{line}");
+    // The other times are there, as times (`seconds` panics otherwise).
     for time in ["input_wait", "output_blocked", "preprocess"] {
-        assert!(seconds(&metric(line, time)) >= 0.0, "{line}");
+        seconds(&metric(line, time));
     }
 }
 

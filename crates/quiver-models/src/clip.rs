@@ -331,18 +331,19 @@ impl Clip {
     }
 
     /// Zero-shot classification: each image against `labels` (texts such
-    /// as "a photo of a cat"), softmax over the scaled cosine
-    /// similarities; the `top` best, most probable first.
+    /// as "a photo of a cat", tokenised by [`Self::tokenize`]), softmax
+    /// over the scaled cosine similarities; the `top` best, most probable
+    /// first.
     pub fn classify(
         &self,
         rgb: &[u8],
-        labels: &[&str],
+        labels: &[Encoding],
         batch: usize,
         top: usize,
         stop: Stop,
     ) -> Result<Vec<Ranking>> {
         let d = self.info.dim;
-        let texts = self.embed_texts(labels, batch, stop)?;
+        let texts = self.embed_tokens(labels, batch, stop)?;
         let images = self.embed_images(rgb, batch, stop)?;
         let mut out = vec![];
         for image in images.chunks_exact(d) {

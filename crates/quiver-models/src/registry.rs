@@ -394,7 +394,8 @@ impl Model {
 
     /// Zero-shot classification of images against label texts: the
     /// `top_k` labels of each image (indices into `labels`) with their
-    /// probabilities.
+    /// probabilities. The labels (a few short texts) are tokenised on the
+    /// caller's thread, the passes run on the model's.
     pub async fn clip_classify(
         &self,
         rgb: Vec<u8>,
@@ -402,12 +403,14 @@ impl Model {
         top_k: usize,
     ) -> Result<Vec<Ranking>> {
         let batch = self.spec.batch_size;
+        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let labels = match self.worker.kind() {
+            LoadedKind::Clip(m) => m.tokenize(&refs)?,
+            other => return Err(other.wrong_kind("clip_classify")),
+        };
         self.worker
             .run(move |kind, stop| match kind {
-                LoadedKind::Clip(m) => {
-                    let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-                    m.classify(&rgb, &refs, batch, top_k, stop)
-                }
+                LoadedKind::Clip(m) => m.classify(&rgb, &labels, batch, top_k, stop),
                 other => Err(other.wrong_kind("clip_classify")),
             })
             .await
@@ -597,18 +600,10 @@ impl ModelRegistry {
         Ok((e.spec.clone(), e.info.clone()))
     }
 
-    /// The `batch_size` model `name` was registered with, if it is
-    /// registered.
-    pub fn batch_size(&self, name: &str) -> Option<usize> {
+    /// What model `name` was registered with, if it is registered.
+    pub fn spec(&self, name: &str) -> Option<ModelSpec> {
         let entries = self.entries.read().ok()?;
-        entries.get(&key(name)).map(|e| e.spec.batch_size)
-    }
-
-    /// The `replicas` model `name` was registered with, if it is
-    /// registered.
-    pub fn replicas(&self, name: &str) -> Option<usize> {
-        let entries = self.entries.read().ok()?;
-        entries.get(&key(name)).map(|e| e.spec.replicas)
+        entries.get(&key(name)).map(|e| e.spec.clone())
     }
 
     /// The loaded model `name`, loading it on first use. Blocks while
@@ -671,9 +666,19 @@ mod tests {
             .recv()
             .expect("the model's thread runs the first call");
         let texts = ["a cat sat on the mat", "dog"];
-        let tokens = model
-            .tokenize(&texts)
-            .expect("tokenised while the model is busy");
+        // On another thread, with a deadline: work sent to the model's
+        // thread would wait for ever here.
+        let (done, tokenised) = std::sync::mpsc::channel();
+        {
+            let model = Arc::clone(&model);
+            std::thread::spawn(move || {
+                let _ = done.send(model.tokenize(&texts));
+            });
+        }
+        let tokens = tokenised
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("tokenised while the model's only thread is busy")
+            .expect("tokens");
         assert_eq!(tokens.len(), 2);
         release.send(()).expect("release");
         busy.join().expect("join").expect("the first call");

@@ -65,6 +65,17 @@ pub struct InferenceSettings {
     pub max_wait_ms: u64,
 }
 
+impl InferenceSettings {
+    /// The replicas to run: the session's, or where it leaves them to the
+    /// model (0), `model`'s.
+    pub fn replicas_or(&self, model: usize) -> usize {
+        match self.replicas {
+            0 => model.max(1),
+            n => n,
+        }
+    }
+}
+
 impl Default for InferenceSettings {
     fn default() -> Self {
         Self {

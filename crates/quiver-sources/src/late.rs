@@ -7,18 +7,21 @@
 //! listings (and headers where other columns need them) instead of every
 //! file whole, and a join that keeps 1% of the rows reads 1% of the files.
 //! What is computed from the bytes alone below the join (decoded pixels,
-//! `image_decode(image)`, a tensor, an embedding: a subquery, view or CTE
-//! that decodes before the join) moves up with them, and runs on the
-//! fetched bytes of the rows that come out.
+//! `image_decode(image)`, a tensor: a subquery, view or CTE that decodes
+//! before the join) moves up with them, and runs on the fetched bytes of
+//! the rows that come out.
 //!
 //! The rule runs bottom-up over the logical plan. Below the join it looks
 //! through aliases (`FROM read_images(…) i`), projections that pass the
 //! bytes column on (also renamed) or compute a column from it alone, and
 //! filters that use neither, down to the media table's scan; above, one
-//! projection puts each column back under its original name. A computed
-//! column stays below on the side an outer join pads with NULLs: computed
-//! above from no bytes, it need not be NULL (`image IS NULL`). An outer join's missing rows have no path and read
-//! NULL bytes, as they did. Where a join sits over another join, the fetch
+//! projection puts each column back under its original name. An outer
+//! join's missing rows have no path and read NULL bytes, as they did; a
+//! computed column stays below on the side an outer join pads with NULLs
+//! (computed above from no bytes, `image IS NULL` would not be NULL).
+//! Model calls (asynchronous functions) stay below too: above a join that
+//! repeats a row they would run once per repeat. What moves runs once per
+//! row the join outputs. Where a join sits over another join, the fetch
 //! moves up again, so bytes are read once, after the last.
 //!
 //! Sorts are left alone: DataFusion 55 runs an asynchronous call above a
@@ -66,7 +69,7 @@ fn fetched() -> Expr {
 #[derive(Debug, Clone)]
 struct Deferred {
     /// The column as the stripped plan's parent knew it.
-    bytes: Column,
+    column: Column,
     /// What it holds, in terms of the fetched bytes ([`fetched`]): those
     /// bytes for the bytes column itself, `image_decode(…)` of them for
     /// decoded pixels.
@@ -82,7 +85,7 @@ struct Deferred {
 impl Deferred {
     fn requalify(self, qualifier: &datafusion::common::TableReference) -> Self {
         Self {
-            bytes: Column::new(Some(qualifier.clone()), self.bytes.name),
+            column: Column::new(Some(qualifier.clone()), self.column.name),
             path: Column::new(Some(qualifier.clone()), self.path.name),
             ..self
         }
@@ -92,7 +95,7 @@ impl Deferred {
 /// Whether `expr` uses any of the deferred bytes columns.
 fn uses(expr: &Expr, deferred: &[Deferred]) -> bool {
     let columns = expr.column_refs();
-    deferred.iter().any(|d| columns.contains(&d.bytes))
+    deferred.iter().any(|d| columns.contains(&d.column))
 }
 
 /// `expr` with every `column` in it replaced by `by`.
@@ -102,6 +105,29 @@ fn replace_column(expr: Expr, column: &Column, by: &Expr) -> Result<Expr> {
         other => Ok(Transformed::no(other)),
     })
     .data()
+}
+
+/// Whether `value`, an expression of the fetched bytes alone, may be
+/// computed above a join rather than below: not volatile (it would run for
+/// other rows), no subquery (whose plan may refer to columns below), no
+/// asynchronous call (a model's, run once per row the join outputs).
+fn movable(value: &Expr) -> Result<bool> {
+    let fetched = Column::from_name(FETCHED);
+    if value.is_volatile() || value.column_refs().iter().any(|c| **c != fetched) {
+        return Ok(false);
+    }
+    let blocked = value.exists(|e| {
+        Ok(match e {
+            Expr::ScalarSubquery(_)
+            | Expr::Exists(_)
+            | Expr::InSubquery(_)
+            | Expr::SetComparison(_)
+            | Expr::OuterReferenceColumn(..) => true,
+            Expr::ScalarFunction(call) => call.func.as_async().is_some(),
+            _ => false,
+        })
+    })?;
+    Ok(!blocked)
 }
 
 /// The column that stands for `fetch`'s bytes, when `fetch` is a
@@ -141,7 +167,7 @@ impl LateMaterialization {
             ],
         ));
         let value = replace_column(d.value.clone(), &Column::from_name(FETCHED), &fetch)?;
-        Ok(value.alias_qualified(d.bytes.relation.clone(), d.bytes.name.clone()))
+        Ok(value.alias_qualified(d.column.relation.clone(), d.column.name.clone()))
     }
 
     /// A deferred column planned by this rule further down: `media_fetch(p,
@@ -173,13 +199,13 @@ impl LateMaterialization {
             .ok()?
             .data;
         let (path, kind, on_error) = found?;
-        // One fetch, and no other column: the value moves up with the path.
-        let fetched = Column::from_name(FETCHED);
-        if calls != 1 || value.column_refs().iter().any(|c| **c != fetched) {
+        // One fetch, and nothing that cannot move: the value moves up with
+        // the path.
+        if calls != 1 || !movable(&value).ok()? {
             return None;
         }
         Some(Deferred {
-            bytes: Column::new(relation.clone(), name.clone()),
+            column: Column::new(relation.clone(), name.clone()),
             value,
             path,
             kind,
@@ -190,34 +216,31 @@ impl LateMaterialization {
     /// `expr`, a projection's column computed from one deferred column of
     /// `below` and nothing else, deferred in its turn: it is then computed
     /// above the join, for the rows that come out. `None` where it cannot
-    /// move (other columns, volatile functions, subqueries), or where
-    /// another of `exprs` uses the same bytes (they would be fetched twice).
+    /// move (other columns, see [`movable`]), or where another of `exprs`
+    /// uses the same bytes (they would be fetched twice).
     fn defer_computed(expr: &Expr, below: &[Deferred], exprs: &[Expr]) -> Result<Option<Deferred>> {
         let columns = expr.column_refs();
         let [column] = columns.into_iter().collect::<Vec<_>>()[..] else {
             return Ok(None);
         };
-        let Some(from) = below.iter().find(|d| &d.bytes == column) else {
+        let Some(from) = below.iter().find(|d| &d.column == column) else {
             return Ok(None);
         };
-        let subquery = expr.exists(|e| {
-            Ok(matches!(
-                e,
-                Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
-            ))
-        })?;
         let shared = exprs
             .iter()
-            .filter(|e| e.column_refs().contains(&from.bytes))
+            .filter(|e| e.column_refs().contains(&from.column))
             .count()
             > 1;
-        if subquery || shared || expr.is_volatile() {
+        if shared {
             return Ok(None);
         }
         let (relation, name) = expr.qualified_name();
-        let value = replace_column(expr.clone().unalias(), &from.bytes, &from.value)?;
+        let value = replace_column(expr.clone().unalias(), &from.column, &from.value)?;
+        if !movable(&value)? {
+            return Ok(None);
+        }
         Ok(Some(Deferred {
-            bytes: Column::new(relation, name),
+            column: Column::new(relation, name),
             value,
             ..from.clone()
         }))
@@ -272,15 +295,15 @@ impl LateMaterialization {
                 continue;
             }
             let passed = match expr {
-                Expr::Column(c) => below.iter().find(|d| &d.bytes == c).cloned(),
+                Expr::Column(c) => below.iter().find(|d| &d.column == c).cloned(),
                 Expr::Alias(Alias {
                     expr,
                     relation,
                     name,
                     ..
                 }) => match expr.as_ref() {
-                    Expr::Column(c) => below.iter().find(|d| &d.bytes == c).map(|d| Deferred {
-                        bytes: Column::new(relation.clone(), name.clone()),
+                    Expr::Column(c) => below.iter().find(|d| &d.column == c).map(|d| Deferred {
+                        column: Column::new(relation.clone(), name.clone()),
                         ..d.clone()
                     }),
                     _ => None,
@@ -302,12 +325,16 @@ impl LateMaterialization {
         if deferred.is_empty() {
             return Ok(None);
         }
-        // The paths travel on.
+        // The paths travel on, unless another column has taken the name.
         for d in &deferred {
             let path = Expr::Column(d.path.clone());
-            if !exprs.contains(&path) {
-                exprs.push(path);
+            if exprs.contains(&path) {
+                continue;
             }
+            if exprs.iter().any(|e| e.qualified_name().1 == d.path.name) {
+                return Ok(None);
+            }
+            exprs.push(path);
         }
         let rebuilt = Projection::try_new(exprs, input)?;
         Ok(Some((LogicalPlan::Projection(rebuilt), deferred)))
@@ -352,7 +379,7 @@ impl LateMaterialization {
         // Semi and anti joins drop a side: its bytes were not wanted above.
         if deferred
             .iter()
-            .any(|d| !schema.has_column(&d.path) || schema.has_column(&d.bytes))
+            .any(|d| !schema.has_column(&d.path) || schema.has_column(&d.column))
         {
             return Ok(Transformed::no(plan));
         }
@@ -361,7 +388,7 @@ impl LateMaterialization {
             .iter()
             .map(|(qualifier, field)| {
                 let column = Column::new(qualifier.cloned(), field.name());
-                match deferred.iter().find(|d| d.bytes == column) {
+                match deferred.iter().find(|d| d.column == column) {
                     Some(d) => self.fetch_expr(d),
                     None => Ok(Expr::Column(column)),
                 }
@@ -397,7 +424,7 @@ fn strip_scan(scan: &TableScan) -> Result<Option<(LogicalPlan, Vec<Deferred>)>> 
     let schema = reader.schema();
     let path_name = schema.field(0).name().clone();
     let deferred = Deferred {
-        bytes: Column::new(qualifier.cloned(), field.name()),
+        column: Column::new(qualifier.cloned(), field.name()),
         value: fetched(),
         path: Column::new(qualifier.cloned(), path_name),
         kind: reader.kind().to_string(),

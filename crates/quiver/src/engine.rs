@@ -244,16 +244,16 @@ fn function_names(ctx: &SessionContext) -> (BTreeSet<String>, BTreeSet<String>) 
     )
 }
 
-/// A model call's registered `batch_size`: the model its constant first
-/// argument names.
+/// What a model call's model was registered with (`batch_size`,
+/// `replicas`): the model its constant first argument names.
 fn model_defaults(models: &Arc<ModelRegistry>) -> ModelHint {
     let models = models.clone();
     Arc::new(move |call: &ScalarFunctionExpr| {
         let name = call.args().first()?.downcast_ref::<Literal>()?.value();
-        let name = quiver_settings::args::scalar_text(name)?;
+        let spec = models.spec(&quiver_settings::args::scalar_text(name)?)?;
         Some(ModelDefaults {
-            batch_size: models.batch_size(&name)?,
-            replicas: models.replicas(&name)?,
+            batch_size: spec.batch_size,
+            replicas: spec.replicas,
         })
     })
 }

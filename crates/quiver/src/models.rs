@@ -500,7 +500,7 @@ mod tests {
             .value(0)
             .to_string();
         assert_eq!(fraction, "0.5");
-        assert_eq!(q.models().replicas("tiny"), Some(3));
+        assert_eq!(q.models().spec("tiny").map(|s| s.replicas), Some(3));
         // A second session of the same engine sees the same models.
         let other = q.new_session().expect("session");
         other.sql("DROP MODEL tiny").await.expect("drop");

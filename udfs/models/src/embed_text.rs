@@ -50,18 +50,16 @@ pub(crate) async fn load_model(
     name: &str,
     options: &ConfigOptions,
 ) -> Result<Arc<Model>> {
-    let replicas = QuiverSettings::from_options(options).inference.replicas;
+    let settings = QuiverSettings::from_options(options).inference;
     let registry = registry.clone();
     let name = name.to_string();
     let model = tokio::task::spawn_blocking(move || registry.get(&name))
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?
         .map_err(model_error)?;
-    let replicas = match replicas {
-        0 => model.spec().replicas,
-        n => n,
-    };
-    model.ensure_replicas(replicas).map_err(model_error)?;
+    model
+        .ensure_replicas(settings.replicas_or(model.spec().replicas))
+        .map_err(model_error)?;
     Ok(model)
 }
 
