@@ -13,7 +13,7 @@ use tokenizers::{Encoding, Tokenizer};
 
 use crate::convnet::{softmax_rows, top_k};
 use crate::error::{ModelError, Result};
-use crate::text::load_tokenizer;
+use crate::text::{load_tokenizer, tokenize};
 use crate::vision::Ranking;
 use crate::weights::{load_error, var_builder, weights_file};
 use crate::worker::Stop;
@@ -180,7 +180,7 @@ pub struct Clip {
 impl Clip {
     pub fn load(name: &str, dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let info = ClipInfo::read(name, dir)?;
-        // Padding is added per pass (with 0, see `embed_texts`).
+        // Padding is added per pass (with 0, see `embed_tokens`).
         let (tokenizer, _) = load_tokenizer(name, dir, info.max_tokens)?;
         let weights = weights_file(name, dir)?;
         let vb = var_builder(name, &weights, dtype, device)?;
@@ -232,22 +232,10 @@ impl Clip {
             .map_err(&err)
     }
 
-    /// Text embeddings (`texts.len() × dim`, unit length): [`Self::tokenize`]
-    /// then [`Self::embed_tokens`].
-    pub fn embed_texts(&self, texts: &[&str], batch: usize, stop: Stop) -> Result<Vec<f32>> {
-        let encodings = self.tokenize(texts)?;
-        self.embed_tokens(&encodings, batch, stop)
-    }
-
     /// `texts` tokenised for the text tower, ready for
     /// [`Self::embed_tokens`]: CPU work that needs no weights.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Encoding>> {
-        self.tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| ModelError::Tokenize {
-                model: self.name.clone(),
-                message: e.to_string(),
-            })
+        tokenize(&self.tokenizer, &self.name, texts)
     }
 
     /// Text embeddings of tokenised texts (`encodings.len() × dim`, unit

@@ -127,6 +127,20 @@ impl std::fmt::Debug for TextEmbedder {
     }
 }
 
+/// `texts` tokenised by `tokenizer`, `model`'s: one encoding per text.
+pub(crate) fn tokenize(
+    tokenizer: &Tokenizer,
+    model: &str,
+    texts: &[&str],
+) -> Result<Vec<Encoding>> {
+    tokenizer
+        .encode_batch(texts.to_vec(), true)
+        .map_err(|e| ModelError::Tokenize {
+            model: model.to_string(),
+            message: e.to_string(),
+        })
+}
+
 /// Loads `dir/tokenizer.json`, truncating at `max_tokens` and without
 /// padding (Hugging Face exports often fix padding at 128; the embedder pads
 /// each forward pass to its own longest input instead, as
@@ -179,23 +193,11 @@ impl TextEmbedder {
         &self.info
     }
 
-    /// Embeds `texts`, `texts.len() × dim` floats in input order: [`Self::tokenize`]
-    /// then [`Self::embed_tokens`].
-    pub fn embed(&self, texts: &[&str], batch: usize, stop: &dyn Fn() -> bool) -> Result<Vec<f32>> {
-        let encodings = self.tokenize(texts)?;
-        self.embed_tokens(&encodings, batch, stop)
-    }
-
     /// `texts` tokenised (truncated at the model's `max_tokens`), ready for
     /// [`Self::embed_tokens`]: CPU work that needs no weights, so a caller
     /// can do it while the model runs another batch.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Encoding>> {
-        self.tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| ModelError::Tokenize {
-                model: self.name.clone(),
-                message: e.to_string(),
-            })
+        tokenize(&self.tokenizer, &self.name, texts)
     }
 
     /// Embeds tokenised texts, `encodings.len() × dim` floats in input
