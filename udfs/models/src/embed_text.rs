@@ -121,10 +121,11 @@ impl EmbedText {
         };
         let width = usize::try_from(*dim).unwrap_or(0);
         let rows: Vec<usize> = (0..texts.len()).filter(|&i| texts.is_valid(i)).collect();
-        let inputs: Vec<String> = rows.iter().map(|&i| texts.value(i).to_string()).collect();
-        let tokenizer = Arc::clone(model);
+        // The array itself goes to the blocking pool (its buffers are
+        // shared, not copied), and the texts are read there in place.
+        let (tokenizer, array, valid) = (Arc::clone(model), texts.clone(), rows.clone());
         let tokens = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            let refs: Vec<&str> = valid.iter().map(|&i| array.value(i)).collect();
             tokenizer.tokenize(&refs)
         })
         .await
