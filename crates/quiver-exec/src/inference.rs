@@ -29,7 +29,9 @@
 //!   model are bounded by the calls ahead, not by the partitions.
 //! - The **batcher** gathers rows from every partition into calls of
 //!   `batch_size` rows (a partly filled call waits at most `max_wait` for
-//!   more), and keeps `replicas + 1` calls in flight: while the model's
+//!   more, or, while `replicas` calls are in flight, until one of them
+//!   ends: sent sooner, it would only wait for a replica), and keeps
+//!   `replicas + 1` calls in flight: while the model's
 //!   workers run forward passes, the next call prepares its inputs (the
 //!   function's own preprocessing: tokenising, resizing, mel spectrograms).
 //! - Each **output** stream hands its batches back in their input order,
@@ -1108,11 +1110,30 @@ async fn batch(mut b: Batcher) {
                         Err(_) => continue,
                     }
                 }
+                // Past `max_wait`, but `replicas` calls in flight: sent
+                // now, this one would only wait for a replica, so it
+                // gathers on until one of them ends (each ending
+                // notifies `changed`). The cost: its own preprocessing
+                // no longer overlaps the pass before it; a full call
+                // leaves at once, so that is only while rows are short.
+                Some((oldest, _))
+                    if permits.available_permits() == 0
+                        && oldest.arrived + b.config.max_wait <= Instant::now() =>
+                {
+                    tokio::select! {
+                        next = b.chunks.recv() => Some(next),
+                        () = b.stalls.changed.notified() => continue,
+                    }
+                }
                 Some((oldest, _)) => {
                     let deadline =
                         tokio::time::Instant::from_std(oldest.arrived + b.config.max_wait);
                     tokio::select! {
-                        next = tokio::time::timeout_at(deadline, b.chunks.recv()) => next.ok(),
+                        next = tokio::time::timeout_at(deadline, b.chunks.recv()) => match next {
+                            Ok(next) => Some(next),
+                            Err(_) if permits.available_permits() == 0 => continue,
+                            Err(_) => None,
+                        },
                         () = b.stalls.changed.notified() => continue,
                     }
                 }

@@ -562,6 +562,36 @@ async fn a_partly_filled_call_waits_at_most_max_wait_for_more_rows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_that_would_queue_behind_every_replica_gathers_until_one_is_free() {
+    // As above with 128 rows, one replica and calls that take 300 ms.
+    // The first call leaves with the first slice (80 ms) after 10 ms. The
+    // second slice comes at 160 ms, while the first call runs until about
+    // 390 ms: sent at 170 ms, a second call of 16 would only wait for the
+    // replica, so it gathers on until the first ends (slices to 320 ms:
+    // 48 rows), and the third fills to 64 while the second runs. (Before,
+    // the second call left at 170 ms with 16 rows: [16, 16, 32, 16, 48].)
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::from_millis(300), None);
+    set(&ctx, "datafusion.execution.target_partitions", 1).await;
+    ctx.register_table("t", Arc::new(table_of(1, 1, |_, _| 128)))
+        .unwrap();
+    set(&ctx, "quiver.inference.batch_size", 64).await;
+    set(&ctx, "quiver.inference.max_wait_ms", 10).await;
+    set(&ctx, "quiver.inference.replicas", 1).await;
+    let plan = plan(&ctx, "SELECT echo(slow_tally(id)) AS e FROM t").await;
+    let out = collect(plan, ctx.task_ctx()).await.unwrap();
+    let ids: Vec<i64> = out
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(ids, (0..128).map(|id| id * 10 + 1).collect::<Vec<_>>());
+    let sizes = calls.sizes.lock().unwrap().clone();
+    assert_eq!(sizes.first(), Some(&16), "{sizes:?}");
+    assert!(sizes.len() <= 4 && sizes[1] >= 32, "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 128);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn limit_stops_inference_early() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::from_millis(2), None);

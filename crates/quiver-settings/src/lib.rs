@@ -14,7 +14,7 @@
 //! | `quiver.inference.batch_size` | 0 | rows per model call in `InferenceExec`; 0 takes the model's `batch_size` |
 //! | `quiver.inference.replicas` | 0 | forward passes of one model running at once (worker threads sharing its weights); 0 takes the model's `replicas` (1 unless `CREATE MODEL` says) |
 //! | `quiver.inference.queue_depth` | 4 | slices (a quarter of `batch_size` rows) each partition keeps queued ahead of its consumer, at least |
-//! | `quiver.inference.max_wait_ms` | 250 | how long a partly filled model batch waits for more rows |
+//! | `quiver.inference.max_wait_ms` | 250 | how long a partly filled model batch waits for more rows (longer while `replicas` calls are in flight: until one ends) |
 //! | `quiver.progress` | off | the server sends NOTICEs with a running statement's progress |
 //! | `quiver.progress_interval_ms` | 1000 | how often those NOTICEs come |
 
@@ -61,7 +61,8 @@ pub struct InferenceSettings {
     /// consumer stop the decoding upstream.
     pub queue_depth: usize,
     /// How long, in milliseconds, a partly filled model batch waits for
-    /// rows from other partitions before it runs anyway.
+    /// rows from other partitions before it runs anyway (longer while
+    /// `replicas` calls are in flight: until one of them ends).
     pub max_wait_ms: u64,
 }
 
