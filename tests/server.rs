@@ -2097,3 +2097,151 @@ async fn pg_stat_activity_and_per_connection_memory() {
     assert_eq!(rows, vec![vec![Some("1".into())]]);
     server.stop().await;
 }
+
+/// `(files read, rows through the model)` of the statement whose text
+/// holds `marker`, from `pg_stat_activity`; `None` once its connection is
+/// gone.
+async fn progress_of(watcher: &Client, marker: &str) -> Option<(i64, i64)> {
+    let rows = watcher
+        .query(
+            "SELECT quiver_files_read, quiver_model_rows FROM pg_stat_activity \
+             WHERE query LIKE '%' || $1 || '%' AND query NOT LIKE '%pg_stat_activity%'",
+            &[&marker],
+        )
+        .await
+        .expect("pg_stat_activity");
+    rows.first().map(|r| (r.get(0), r.get(1)))
+}
+
+/// The progress of `marker`'s statement once six readings 300 ms apart
+/// agree (at most 60 s).
+async fn standing_still(watcher: &Client, marker: &str) -> (i64, i64) {
+    let (mut last, mut same) = (None, 0);
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = progress_of(watcher, marker).await.expect("still connected");
+        same = if last == Some(now) { same + 1 } else { 0 };
+        if same == 5 {
+            return now;
+        }
+        last = Some(now);
+    }
+    panic!("{marker}: still moving after 60 s: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_stops_the_reads_and_the_model() {
+    // 1,000 files (one small PNG under 1,000 names), each row padded to
+    // 256 KB so that the sockets' buffers hold a few dozen rows: a client
+    // that reads one row and stops must stop the scan and the model calls
+    // long before the end, for a SELECT as for a COPY … TO STDOUT, and
+    // they must go on when it reads again.
+    let server = Server::start().await;
+    let files = tempfile::tempdir().expect("tempdir");
+    let forest = std::path::Path::new(&server.data()).join("images/forest.png");
+    for i in 0..1000 {
+        std::fs::hard_link(&forest, files.path().join(format!("{i:04}.png"))).expect("link");
+    }
+    let models = tempfile::tempdir().expect("tempdir");
+    quiver::sample::write_models(models.path()).expect("models");
+    let watcher = server.connect().await;
+    watcher
+        .batch_execute(&format!(
+            "CREATE MODEL clip TYPE clip FROM '{}'",
+            models.path().join("models/tiny-clip").display()
+        ))
+        .await
+        .expect("create model");
+    let query = |marker: &str| {
+        format!(
+            "SELECT path, repeat('x', 262144) AS {marker}, embed_image('clip', image) AS e \
+             FROM read_images('{}')",
+            files.path().display()
+        )
+    };
+    for copy in [false, true] {
+        let marker = if copy { "copy_pad" } else { "select_pad" };
+        // The connection's task is kept, to be aborted: a dropped
+        // tokio-postgres client reads on to the statement's end.
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=tester dbname=quiver",
+                server.addr.port()
+            ),
+            NoTls,
+        )
+        .await
+        .expect("connect");
+        let connection = tokio::spawn(connection);
+        // Small batches everywhere (the scan's, the calls'): what runs
+        // ahead of the client is a few dozen rows.
+        client
+            .batch_execute(
+                "SET quiver.inference.batch_size = 8; \
+                 SET quiver.inference.max_wait_ms = 10; \
+                 SET datafusion.execution.batch_size = 16; \
+                 SET datafusion.execution.target_partitions = 2",
+            )
+            .await
+            .expect("set up");
+        let (paused, resumed) = if copy {
+            let sql = format!("COPY ({}) TO STDOUT", query(marker));
+            let stream = client.copy_out(sql.as_str()).await.expect("copy");
+            futures::pin_mut!(stream);
+            let first = futures::StreamExt::next(&mut stream).await;
+            assert!(matches!(first, Some(Ok(_))), "{first:?}");
+            let paused = standing_still(&watcher, marker).await;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            assert_eq!(progress_of(&watcher, marker).await, Some(paused));
+            for _ in 0..300 {
+                futures::StreamExt::next(&mut stream)
+                    .await
+                    .expect("a row")
+                    .expect("row");
+            }
+            (paused, standing_still(&watcher, marker).await)
+        } else {
+            let rows = client
+                .query_raw(query(marker).as_str(), std::iter::empty::<i64>())
+                .await
+                .expect("select");
+            futures::pin_mut!(rows);
+            let first = futures::StreamExt::next(&mut rows).await;
+            assert!(matches!(first, Some(Ok(_))), "{first:?}");
+            let paused = standing_still(&watcher, marker).await;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            assert_eq!(progress_of(&watcher, marker).await, Some(paused));
+            for _ in 0..300 {
+                futures::StreamExt::next(&mut rows)
+                    .await
+                    .expect("a row")
+                    .expect("row");
+            }
+            (paused, standing_still(&watcher, marker).await)
+        };
+        eprintln!(
+            "{marker}: (files, model rows) paused at {paused:?}, {resumed:?} after 300 more rows"
+        );
+        // Paused well short of the end; read 300 more rows, and it went on.
+        assert!(paused.0 < 600 && paused.1 < 600, "{marker}: {paused:?}");
+        assert!(
+            resumed.0 >= 301 && resumed.1 >= 301 && resumed.1 > paused.1,
+            "{marker}: {paused:?} then {resumed:?}"
+        );
+        assert!(resumed.0 < 1000, "{marker}: {resumed:?}");
+        // A client gone mid-statement (its socket closed) ends the
+        // statement and the connection.
+        connection.abort();
+        drop(client);
+        let mut gone = false;
+        for _ in 0..100 {
+            if progress_of(&watcher, marker).await.is_none() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        assert!(gone, "{marker}: the connection outlived its client");
+    }
+    server.stop().await;
+}

@@ -1,7 +1,9 @@
 //! `pg_stat_activity`: one row per connection of the server, as Postgres
 //! lists its backends — who is connected, from where, what each runs now
 //! and since when — with `quiver_memory_bytes`, what the connection's
-//! queries hold of the shared memory pool at this moment.
+//! queries hold of the shared memory pool at this moment, and the progress
+//! of its running (or last) statement: `quiver_files_read`,
+//! `quiver_model_rows` and, when known, `quiver_model_rows_total`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -98,6 +100,9 @@ fn schema() -> SchemaRef {
         Field::new("state", DataType::Utf8, false),
         Field::new("query", DataType::Utf8, false),
         Field::new("quiver_memory_bytes", DataType::Int64, false),
+        Field::new("quiver_files_read", DataType::Int64, false),
+        Field::new("quiver_model_rows", DataType::Int64, false),
+        Field::new("quiver_model_rows_total", DataType::Int64, true),
     ]))
 }
 
@@ -117,6 +122,7 @@ impl StatActivity {
             .iter()
             .map(|b| b.doing.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .collect();
+        let progress: Vec<_> = all.iter().map(|b| b.session.progress()).collect();
         let text = |f: &dyn Fn(usize) -> String| -> ArrayRef {
             Arc::new(StringArray::from_iter_values((0..all.len()).map(f)))
         };
@@ -153,6 +159,19 @@ impl StatActivity {
             Arc::new(Int64Array::from_iter_values(
                 all.iter().map(|b| b.session.memory_held() as i64),
             )),
+            Arc::new(Int64Array::from_iter_values(
+                progress
+                    .iter()
+                    .map(|p| p.as_ref().map_or(0, |p| p.files() as i64)),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                progress
+                    .iter()
+                    .map(|p| p.as_ref().map_or(0, |p| p.model_done() as i64)),
+            )),
+            Arc::new(Int64Array::from_iter(progress.iter().map(|p| {
+                p.as_ref().and_then(|p| p.model_total()).map(|t| t as i64)
+            }))),
         ];
         Ok(RecordBatch::try_new(schema(), columns)?)
     }

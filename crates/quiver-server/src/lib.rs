@@ -3,7 +3,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`activity`] | `pg_stat_activity`: the server's connections, what each runs, the memory each holds |
+//! | [`activity`] | `pg_stat_activity`: the server's connections, what each runs, the memory each holds, its statement's progress |
 //! | [`copy`] | `COPY … TO STDOUT` in the text, csv and binary formats |
 //! | [`cursor`] | `DECLARE … CURSOR`, `FETCH`, `CLOSE`: forward cursors over a query's stream |
 //! | [`handler`] | one connection: its own session, simple and extended query protocols, transactions and client settings |
