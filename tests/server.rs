@@ -64,6 +64,13 @@ impl Server {
     }
 
     async fn connect(&self) -> Client {
+        self.connect_with_task().await.0
+    }
+
+    /// A client and the task that runs its connection (aborting the task
+    /// closes the socket; a dropped tokio-postgres client reads on to the
+    /// end of a running statement first).
+    async fn connect_with_task(&self) -> (Client, tokio::task::JoinHandle<()>) {
         let (client, connection) = tokio_postgres::connect(
             &format!(
                 "host=127.0.0.1 port={} user=tester dbname=quiver",
@@ -73,8 +80,10 @@ impl Server {
         )
         .await
         .expect("connect");
-        tokio::spawn(connection);
-        client
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        (client, task)
     }
 
     async fn stop(mut self) {
@@ -2161,18 +2170,8 @@ async fn a_client_that_stops_reading_stops_the_reads_and_the_model() {
     };
     for copy in [false, true] {
         let marker = if copy { "copy_pad" } else { "select_pad" };
-        // The connection's task is kept, to be aborted: a dropped
-        // tokio-postgres client reads on to the statement's end.
-        let (client, connection) = tokio_postgres::connect(
-            &format!(
-                "host=127.0.0.1 port={} user=tester dbname=quiver",
-                server.addr.port()
-            ),
-            NoTls,
-        )
-        .await
-        .expect("connect");
-        let connection = tokio::spawn(connection);
+        // The connection's task is kept, to be aborted.
+        let (client, connection) = server.connect_with_task().await;
         // Small batches everywhere (the scan's, the calls'): what runs
         // ahead of the client is a few dozen rows.
         client
@@ -2184,41 +2183,30 @@ async fn a_client_that_stops_reading_stops_the_reads_and_the_model() {
             )
             .await
             .expect("set up");
-        let (paused, resumed) = if copy {
+        let mut rows: futures::stream::BoxStream<'_, Result<(), tokio_postgres::Error>> = if copy {
             let sql = format!("COPY ({}) TO STDOUT", query(marker));
             let stream = client.copy_out(sql.as_str()).await.expect("copy");
-            futures::pin_mut!(stream);
-            let first = futures::StreamExt::next(&mut stream).await;
-            assert!(matches!(first, Some(Ok(_))), "{first:?}");
-            let paused = standing_still(&watcher, marker).await;
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            assert_eq!(progress_of(&watcher, marker).await, Some(paused));
-            for _ in 0..300 {
-                futures::StreamExt::next(&mut stream)
-                    .await
-                    .expect("a row")
-                    .expect("row");
-            }
-            (paused, standing_still(&watcher, marker).await)
+            Box::pin(futures::TryStreamExt::map_ok(stream, drop))
         } else {
-            let rows = client
-                .query_raw(query(marker).as_str(), std::iter::empty::<i64>())
+            let sql = query(marker);
+            let stream = client
+                .query_raw(sql.as_str(), std::iter::empty::<i64>())
                 .await
                 .expect("select");
-            futures::pin_mut!(rows);
-            let first = futures::StreamExt::next(&mut rows).await;
-            assert!(matches!(first, Some(Ok(_))), "{first:?}");
-            let paused = standing_still(&watcher, marker).await;
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            assert_eq!(progress_of(&watcher, marker).await, Some(paused));
-            for _ in 0..300 {
-                futures::StreamExt::next(&mut rows)
-                    .await
-                    .expect("a row")
-                    .expect("row");
-            }
-            (paused, standing_still(&watcher, marker).await)
+            Box::pin(futures::TryStreamExt::map_ok(stream, drop))
         };
+        let first = futures::StreamExt::next(&mut rows).await;
+        assert!(matches!(first, Some(Ok(()))), "{first:?}");
+        let paused = standing_still(&watcher, marker).await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert_eq!(progress_of(&watcher, marker).await, Some(paused));
+        for _ in 0..300 {
+            futures::StreamExt::next(&mut rows)
+                .await
+                .expect("a row")
+                .expect("row");
+        }
+        let resumed = standing_still(&watcher, marker).await;
         eprintln!(
             "{marker}: (files, model rows) paused at {paused:?}, {resumed:?} after 300 more rows"
         );
