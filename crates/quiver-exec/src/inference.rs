@@ -1110,30 +1110,21 @@ async fn batch(mut b: Batcher) {
                         Err(_) => continue,
                     }
                 }
-                // Past `max_wait`, but `replicas` calls in flight: sent
-                // now, this one would only wait for a replica, so it
-                // gathers on until one of them ends (each ending
-                // notifies `changed`). The cost: its own preprocessing
-                // no longer overlaps the pass before it; a full call
-                // leaves at once, so that is only while rows are short.
-                Some((oldest, _))
-                    if permits.available_permits() == 0
-                        && oldest.arrived + b.config.max_wait <= Instant::now() =>
-                {
-                    tokio::select! {
-                        next = b.chunks.recv() => Some(next),
-                        () = b.stalls.changed.notified() => continue,
-                    }
-                }
+                // Until the oldest row has waited `max_wait`; but while
+                // `replicas` calls are in flight, until one of them ends
+                // (each ending notifies `changed`): sent sooner, this one
+                // would only wait for a replica. The cost: its own
+                // preprocessing no longer overlaps the pass before it; a
+                // full call leaves at once, so that is only while rows
+                // are short.
                 Some((oldest, _)) => {
                     let deadline =
                         tokio::time::Instant::from_std(oldest.arrived + b.config.max_wait);
+                    let slot_free = permits.available_permits() > 0;
                     tokio::select! {
-                        next = tokio::time::timeout_at(deadline, b.chunks.recv()) => match next {
-                            Ok(next) => Some(next),
-                            Err(_) if permits.available_permits() == 0 => continue,
-                            Err(_) => None,
-                        },
+                        biased;
+                        next = b.chunks.recv() => Some(next),
+                        () = tokio::time::sleep_until(deadline), if slot_free => None,
                         () = b.stalls.changed.notified() => continue,
                     }
                 }
