@@ -193,8 +193,9 @@ fn new_context(
         "VIDEO".to_string(),
         Arc::new(quiver_sources::video::video_table_factory()),
     );
-    // ORDER BY may call model (async) functions.
-    state.add_analyzer_rule(Arc::new(crate::async_sort::AsyncSortKeys));
+    // ORDER BY, GROUP BY, aggregates, window functions and join
+    // conditions may call model (async) functions.
+    state.add_analyzer_rule(Arc::new(crate::async_calls::AsyncCallsBelow));
     // COPY … STORED AS IMAGES / AUDIO writes one file per row.
     state.register_file_format(Arc::new(ImagesFormatFactory), true)?;
     state.register_file_format(Arc::new(AudioFormatFactory), true)?;

@@ -28,7 +28,7 @@
 //! # Ok(()) }
 //! ```
 
-pub mod async_sort;
+pub mod async_calls;
 pub mod config;
 mod constant_rows;
 pub mod display;
