@@ -89,9 +89,13 @@ impl Hash for EmbedText {
 impl EmbedText {
     pub fn new(registry: Arc<ModelRegistry>) -> Self {
         Self {
-            // Two strings of any string type (the wrapper DataFusion puts around
-            // async functions does not forward `coerce_types`).
-            signature: Signature::string(2, Volatility::Immutable),
+            // Any string type as it is, each argument on its own (checked in
+            // `return_field_from_args`; the wrapper DataFusion puts around
+            // async functions does not forward `coerce_types`): a common
+            // type for both would cast the model's name to a `text`
+            // column's `Utf8View`, and a cast name is no longer a constant
+            // the planner can read.
+            signature: Signature::variadic_any(Volatility::Immutable),
             registry: Registry(registry),
             constant: Mutex::new(None),
         }
@@ -101,7 +105,7 @@ impl EmbedText {
         match arg.and_then(scalar_text) {
             Some(name) => Ok(name),
             None => plan_err!(
-                "embed_text: the model must be a constant string naming a model (SHOW MODELS)"
+                "embed_text: the model must be a constant string naming a model (SHOW MODELS), written as a literal without a cast"
             ),
         }
     }
@@ -172,6 +176,22 @@ impl ScalarUDFImpl for EmbedText {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let [model, text] = args.arg_fields else {
+            return plan_err!(
+                "embed_text(model, text) takes 2 arguments, got {}",
+                args.arg_fields.len()
+            );
+        };
+        for (what, field) in [("model", model), ("text", text)] {
+            let t = field.data_type();
+            let string = match t {
+                DataType::Dictionary(_, v) => v.is_string(),
+                t => t.is_string() || t.is_null(),
+            };
+            if !string {
+                return plan_err!("embed_text: the {what} must be text, got {t}");
+            }
+        }
         let name = self.model_name(args.scalar_arguments.first().copied().flatten())?;
         let (spec, info) = self.registry.describe(&name).map_err(model_error)?;
         let Some(dim) = info.embedding_dim() else {
@@ -200,7 +220,9 @@ impl AsyncScalarUDFImpl for EmbedText {
             return exec_err!("embed_text(model, text) takes 2 arguments");
         };
         let ColumnarValue::Scalar(model_name) = model_arg else {
-            return plan_err!("embed_text: the model must be a constant string naming a model");
+            return plan_err!(
+                "embed_text: the model must be a constant string naming a model, written as a literal without a cast"
+            );
         };
         let name = self.model_name(Some(model_name))?;
         if let ColumnarValue::Scalar(text) = text_arg {

@@ -64,7 +64,7 @@ impl Registry {
     ) -> datafusion::common::Result<(String, T)> {
         let Some(name) = arg.and_then(quiver_settings::args::scalar_text) else {
             return datafusion::common::plan_err!(
-                "{function}: the model must be a constant string naming a model (SHOW MODELS)"
+                "{function}: the model must be a constant string naming a model (SHOW MODELS), written as a literal without a cast"
             );
         };
         let (spec, info) = self.describe(&name).map_err(embed_text::model_error)?;
