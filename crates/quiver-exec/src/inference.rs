@@ -34,12 +34,13 @@
 //!   `replicas + 1` calls in flight: while the model's
 //!   workers run forward passes, the next call prepares its inputs (the
 //!   function's own preprocessing: tokenising, resizing, mel spectrograms).
-//! - Each **output** stream hands its batches back in their input order,
-//!   each with its model columns appended, as soon as its rows are done.
+//! - Each **output** stream hands its slices back in their input order,
+//!   each with its model columns appended, as soon as its call is done
+//!   (a LIMIT waits for one call, not for a whole input batch).
 //!
-//! Queued input batches (whole, until handed on), the arguments of slices
-//! awaiting their calls and the results being put together are reserved
-//! in the memory pool. Dropping the output streams (LIMIT reached, query
+//! Queued input batches (whole, until their last slice is handed on) and
+//! the arguments of slices awaiting their calls are reserved in the
+//! memory pool. Dropping the output streams (LIMIT reached, query
 //! cancelled) aborts the producers and the batcher, and with them the
 //! calls in flight.
 
@@ -495,11 +496,9 @@ impl ExecutionPlan for InferenceExec {
         }
         let output = Output {
             queue,
-            parts: vec![],
+            waiting: None,
             reservation,
             batch: 0,
-            results: MemoryConsumer::new(format!("InferenceExec[{partition}] results"))
-                .register(context.memory_pool()),
             freed,
             _tasks: tasks,
             schema: self.schema(),
@@ -611,20 +610,28 @@ impl SharedMetrics {
     }
 }
 
-/// A batch waiting in a partition's output queue for its model columns.
+/// What a partition's output queue holds.
 #[derive(Debug)]
 enum Pending {
-    Rows {
-        /// The whole input batch, on its last slice only.
-        whole: Option<RecordBatch>,
-        result: oneshot::Receiver<Result<Vec<ArrayRef>>>,
-        /// Reserved for the slice's arguments: freed once its result is in.
-        args: usize,
-        /// Reserved for the input batch, on its first slice only: freed
-        /// once the batch is handed on, since every slice keeps it alive.
-        batch: usize,
-    },
+    Rows(Queued),
     Failed(DataFusionError),
+}
+
+/// A slice waiting in a partition's output queue for its model columns.
+#[derive(Debug)]
+struct Queued {
+    /// The input batch it is a slice of, and where.
+    input: RecordBatch,
+    offset: usize,
+    rows: usize,
+    /// Whether it is its input batch's last slice.
+    last: bool,
+    result: oneshot::Receiver<Result<Vec<ArrayRef>>>,
+    /// Reserved for the slice's arguments: freed once its result is in.
+    args: usize,
+    /// Reserved for the input batch, on its first slice only: freed
+    /// once its last slice is handed on, since every slice keeps it alive.
+    batch: usize,
 }
 
 /// A producer's batch as the batcher sees it: its evaluated arguments
@@ -783,19 +790,18 @@ impl Producer {
     async fn send_batch(&mut self, batch: RecordBatch) -> bool {
         let total = batch.num_rows();
         // The batch lives until its last slice's result is in: reserved
-        // whole with its first slice, freed when it is handed on.
+        // whole with its first slice, freed when its last slice is handed on.
         let mut bytes = batch.get_array_memory_size();
         let mut offset = 0;
         while offset < total {
             let rows = self.slice_rows.min(total - offset);
-            let slice = batch.slice(offset, rows);
-            offset += rows;
-            // The last slice carries its whole input batch, so that the
-            // output can be that batch again (not one batch per slice).
-            let whole = (offset == total).then(|| batch.clone());
-            if !self.send(slice, whole, std::mem::take(&mut bytes)).await {
+            if !self
+                .send(&batch, offset, rows, std::mem::take(&mut bytes))
+                .await
+            {
                 return false;
             }
+            offset += rows;
         }
         self.sending = 0;
         true
@@ -803,7 +809,7 @@ impl Producer {
 }
 
 impl Producer {
-    /// Queues one slice, reserving its arguments and `batch` bytes of
+    /// Queues the slice of `input` at `offset`, reserving its arguments and `batch` bytes of
     /// its input batch (all of it on the first slice, none after); false
     /// when the execution is over for this partition.
     ///
@@ -813,7 +819,14 @@ impl Producer {
     /// enough rows for the calls ahead), so that a producer that cannot
     /// hand a slice on has not decoded it, and the decoded rows alive at
     /// once are bounded across all partitions, not per partition.
-    async fn send(&mut self, slice: RecordBatch, whole: Option<RecordBatch>, batch: usize) -> bool {
+    async fn send(
+        &mut self,
+        input: &RecordBatch,
+        offset: usize,
+        rows: usize,
+        batch: usize,
+    ) -> bool {
+        let slice = input.slice(offset, rows);
         let output = match self.output.clone().try_reserve_owned() {
             Ok(place) => place,
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
@@ -882,13 +895,15 @@ impl Producer {
         }
         self.sending += batch;
         let (reply, result) = oneshot::channel();
-        let rows = slice.num_rows();
-        output.send(Pending::Rows {
-            whole,
+        output.send(Pending::Rows(Queued {
+            input: input.clone(),
+            offset,
+            rows,
+            last: offset + rows == input.num_rows(),
             result,
             args: args_bytes,
             batch,
-        });
+        }));
         place.send(Chunk {
             rows,
             args,
@@ -1200,6 +1215,11 @@ async fn batch(mut b: Batcher) {
 
 /// Column by column, `parts` (each a set of columns over consecutive
 /// rows) as one set of columns; a single part is passed on, not copied.
+/// The error of a slice whose call went away without a result.
+fn dropped_call() -> DataFusionError {
+    DataFusionError::Execution("InferenceExec: the model call for these rows was dropped".into())
+}
+
 fn join_columns(parts: &[Vec<ArrayRef>]) -> Result<Vec<ArrayRef>> {
     if let [only] = parts {
         return Ok(only.clone());
@@ -1318,15 +1338,14 @@ async fn run_call(
 /// other partitions may run on.
 struct Output {
     queue: mpsc::Receiver<Pending>,
-    /// Model columns of the current input batch's slices so far.
-    parts: Vec<Vec<ArrayRef>>,
+    /// Taken from the queue, not handed on yet: the slice after those
+    /// handed on with the last batch, whose call is not done.
+    waiting: Option<Pending>,
     /// The producer's reservation, shared.
     reservation: Arc<MemoryReservation>,
     /// Of `reservation`, the current input batch's bytes (and the
     /// arguments of the slice whose result is awaited).
     batch: usize,
-    /// The memory of `parts`.
-    results: MemoryReservation,
     freed: Arc<Notify>,
     /// Held for its drop: the last stream gone aborts the tasks.
     _tasks: Arc<Tasks>,
@@ -1337,9 +1356,11 @@ struct Output {
 impl Drop for Output {
     fn drop(&mut self) {
         self.queue.close();
-        while let Ok(pending) = self.queue.try_recv() {
-            if let Pending::Rows { args, batch, .. } = pending {
-                self.reservation.shrink(args + batch);
+        let waiting = self.waiting.take();
+        let queued = std::iter::from_fn(|| self.queue.try_recv().ok());
+        for pending in waiting.into_iter().chain(queued) {
+            if let Pending::Rows(q) = pending {
+                self.reservation.shrink(q.args + q.batch);
             }
         }
         self.release_batch();
@@ -1347,77 +1368,108 @@ impl Drop for Output {
 }
 
 impl Output {
-    /// The next input batch with its model columns, in input order:
-    /// the results of its slices, put together.
+    /// The next rows with their model columns, in input order, as soon as
+    /// a slice's call is done: a LIMIT, a cursor or a client waiting for
+    /// its first rows waits for one call, not for a whole input batch (a
+    /// scan's batch may be thousands of files). The slices after it of
+    /// the same input batch whose calls are done too go out with it, as
+    /// one batch.
     async fn next(&mut self) -> Option<Result<RecordBatch>> {
-        loop {
-            let (whole, result, args, batch) = match self.queue.recv().await {
-                Some(Pending::Rows {
-                    whole,
-                    result,
-                    args,
-                    batch,
-                }) => (whole, result, args, batch),
-                Some(Pending::Failed(e)) => {
-                    self.release_batch();
-                    return Some(Err(e));
-                }
-                None => {
-                    self.release_batch();
-                    return None;
-                }
-            };
-            // The slice's arguments count with the batch while its result
-            // is awaited, so that a stream dropped meanwhile frees them.
-            self.batch += batch + args;
-            let result = result.await;
-            self.batch -= args;
-            self.reservation.shrink(args);
-            self.freed.notify_waiters();
-            let columns = match result {
-                Ok(Ok(columns)) => columns,
-                Ok(Err(e)) => {
-                    self.release_batch();
-                    return Some(Err(e));
-                }
-                Err(_) => {
-                    self.release_batch();
-                    return Some(Err(DataFusionError::Execution(
-                        "InferenceExec: the model call for these rows was dropped".into(),
-                    )));
-                }
-            };
-            // Counted, never refused: the rows are computed already, and
-            // are freed with the batch they complete.
-            self.results.grow(
-                columns
-                    .iter()
-                    .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
-                    .sum(),
-            );
-            self.parts.push(columns);
-            if let Some(whole) = whole {
-                let parts = std::mem::take(&mut self.parts);
-                let out = self.assemble(whole, parts);
+        let pending = match self.waiting.take() {
+            Some(pending) => Some(pending),
+            None => self.queue.recv().await,
+        };
+        let first = match pending {
+            Some(Pending::Rows(q)) => q,
+            Some(Pending::Failed(e)) => {
                 self.release_batch();
-                return Some(out);
+                return Some(Err(e));
             }
+            None => {
+                self.release_batch();
+                return None;
+            }
+        };
+        let Queued {
+            input,
+            offset,
+            mut rows,
+            mut last,
+            result,
+            args,
+            batch,
+        } = first;
+        // The slice's arguments count with the batch while its result
+        // is awaited, so that a stream dropped meanwhile frees them.
+        self.batch += batch + args;
+        let result = result.await;
+        self.batch -= args;
+        self.reservation.shrink(args);
+        self.freed.notify_waiters();
+        let mut parts = match result {
+            Ok(Ok(columns)) => vec![columns],
+            Ok(Err(e)) => {
+                self.release_batch();
+                return Some(Err(e));
+            }
+            Err(_) => {
+                self.release_batch();
+                return Some(Err(dropped_call()));
+            }
+        };
+        while !last {
+            let Ok(pending) = self.queue.try_recv() else {
+                break;
+            };
+            let Pending::Rows(mut next) = pending else {
+                self.waiting = Some(pending);
+                break;
+            };
+            let columns = match next.result.try_recv() {
+                Ok(Ok(columns)) => columns,
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    self.waiting = Some(Pending::Rows(next));
+                    break;
+                }
+                // Handed on next time, after the rows before it.
+                Ok(Err(e)) => {
+                    self.reservation.shrink(next.args + next.batch);
+                    self.waiting = Some(Pending::Failed(e));
+                    break;
+                }
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    self.reservation.shrink(next.args + next.batch);
+                    self.waiting = Some(Pending::Failed(dropped_call()));
+                    break;
+                }
+            };
+            self.reservation.shrink(next.args);
+            self.batch += next.batch;
+            rows += next.rows;
+            last = next.last;
+            parts.push(columns);
         }
+        let out = join_columns(&parts)
+            .and_then(|columns| self.assemble(input.slice(offset, rows), columns));
+        // The input batch stays reserved until its last slice is handed
+        // on: every slice is a view of it.
+        if last || out.is_err() {
+            self.release_batch();
+        }
+        Some(out)
     }
 
-    /// Frees the current input batch and its model columns so far: it is
-    /// handed on, failed, or dropped.
+    /// Frees the current input batch: its last slice is handed on, or
+    /// it failed, or the stream is dropped.
     fn release_batch(&mut self) {
-        self.parts.clear();
-        self.results.free();
         self.reservation.shrink(std::mem::take(&mut self.batch));
         self.freed.notify_waiters();
     }
 
-    /// `whole` with the model columns of its slices appended.
-    fn assemble(&self, whole: RecordBatch, parts: Vec<Vec<ArrayRef>>) -> Result<RecordBatch> {
-        let mut all = whole.columns().to_vec();
-        all.extend(join_columns(&parts)?);
+    /// `slice` with its model columns appended.
+    fn assemble(&self, slice: RecordBatch, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+        let mut all = slice.columns().to_vec();
+        all.extend(columns);
         Ok(RecordBatch::try_new(self.schema.clone(), all)?.record_output(&self.baseline))
     }
 }

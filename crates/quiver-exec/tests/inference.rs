@@ -612,6 +612,62 @@ async fn limit_stops_inference_early() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_limit_waits_for_one_call_not_for_its_whole_input_batch() {
+    // One input batch of 8,192 rows (a scan's batch may be thousands of
+    // files) in calls of 16: each slice is handed on as soon as its call
+    // is done, so LIMIT 1 stops after the calls in flight, not after 512
+    // calls (the whole batch, as when a batch went out whole). The
+    // filter on the model's column keeps the LIMIT from reaching the
+    // table, as a WHERE on a model's label does.
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::from_millis(2), None);
+    one_batch_in_slices_of_4(&ctx).await;
+    let batches = ctx
+        .sql("SELECT id FROM t WHERE echo(id) > 0 LIMIT 1")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rows = calls.rows.load(Ordering::SeqCst);
+    assert!(rows <= 64, "{rows} rows went through the model");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slices_whose_calls_are_done_go_out_together_as_their_input_batch() {
+    // Batches of 64 rows in slices of 16 (calls of 64, the queue holding
+    // all 12 slices): a consumer that comes back once the calls are done
+    // gets each input batch whole (one batch, not four), its rows in
+    // order.
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::ZERO, None);
+    ctx.register_table("t", Arc::new(table_of(1, 3, |_, _| 64)))
+        .unwrap();
+    set(&ctx, "datafusion.execution.target_partitions", 1).await;
+    set(&ctx, "quiver.inference.batch_size", 64).await;
+    let plan = plan(&ctx, "SELECT id, echo(id) FROM t").await;
+    let mut stream = plan.execute(0, ctx.task_ctx()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut sizes = vec![];
+    let mut ids = vec![];
+    while let Some(batch) = stream.next().await {
+        let batch = batch.unwrap();
+        sizes.push(batch.num_rows());
+        ids.extend(
+            batch
+                .column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec(),
+        );
+    }
+    assert_eq!(sizes, [64, 64, 64]);
+    assert_eq!(ids, (0..192).collect::<Vec<i64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_consumer_stops_the_producers_and_dropping_cancels() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::from_millis(1), None);
@@ -837,12 +893,12 @@ async fn an_input_batch_is_reserved_once_until_its_last_slice_is_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_that_cannot_be_finished_under_the_limit_fails_instead_of_waiting() {
-    // One batch of 8,192 ids (64 KB) under a 96 KB limit: its results
-    // (8 bytes a row) fill the rest half way through. Only this batch's
-    // own slices could free memory, and they cannot come until it does:
-    // a "resources exhausted" error after a short wait, not a hang.
+    // One batch of 8,192 ids (64 KB) under a 48 KB limit: it cannot be
+    // reserved with its first slice, and nothing this partition holds
+    // could free memory: a "resources exhausted" error after a short
+    // wait, not a hang.
     let calls = Arc::new(Calls::default());
-    let ctx = context_with_memory(&calls, Duration::ZERO, None, Some(96 << 10));
+    let ctx = context_with_memory(&calls, Duration::ZERO, None, Some(48 << 10));
     one_batch_in_slices_of_4(&ctx).await;
     let run = async {
         ctx.sql("SELECT count(echo(id + 1)) FROM t")
