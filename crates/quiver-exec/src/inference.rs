@@ -841,7 +841,10 @@ impl Producer {
                 }
             }
         };
+        // The batcher ends before the producers only when it failed (it
+        // panicked): the partition fails too, rather than end short.
         let Ok(mut place) = self.chunks.clone().reserve_owned().await else {
+            output.send(Pending::Failed(batcher_gone()));
             return false;
         };
         // Evaluating the arguments (decoding) holds this runtime thread
@@ -889,6 +892,7 @@ impl Producer {
                 Ok(place) => place,
                 Err(_) => {
                     self.reservation.shrink(reserved);
+                    output.send(Pending::Failed(batcher_gone()));
                     return false;
                 }
             };
@@ -1215,6 +1219,13 @@ async fn batch(mut b: Batcher) {
 
 /// Column by column, `parts` (each a set of columns over consecutive
 /// rows) as one set of columns; a single part is passed on, not copied.
+/// The error of a partition whose batcher is gone while it has rows.
+fn batcher_gone() -> DataFusionError {
+    DataFusionError::Execution(
+        "InferenceExec: the batcher stopped before this partition's rows were called".into(),
+    )
+}
+
 /// The error of a slice whose call went away without a result.
 fn dropped_call() -> DataFusionError {
     DataFusionError::Execution("InferenceExec: the model call for these rows was dropped".into())

@@ -29,3 +29,4 @@ pub use registry::{
     Architecture, Model, ModelInfo, ModelListing, ModelRegistry, ModelSpec, Tokens,
 };
 pub use share::DeviceFraction;
+pub use worker::MAX_REPLICAS;

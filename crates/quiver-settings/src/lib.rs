@@ -122,6 +122,36 @@ fn parse_whole(key: &str, value: &str) -> Result<u64> {
     })
 }
 
+/// The most replicas a session may ask of a model: a model runs at most
+/// this many worker threads (`quiver_models::worker::MAX_REPLICAS`, and
+/// `CREATE MODEL … OPTIONS (replicas …)` takes no more).
+pub const MAX_REPLICAS: u64 = 16;
+
+/// The most rows a session may ask a model call to take.
+pub const MAX_INFERENCE_BATCH: u64 = 65_536;
+
+/// The most slices a session may ask each output queue to hold.
+pub const MAX_QUEUE_DEPTH: u64 = 1_024;
+
+/// The longest a session may ask a partly filled call to wait: an hour.
+pub const MAX_WAIT_MS: u64 = 3_600_000;
+
+/// A whole number from 0 (from 1 unless `zero`) to `max`.
+fn parse_up_to(key: &str, value: &str, zero: bool, max: u64) -> Result<u64> {
+    let least = u64::from(!zero);
+    let v = parse_whole(key, value).map_err(|_| out_of_range(key, value, least, max))?;
+    if v < least || v > max {
+        return Err(out_of_range(key, value, least, max));
+    }
+    Ok(v)
+}
+
+fn out_of_range(key: &str, value: &str, least: u64, max: u64) -> DataFusionError {
+    DataFusionError::Configuration(format!(
+        "quiver.{key} must be a whole number from {least} to {max}, got '{value}'"
+    ))
+}
+
 fn parse_count(key: &str, value: &str) -> Result<u64> {
     let v = parse_whole(key, value).map_err(|_| {
         DataFusionError::Configuration(format!(
@@ -185,18 +215,21 @@ impl ExtensionOptions for QuiverSettings {
             }
             "inference.batch_size" => {
                 self.inference.batch_size =
-                    usize::try_from(parse_whole(key, value)?).unwrap_or(usize::MAX);
+                    usize::try_from(parse_up_to(key, value, true, MAX_INFERENCE_BATCH)?)
+                        .unwrap_or(usize::MAX);
             }
             "inference.replicas" => {
                 self.inference.replicas =
-                    usize::try_from(parse_whole(key, value)?).unwrap_or(usize::MAX);
+                    usize::try_from(parse_up_to(key, value, true, MAX_REPLICAS)?)
+                        .unwrap_or(usize::MAX);
             }
             "inference.queue_depth" => {
                 self.inference.queue_depth =
-                    usize::try_from(parse_count(key, value)?).unwrap_or(usize::MAX);
+                    usize::try_from(parse_up_to(key, value, false, MAX_QUEUE_DEPTH)?)
+                        .unwrap_or(usize::MAX);
             }
             "inference.max_wait_ms" => {
-                self.inference.max_wait_ms = parse_whole(key, value)?;
+                self.inference.max_wait_ms = parse_up_to(key, value, true, MAX_WAIT_MS)?;
             }
             "progress" => self.progress = parse_bool(key, value)?,
             "progress_interval_ms" => self.progress_interval_ms = parse_count(key, value)?,

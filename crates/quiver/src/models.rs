@@ -427,6 +427,14 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
+    fn a_session_asks_for_no_more_replicas_than_a_model_runs() {
+        assert_eq!(
+            quiver_settings::MAX_REPLICAS,
+            quiver_models::MAX_REPLICAS as u64
+        );
+    }
+
+    #[test]
     fn parses_model_statements() {
         let Some(ModelStatement::Create {
             spec,
