@@ -15,6 +15,14 @@
 //! async functions (downloads) keep
 //! DataFusion's per-partition operator, whose concurrency is per
 //! partition.
+//!
+//! DataFusion plans a filter that calls a model as one `FilterExec` over
+//! the model's operator: every row goes through the model, even those a
+//! cheap condition beside it drops (`WHERE status = 'open' AND
+//! cosine_similarity(embed_text(…), …) > 0.8` embeds every ticket). The
+//! rule moves the conditions of such a filter that read no model column
+//! into a `FilterExec` below the `InferenceExec`, so the model sees only
+//! the rows that pass them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,11 +30,16 @@ use std::time::Duration;
 use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
+use datafusion::physical_expr::utils::{collect_columns, conjunction, split_conjunction};
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::async_func::AsyncFuncExec;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlan, replace_children_if_necessary};
 use quiver_settings::QuiverSettings;
 
 use crate::inference::{InferenceConfig, InferenceExec};
@@ -127,6 +140,12 @@ impl PhysicalOptimizerRule for InferenceRule {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let settings = QuiverSettings::from_options(config).inference;
         plan.transform_up(|node| {
+            if let Some(filter) = node.downcast_ref::<FilterExec>() {
+                return Ok(match conditions_below_the_model(filter)? {
+                    Some(split) => Transformed::yes(split),
+                    None => Transformed::no(node),
+                });
+            }
             let Some(exec) = node.downcast_ref::<AsyncFuncExec>() else {
                 return Ok(Transformed::no(node));
             };
@@ -163,4 +182,62 @@ impl PhysicalOptimizerRule for InferenceRule {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// `filter` over an `InferenceExec` (rewritten already: the rule works
+/// bottom up), maybe through operators that pass rows on as they are
+/// (repartitioning, merging partitions), as two filters: the conditions that read
+/// no model column (nor are volatile) below the `InferenceExec`, the
+/// others where the filter was. `None` where there is nothing to move, or
+/// nothing would stay above.
+fn conditions_below_the_model(filter: &FilterExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let mut between = vec![];
+    let mut node = Arc::clone(filter.input());
+    let inference = loop {
+        if let Some(inference) = node.downcast_ref::<InferenceExec>() {
+            break inference;
+        }
+        let passes_rows_on = node.is::<RepartitionExec>() || node.is::<CoalescePartitionsExec>();
+        let Some(child) = node
+            .children()
+            .into_iter()
+            .next()
+            .filter(|_| passes_rows_on)
+        else {
+            return Ok(None);
+        };
+        let child = Arc::clone(child);
+        between.push(node);
+        node = child;
+    };
+    let Some(input) = inference.children().into_iter().next() else {
+        return Ok(None);
+    };
+    // The model's columns follow its input's, which the operator passes on
+    // as they are: a condition on input columns reads the same below.
+    let width = input.schema().fields().len();
+    let (below, above): (Vec<Arc<dyn PhysicalExpr>>, Vec<Arc<dyn PhysicalExpr>>) =
+        split_conjunction(filter.predicate())
+            .into_iter()
+            .cloned()
+            .partition(|c| {
+                !is_volatile(c) && collect_columns(c).iter().all(|col| col.index() < width)
+            });
+    if below.is_empty() || above.is_empty() {
+        return Ok(None);
+    }
+    let lower = Arc::new(FilterExec::try_new(conjunction(below), Arc::clone(input))?);
+    let mut rebuilt: Arc<dyn ExecutionPlan> = Arc::new(InferenceExec::try_new(
+        inference.exprs().to_vec(),
+        lower,
+        inference.config(),
+    )?);
+    for node in between.into_iter().rev() {
+        rebuilt = replace_children_if_necessary(node, vec![rebuilt])?;
+    }
+    let upper = FilterExecBuilder::from(filter)
+        .with_input(rebuilt)
+        .with_predicate(conjunction(above))
+        .build()?;
+    Ok(Some(Arc::new(upper)))
 }

@@ -668,6 +668,33 @@ async fn slices_whose_calls_are_done_go_out_together_as_their_input_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conditions_that_read_no_model_column_filter_before_the_model() {
+    // `WHERE id % 10 = 0 AND echo(id) IS NOT NULL`: DataFusion filters
+    // after the model, which then sees all 800 rows; the condition on
+    // `id` alone now runs below it, and the model sees the 80 that pass.
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::ZERO, None);
+    ctx.register_table("t", Arc::new(table_of(2, 4, |_, _| 100)))
+        .unwrap();
+    let sql = "SELECT id FROM t WHERE id % 10 = 0 AND echo(id) IS NOT NULL AND id >= 0";
+    let plan = plan(&ctx, sql).await;
+    let shown = displayable(plan.as_ref()).indent(true).to_string();
+    let model = shown.find("InferenceExec").expect(&shown);
+    let cheap = shown
+        .find("FilterExec: id@0 % 10 = 0 AND id@0 >= 0")
+        .expect(&shown);
+    assert!(cheap > model, "{shown}");
+    let out = collect(plan, ctx.task_ctx()).await.unwrap();
+    let mut ids: Vec<i64> = out
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..800).step_by(10).collect::<Vec<i64>>());
+    assert_eq!(calls.rows.load(Ordering::SeqCst), 80);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_consumer_stops_the_producers_and_dropping_cancels() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::from_millis(1), None);
