@@ -216,13 +216,11 @@ fn conditions_below_the_model(filter: &FilterExec) -> Result<Option<Arc<dyn Exec
     // The model's columns follow its input's, which the operator passes on
     // as they are: a condition on input columns reads the same below.
     let width = input.schema().fields().len();
-    let (below, above): (Vec<Arc<dyn PhysicalExpr>>, Vec<Arc<dyn PhysicalExpr>>) =
-        split_conjunction(filter.predicate())
-            .into_iter()
-            .cloned()
-            .partition(|c| {
-                !is_volatile(c) && collect_columns(c).iter().all(|col| col.index() < width)
-            });
+    type Conditions = Vec<Arc<dyn PhysicalExpr>>;
+    let (below, above): (Conditions, Conditions) = split_conjunction(filter.predicate())
+        .into_iter()
+        .cloned()
+        .partition(|c| !is_volatile(c) && collect_columns(c).iter().all(|col| col.index() < width));
     if below.is_empty() || above.is_empty() {
         return Ok(None);
     }
