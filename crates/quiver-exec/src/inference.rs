@@ -1045,17 +1045,31 @@ struct Segment {
 /// Time during which at least one call runs.
 #[derive(Debug, Default)]
 struct BusyClock {
+    /// Calls running, and since when the time while any ran was last
+    /// counted.
     state: Mutex<(usize, Option<Instant>)>,
 }
 
 impl BusyClock {
-    fn enter(self: &Arc<Self>, time: &Time) -> BusyGuard {
+    /// Counts the time since the last change while a call ran, at every
+    /// call that starts or ends: `model_busy` is current while calls
+    /// overlap without a gap (a LIMIT that ends the query then still
+    /// reads it right).
+    fn change(&self, time: &Time, by: isize) {
         if let Ok(mut s) = self.state.lock() {
-            if s.0 == 0 {
-                s.1 = Some(Instant::now());
+            let now = Instant::now();
+            if let Some(since) = s.1.take() {
+                time.add_duration(now.saturating_duration_since(since));
             }
-            s.0 += 1;
+            s.0 = s.0.saturating_add_signed(by);
+            if s.0 > 0 {
+                s.1 = Some(now);
+            }
         }
+    }
+
+    fn enter(self: &Arc<Self>, time: &Time) -> BusyGuard {
+        self.change(time, 1);
         BusyGuard {
             clock: self.clone(),
             time: time.clone(),
@@ -1070,14 +1084,7 @@ struct BusyGuard {
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        if let Ok(mut s) = self.clock.state.lock() {
-            s.0 = s.0.saturating_sub(1);
-            if s.0 == 0
-                && let Some(since) = s.1.take()
-            {
-                self.time.add_duration(since.elapsed());
-            }
-        }
+        self.clock.change(&self.time, -1);
     }
 }
 

@@ -1011,6 +1011,27 @@ async fn a_plan_executed_again_reports_its_own_busy_share() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn model_busy_counts_calls_that_overlap_until_a_limit_ends_the_query() {
+    // Calls of 16 rows taking 20 ms, three in flight, never a gap between
+    // them until LIMIT 20 ends the query (after two calls): the busy time
+    // is counted as calls start and end, not only once none runs (which
+    // read 1 ns here).
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::from_millis(20), None);
+    one_batch_in_slices_of_4(&ctx).await;
+    set(&ctx, "quiver.inference.replicas", 2).await;
+    let plan = plan(&ctx, "SELECT id FROM t WHERE echo(id) IS NOT NULL LIMIT 20").await;
+    let out = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
+    assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 20);
+    let busy = find_inference(&plan)
+        .and_then(|e| e.metrics())
+        .and_then(|m| m.sum_by_name("model_busy"))
+        .map(|m| m.as_usize())
+        .expect("model_busy");
+    assert!(busy >= 20_000_000, "model_busy {busy} ns");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_run_calls_side_by_side() {
     let calls = Arc::new(Calls::default());
     let ctx = context(&calls, Duration::from_millis(40), None);
