@@ -270,7 +270,7 @@ impl AsyncScalarUDFImpl for ClassifyImage {
         let top_k = self.top_k(args.args.get(2), info.num_classes)?;
         let rows = args.number_rows;
         let images = args.args[1].to_array(rows)?;
-        if images.null_count() == rows {
+        if images.logical_null_count() == rows {
             return Ok(ColumnarValue::Array(new_null_array(
                 &classification_type(),
                 rows,

@@ -172,7 +172,7 @@ impl AsyncScalarUDFImpl for ClipUdf {
             ClipOp::Classify => self.labels(&args.args[2])?,
             ClipOp::EmbedImage => vec![],
         };
-        if images.null_count() == rows {
+        if images.logical_null_count() == rows {
             return Ok(ColumnarValue::Array(new_null_array(
                 args.return_field.data_type(),
                 rows,

@@ -160,7 +160,7 @@ impl AsyncScalarUDFImpl for Transcribe {
         };
         let rows = args.number_rows;
         let audio = args.args[1].to_array(rows)?;
-        if audio.null_count() == rows {
+        if audio.logical_null_count() == rows {
             return Ok(ColumnarValue::Array(new_null_array(&DataType::Utf8, rows)));
         }
         let limits = QuiverSettings::from_options(&args.config_options).audio_limits;
