@@ -258,6 +258,8 @@ async fn joins_read_the_bytes_of_the_rows_they_keep() {
     }
     let (q, store) = Counting::engine(memory, "counted://big");
     // Metadata for every 100th file, made from the listing alone.
+    let (progress, _) = q.start_progress();
+    let progress = progress.expect("progress counters");
     q.collect(
         "CREATE TABLE meta AS SELECT path, 'label ' || substr(path, -10, 6) AS label \
          FROM read_images('counted://big/photos/') WHERE path LIKE '%00.png'",
@@ -265,6 +267,7 @@ async fn joins_read_the_bytes_of_the_rows_they_keep() {
     .await
     .expect("metadata table");
     assert_eq!(store.take(), (0, 0), "the metadata came from the listing");
+    assert_eq!(progress.files(), 0, "progress counts no file read");
 
     let sql = "SELECT m.label, i.image, i.size FROM read_images('counted://big/photos/') i \
                JOIN meta m ON i.path = m.path";
@@ -275,9 +278,13 @@ async fn joins_read_the_bytes_of_the_rows_they_keep() {
     assert!(plan.contains("media_fetch"), "{plan}");
     assert!(plan.contains("reads=listing"), "{plan}");
 
+    q.start_progress();
     let batches = q.collect(sql).await.expect("join");
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, FILES / 100);
+    // Progress (`quiver_files_read`) counts the files media_fetch read,
+    // not the listing's 100,000.
+    assert_eq!(progress.files(), (FILES / 100) as u64);
     let mut fetched = 0;
     for batch in &batches {
         let images = batch

@@ -45,7 +45,27 @@ pub struct QuiverSettings {
     pub progress: bool,
     /// Milliseconds between two progress NOTICEs.
     pub progress_interval_ms: u64,
+    /// The session's [`progress::StatementProgress`], for functions, which
+    /// see the options but not the session's other extensions
+    /// (`media_fetch` counts the files it reads). Not a setting.
+    pub statement_progress: ProgressHandle,
 }
+
+/// A session's [`progress::StatementProgress`], carried in its settings.
+#[derive(Debug, Clone, Default)]
+pub struct ProgressHandle(pub Option<std::sync::Arc<progress::StatementProgress>>);
+
+impl PartialEq for ProgressHandle {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ProgressHandle {}
 
 /// The knobs of the streaming inference operator (`quiver.inference.*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +118,7 @@ impl Default for QuiverSettings {
             inference: InferenceSettings::default(),
             progress: false,
             progress_interval_ms: 1000,
+            statement_progress: ProgressHandle::default(),
         }
     }
 }

@@ -2,9 +2,11 @@
 //! — media files read, rows through model calls out of the rows expected —
 //! for progress displays.
 //!
-//! One lives on each session's config (`SessionConfig::with_extension`):
-//! media scans add the files they finish, every `InferenceExec` adds the
-//! rows its input will deliver (when the input's statistics know them) to
+//! One lives on each session's config (`SessionConfig::with_extension`,
+//! and in its `QuiverSettings` for functions): media scans add the files
+//! they finish reading (a scan of the listing alone reads none), and
+//! `media_fetch` those it reads above a join; every `InferenceExec` adds the
+//! rows its input will deliver (when the input's statistics know them for sure) to
 //! the model total and the rows each call finishes to the model count. The
 //! CLI's progress line and the server's progress NOTICEs read it; whoever
 //! starts a statement resets it.

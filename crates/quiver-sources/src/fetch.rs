@@ -28,6 +28,7 @@ use crate::audio::AudioReader;
 use crate::download::{IDEAL_ROWS, binary_array, fetch_each};
 use crate::images::ImagesReader;
 use crate::media_scan::{MediaReader, OnError};
+use quiver_settings::QuiverSettings;
 
 /// The function's name in plans.
 pub const MEDIA_FETCH: &str = "media_fetch";
@@ -150,6 +151,10 @@ impl AsyncScalarUDFImpl for MediaFetch {
         let kind = constant(&args.args, 1, "kind")?;
         let reader = reader_for(&kind)?;
         let on_error = OnError::parse(&constant(&args.args, 2, "on_error")?)?;
+        // The files this call reads count with the statement's (the
+        // scans below a join read only the listing).
+        let paths = args.args[0].to_array(args.number_rows)?;
+        let reads = paths.len() - paths.logical_null_count();
         let results = fetch_each(&self.runtime, &args, MEDIA_FETCH, |_, path, got| {
             let bytes = got.map_err(|e| e.context(format!("reading {kind} {path}")))?;
             match reader.check(&bytes) {
@@ -162,6 +167,12 @@ impl AsyncScalarUDFImpl for MediaFetch {
             }
         })
         .await?;
+        if let Some(progress) = &QuiverSettings::from_options(&args.config_options)
+            .statement_progress
+            .0
+        {
+            progress.add_files(reads);
+        }
         let view =
             reader.schema().field(reader.bytes_column()).data_type() == &DataType::BinaryView;
         Ok(ColumnarValue::Array(binary_array(&results, view)))

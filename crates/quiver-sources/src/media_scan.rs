@@ -916,7 +916,13 @@ where
         .buffered(concurrency)
         .try_collect()
         .await?;
-    if let Some(progress) = &scan.progress {
+    // A scan of the listing alone (its bytes fetched above a join, if
+    // at all) reads no file.
+    if let Some(progress) = scan
+        .progress
+        .as_ref()
+        .filter(|_| scan.reads != Reads::Nothing)
+    {
         progress.add_files(files);
     }
     let rows = scan.keep(rows, failed);

@@ -136,12 +136,13 @@ fn new_context(
     config: &QuiverConfig,
     models: &Arc<ModelRegistry>,
 ) -> Result<SessionContext> {
+    let progress = Arc::new(StatementProgress::default());
     let session_config = SessionConfig::new()
         .with_target_partitions(config.target_partitions())
         .with_batch_size(config.exec.batch_size)
         .with_information_schema(true)
         // Files read and rows through model calls, for progress displays.
-        .with_extension(Arc::new(StatementProgress::default()))
+        .with_extension(Arc::clone(&progress))
         // Keep the Arrow schema stored in Parquet files, so that image
         // and embedding columns written by COPY read back tagged.
         .set_bool("datafusion.execution.parquet.skip_metadata", false)
@@ -159,6 +160,7 @@ fn new_context(
                 max_pixels: config.media.max_video_pixels,
                 ..Default::default()
             },
+            statement_progress: quiver_settings::ProgressHandle(Some(progress)),
             ..QuiverSettings::default()
         });
     // Joins carry paths; media bytes are fetched above them.
