@@ -41,6 +41,40 @@ async fn the_same_join_runs_when_it_fits() {
     assert!(shown.contains("20000000"), "{shown}");
 }
 
+/// Each sort sets aside what it needs to merge its spills before it
+/// sorts a row: DataFusion's 10 MB each made any ORDER BY fail under a
+/// 10 MB limit (4 partitions here); Quiver scales it to the limit, and a
+/// sort that outgrows its share spills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sorts_run_under_a_small_memory_limit() {
+    let q = engine("10MB");
+    let two = q
+        .collect("SELECT column1 FROM (VALUES (2), (1)) ORDER BY 1")
+        .await
+        .expect("two rows sorted under 10 MB");
+    assert_eq!(two.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    let sorted = q
+        .collect(
+            "SELECT k FROM (SELECT value AS k, repeat('x', 100) AS pad \
+             FROM generate_series(1, 200000)) ORDER BY pad, k DESC",
+        )
+        .await
+        .expect("20 MB sorted under 10 MB");
+    let keys: Vec<i64> = sorted
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .expect("k")
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(keys.len(), 200_000);
+    assert_eq!((keys[0], keys[199_999]), (200_000, 1));
+}
+
 /// DataFusion 55's `RepartitionExec` could stop a query for ever under a
 /// memory limit (apache/datafusion#24883: two inputs spilling at once,
 /// the reader waiting on the wrong spill file). The engine's pool never

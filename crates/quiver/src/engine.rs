@@ -128,6 +128,20 @@ impl QuiverBuilder {
     }
 }
 
+/// DataFusion's default for what each sort sets aside to merge its
+/// spills (`datafusion.execution.sort_spill_reservation_bytes`).
+const SORT_MERGE_RESERVATION: usize = 10 * 1024 * 1024;
+
+/// What each sort sets aside to merge its spills under a memory limit of
+/// `limit` bytes and `partitions` partitions: DataFusion's 10 MB, or an
+/// eighth of the limit shared by the partitions where that is less (at
+/// least 64 KB). Every partition's sort sets it aside before it sorts a
+/// row: at 10 MB each, 16 partitions under 128 MB (or 1 under 10 MB)
+/// could not sort two rows.
+fn sort_merge_reservation(limit: usize, partitions: usize) -> usize {
+    (limit / (8 * partitions.max(1))).clamp(64 * 1024, SORT_MERGE_RESERVATION)
+}
+
 /// A session over `runtime` (shared memory pool, disk manager and object
 /// stores) with every Quiver function, table function and factory
 /// registered, and its own settings and temporary tables.
@@ -137,7 +151,7 @@ fn new_context(
     models: &Arc<ModelRegistry>,
 ) -> Result<SessionContext> {
     let progress = Arc::new(StatementProgress::default());
-    let session_config = SessionConfig::new()
+    let mut session_config = SessionConfig::new()
         .with_target_partitions(config.target_partitions())
         .with_batch_size(config.exec.batch_size)
         .with_information_schema(true)
@@ -163,6 +177,10 @@ fn new_context(
             statement_progress: quiver_settings::ProgressHandle(Some(progress)),
             ..QuiverSettings::default()
         });
+    if let Ok(limit) = config.memory_limit_bytes() {
+        let reserved = sort_merge_reservation(limit, config.target_partitions());
+        session_config = session_config.with_sort_spill_reservation_bytes(reserved);
+    }
     // Joins carry paths; media bytes are fetched above them.
     let media_fetch = Arc::new(
         AsyncScalarUDF::new(Arc::new(MediaFetch::new(Arc::clone(&runtime)))).into_scalar_udf(),
