@@ -49,9 +49,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
-use datafusion::arrow::compute::{concat, concat_batches};
-use datafusion::arrow::datatypes::{FieldRef, Fields, Schema, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat, concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Fields, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ColumnStatistics, Statistics};
@@ -1231,6 +1231,26 @@ async fn batch(mut b: Batcher) {
 
 /// Column by column, `parts` (each a set of columns over consecutive
 /// rows) as one set of columns; a single part is passed on, not copied.
+/// `batch` copied into buffers of its own (the views of a byte-view
+/// column compacted to the bytes they show).
+fn compact(batch: &RecordBatch) -> Result<RecordBatch> {
+    let rows = u32::try_from(batch.num_rows())
+        .map_err(|_| DataFusionError::Internal("InferenceExec: a batch of 2^32 rows".into()))?;
+    let taken = take_record_batch(batch, &UInt32Array::from_iter_values(0..rows))?;
+    let columns = taken
+        .columns()
+        .iter()
+        .map(|c| -> ArrayRef {
+            match c.data_type() {
+                DataType::BinaryView => Arc::new(c.as_binary_view().gc()),
+                DataType::Utf8View => Arc::new(c.as_string_view().gc()),
+                _ => Arc::clone(c),
+            }
+        })
+        .collect();
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 /// The error of a partition whose batcher is gone while it has rows.
 fn batcher_gone() -> DataFusionError {
     DataFusionError::Execution(
@@ -1472,8 +1492,13 @@ impl Output {
             last = next.last;
             parts.push(columns);
         }
+        // Part of an input batch goes out in buffers of its own: as a view
+        // it would hold, and an operator that keeps it (a sort) would
+        // count, the whole batch's buffers once per part.
+        let whole = offset == 0 && rows == input.num_rows();
         let out = join_columns(&parts)
-            .and_then(|columns| self.assemble(input.slice(offset, rows), columns));
+            .and_then(|columns| self.assemble(input.slice(offset, rows), columns))
+            .and_then(|batch| if whole { Ok(batch) } else { compact(&batch) });
         // The input batch stays reserved until its last slice is handed
         // on: every slice is a view of it.
         if last || out.is_err() {

@@ -656,6 +656,27 @@ async fn a_limit_waits_for_one_call_not_for_its_whole_input_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn part_of_an_input_batch_goes_out_in_buffers_of_its_own() {
+    // One batch of 8,192 ids (64 KB) in calls of 16: what goes out before
+    // the rest of the batch is done is a copy, so that an operator that
+    // keeps it (a sort, under a memory limit) counts its rows, not the
+    // whole batch's 64 KB once per part.
+    let calls = Arc::new(Calls::default());
+    let ctx = context(&calls, Duration::from_millis(5), None);
+    one_batch_in_slices_of_4(&ctx).await;
+    let plan = plan(&ctx, "SELECT id, echo(id) FROM t").await;
+    let mut stream = plan.execute(0, ctx.task_ctx()).unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.num_rows() < 8192, "{} rows", first.num_rows());
+    let bytes = first.get_array_memory_size();
+    assert!(
+        bytes < 16 << 10,
+        "{} rows report {bytes} bytes",
+        first.num_rows()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slices_whose_calls_are_done_go_out_together_as_their_input_batch() {
     // Batches of 64 rows in slices of 16 (calls of 64, the queue holding
     // all 12 slices): a consumer that comes back once the calls are done
