@@ -25,6 +25,11 @@
 //!       <input>
 //! ```
 //!
+//! What the optimizer makes of a query later (a `WHERE` condition that
+//! becomes a join's, a decorrelated subquery, `DISTINCT ON` turned into
+//! an aggregate) DataFusion plans with the calls in a projection already
+//! (tested in `models/inference.slt`).
+//!
 //! A sort key that calls one is computed below whole, so that
 //! `ORDER BY cosine_similarity(e, embed_text('m', 'query')) DESC LIMIT k`
 //! still runs as a top-k sort on a column. A join computes each call
@@ -57,12 +62,30 @@ impl AnalyzerRule for AsyncCallsBelow {
     }
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        // Names are numbered across the whole plan: a node's input may
-        // carry the columns a node below it added.
-        let mut named = 0usize;
-        plan.transform_up_with_subqueries(|node| move_calls_below(node, &mut named))
-            .map(|t| t.data)
+        move_every_call_below(plan).map(|t| t.data)
     }
+}
+
+/// The prefix of the columns this rule adds.
+const PREFIX: &str = "__quiver_async_";
+
+fn move_every_call_below(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    // Names are numbered across the whole plan, after any it carries
+    // already: a node's input may carry the columns added below it.
+    let mut named = 0usize;
+    plan.apply_with_subqueries(|node| {
+        for field in node.schema().fields() {
+            if let Some(n) = field
+                .name()
+                .strip_prefix(PREFIX)
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                named = named.max(n + 1);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    plan.transform_up_with_subqueries(|node| move_calls_below(node, &mut named))
 }
 
 /// What one input of a node computes for it below: each expression with
@@ -82,7 +105,7 @@ impl Below {
         let name = match found {
             Some((_, name)) => name.clone(),
             None => {
-                let name = format!("__quiver_async_{named}");
+                let name = format!("{PREFIX}{named}");
                 *named += 1;
                 self.exprs.push((expr, name.clone()));
                 name
