@@ -73,6 +73,16 @@ async fn sorts_run_under_a_small_memory_limit() {
         .collect();
     assert_eq!(keys.len(), 200_000);
     assert_eq!((keys[0], keys[199_999]), (200_000, 1));
+    // A connection's own limit (`server.connection_memory_limit`) counts
+    // too: 10 MB of a 1 GB engine.
+    let session = engine("1GB")
+        .new_session_with_memory_limit(Some(10 << 20))
+        .expect("session");
+    let two = session
+        .collect("SELECT column1 FROM (VALUES (2), (1)) ORDER BY 1")
+        .await
+        .expect("two rows sorted under a connection's 10 MB");
+    assert_eq!(two.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
 }
 
 /// DataFusion 55's `RepartitionExec` could stop a query for ever under a

@@ -1487,6 +1487,7 @@ impl Output {
                 }
             };
             self.reservation.shrink(next.args);
+            self.freed.notify_waiters();
             self.batch += next.batch;
             rows += next.rows;
             last = next.last;

@@ -197,7 +197,9 @@ fn conditions_below_the_model(filter: &FilterExec) -> Result<Option<Arc<dyn Exec
         if let Some(inference) = node.downcast_ref::<InferenceExec>() {
             break inference;
         }
-        let passes_rows_on = node.is::<RepartitionExec>() || node.is::<CoalescePartitionsExec>();
+        // (A fetch would keep other rows once conditions ran below it.)
+        let passes_rows_on = (node.is::<RepartitionExec>() || node.is::<CoalescePartitionsExec>())
+            && node.fetch().is_none();
         let Some(child) = node
             .children()
             .into_iter()

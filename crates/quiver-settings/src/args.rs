@@ -9,6 +9,7 @@ use datafusion::common::{DataFusionError, Result, ScalarValue};
 pub fn scalar_text(v: &ScalarValue) -> Option<String> {
     match v {
         ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => s.clone(),
+        ScalarValue::Dictionary(_, value) => scalar_text(value),
         _ => None,
     }
 }

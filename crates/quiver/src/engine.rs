@@ -114,7 +114,7 @@ impl QuiverBuilder {
             })?;
         }
         let shared_pool = Arc::clone(&runtime.memory_pool);
-        let ctx = new_context(runtime, &config, &models)?;
+        let ctx = new_context(runtime, &config, &models, None)?;
         Ok(Quiver {
             ctx,
             config,
@@ -143,12 +143,13 @@ fn sort_merge_reservation(limit: usize, partitions: usize) -> usize {
 }
 
 /// A session over `runtime` (shared memory pool, disk manager and object
-/// stores) with every Quiver function, table function and factory
+/// stores, and at most `session_limit` bytes of the pool) with every Quiver function, table function and factory
 /// registered, and its own settings and temporary tables.
 fn new_context(
     runtime: Arc<RuntimeEnv>,
     config: &QuiverConfig,
     models: &Arc<ModelRegistry>,
+    session_limit: Option<usize>,
 ) -> Result<SessionContext> {
     let progress = Arc::new(StatementProgress::default());
     let mut session_config = SessionConfig::new()
@@ -177,7 +178,12 @@ fn new_context(
             statement_progress: quiver_settings::ProgressHandle(Some(progress)),
             ..QuiverSettings::default()
         });
-    if let Ok(limit) = config.memory_limit_bytes() {
+    // The engine's limit, or a connection's own where it is less.
+    let limit = match (config.memory_limit_bytes().ok(), session_limit) {
+        (Some(engine), Some(session)) => Some(engine.min(session)),
+        (engine, session) => engine.or(session),
+    };
+    if let Some(limit) = limit {
         let reserved = sort_merge_reservation(limit, config.target_partitions());
         session_config = session_config.with_sort_spill_reservation_bytes(reserved);
     }
@@ -429,7 +435,7 @@ impl Quiver {
         let runtime = RuntimeEnvBuilder::from_runtime_env(&self.ctx.runtime_env())
             .with_memory_pool(Arc::new(pool))
             .build_arc()?;
-        let ctx = new_context(runtime, &self.config, &self.models)?;
+        let ctx = new_context(runtime, &self.config, &self.models, limit)?;
         self.shared_tables.register(&ctx)?;
         Ok(Quiver {
             ctx,
