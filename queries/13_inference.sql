@@ -34,3 +34,17 @@ SELECT text, round(cosine_similarity(embed_text('minilm', text), embed_text('min
 FROM phrases
 ORDER BY score DESC
 LIMIT 5;
+
+-- A WHERE runs its conditions that read no model column first: the model
+-- sees only the 200 phrases with an even id (EXPLAIN shows a FilterExec
+-- below InferenceExec and one above it).
+SELECT count(*) AS close_to_an_animal
+FROM phrases
+WHERE id % 2 = 0
+  AND cosine_similarity(embed_text('minilm', text), embed_text('minilm', 'an animal')) > 0.3;
+
+-- Model calls in GROUP BY and aggregates are batched the same way.
+SELECT embed_text('minilm', text)[1] > 0 AS first_dimension_positive, count(*) AS phrases
+FROM phrases
+GROUP BY 1
+ORDER BY 1;
