@@ -1445,19 +1445,15 @@ impl Output {
         // The slice's arguments count with the batch while its result
         // is awaited, so that a stream dropped meanwhile frees them.
         self.batch += batch + args;
-        let result = result.await;
+        let result = result.await.unwrap_or_else(|_| Err(dropped_call()));
         self.batch -= args;
         self.reservation.shrink(args);
         self.freed.notify_waiters();
         let mut parts = match result {
-            Ok(Ok(columns)) => vec![columns],
-            Ok(Err(e)) => {
+            Ok(columns) => vec![columns],
+            Err(e) => {
                 self.release_batch();
                 return Some(Err(e));
-            }
-            Err(_) => {
-                self.release_batch();
-                return Some(Err(dropped_call()));
             }
         };
         while !last {
@@ -1468,21 +1464,19 @@ impl Output {
                 self.waiting = Some(pending);
                 break;
             };
-            let columns = match next.result.try_recv() {
-                Ok(Ok(columns)) => columns,
+            let done = match next.result.try_recv() {
                 Err(oneshot::error::TryRecvError::Empty) => {
                     self.waiting = Some(Pending::Rows(next));
                     break;
                 }
+                done => done.unwrap_or_else(|_| Err(dropped_call())),
+            };
+            let columns = match done {
+                Ok(columns) => columns,
                 // Handed on next time, after the rows before it.
-                Ok(Err(e)) => {
+                Err(e) => {
                     self.reservation.shrink(next.args + next.batch);
                     self.waiting = Some(Pending::Failed(e));
-                    break;
-                }
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    self.reservation.shrink(next.args + next.batch);
-                    self.waiting = Some(Pending::Failed(dropped_call()));
                     break;
                 }
             };
